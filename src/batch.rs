@@ -1,0 +1,171 @@
+//! What one skiplist node holds: a run of messages in `(timestamp, id)`
+//! order, with a claim cursor. Fresh messages are a [`Block`] of their own
+//! slots; redelivered ones are a [`RefBatch`] of references to the slots they
+//! were produced in.
+
+use crate::block::Block;
+use crate::state::{Claim, Tag};
+use crate::sync::{Arc, AtomicUsize, Ordering};
+use crossbeam_utils::CachePadded;
+
+/// A reference to one message, as put back by the redeliverer.
+pub(crate) struct MessageRef<T> {
+    pub(crate) block: Arc<Block<T>>,
+    pub(crate) slot: u32,
+    /// The attempt the message is pending at; a claim through this entry
+    /// succeeds only at exactly this attempt.
+    pub(crate) attempt: u32,
+    /// Due time in nanoseconds since the queue's origin.
+    pub(crate) ts: u64,
+}
+
+/// Redelivered messages due in the same millisecond, sorted by `(ts, id)`.
+pub(crate) struct RefBatch<T> {
+    cursor: CachePadded<AtomicUsize>,
+    entries: Box<[MessageRef<T>]>,
+}
+
+impl<T> RefBatch<T> {
+    pub(crate) fn new(entries: Vec<MessageRef<T>>) -> Self {
+        Self { cursor: CachePadded::new(AtomicUsize::new(0)), entries: entries.into_boxed_slice() }
+    }
+}
+
+pub(crate) enum Batch<T> {
+    Fresh(Arc<Block<T>>),
+    Redelivery(RefBatch<T>),
+}
+
+/// The first claimable entry of a batch, as seen now.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// Entry `pos` is pending, due at `ts`.
+    Ready { pos: usize, ts: u64 },
+    /// A producer reserved the next slot and is still writing it.
+    Busy,
+    /// Nothing to claim now; producers may still add to this block.
+    Drained,
+    /// Nothing to claim, ever: the batch can leave the index.
+    Exhausted,
+}
+
+/// A claim won through a batch: what a `Delivery` is built from.
+pub(crate) struct Claimed<T> {
+    pub(crate) block: Arc<Block<T>>,
+    pub(crate) slot: u32,
+    pub(crate) attempt: u32,
+    pub(crate) ts: u64,
+}
+
+/// One entry of a batch, borrowed.
+struct Entry<'a, T> {
+    block: &'a Arc<Block<T>>,
+    slot: usize,
+    expected_attempt: u32,
+    /// `None` for fresh slots: their timestamp is read after their state.
+    ts: Option<u64>,
+}
+
+impl<T> Batch<T> {
+    fn cursor(&self) -> usize {
+        match self {
+            Batch::Fresh(block) => block.cursor(),
+            // Relaxed: a hint; every entry it skips is re-checked by its state word.
+            Batch::Redelivery(batch) => batch.cursor.load(Ordering::Relaxed),
+        }
+    }
+
+    fn advance_cursor(&self, to: usize) {
+        match self {
+            Batch::Fresh(block) => block.advance_cursor(to),
+            // Relaxed: a hint, see `cursor`.
+            Batch::Redelivery(batch) => drop(batch.cursor.fetch_max(to, Ordering::Relaxed)),
+        }
+    }
+
+    /// Entries that will ever exist.
+    fn capacity(&self) -> usize {
+        match self {
+            Batch::Fresh(block) => block.len(),
+            Batch::Redelivery(batch) => batch.entries.len(),
+        }
+    }
+
+    /// Entry `pos`, if it exists yet.
+    fn entry(&self, pos: usize) -> Option<Entry<'_, T>> {
+        match self {
+            Batch::Fresh(block) => {
+                (pos < block.reserved()).then_some(Entry { block, slot: pos, expected_attempt: 0, ts: None })
+            }
+            Batch::Redelivery(batch) => batch.entries.get(pos).map(|r| Entry {
+                block: &r.block,
+                slot: r.slot as usize,
+                expected_attempt: r.attempt,
+                ts: Some(r.ts),
+            }),
+        }
+    }
+
+    /// Finds the first claimable entry, moving the cursor past settled ones.
+    pub(crate) fn head(&self) -> Head {
+        let start = self.cursor();
+        let mut pos = start;
+        let head = loop {
+            let Some(entry) = self.entry(pos) else {
+                break if pos >= self.capacity() { Head::Exhausted } else { Head::Drained };
+            };
+            let slot = entry.block.slot(entry.slot);
+            let word = slot.state.load();
+            match word.tag() {
+                Tag::Pending if word.attempt() == entry.expected_attempt => {
+                    break Head::Ready { pos, ts: entry.ts.unwrap_or_else(|| slot.ts()) };
+                }
+                Tag::Empty => break Head::Busy,
+                // Claimed through this entry, or moved on since: never again
+                // claimable here.
+                _ => pos += 1,
+            }
+        };
+        if pos > start {
+            self.advance_cursor(pos);
+        }
+        head
+    }
+
+    /// Tries to claim entry `pos` (as returned by [`Self::head`]).
+    pub(crate) fn claim(&self, pos: usize, deadline_tick: u64) -> Option<Claimed<T>> {
+        let entry = self.entry(pos)?;
+        let slot = entry.block.slot(entry.slot);
+        match slot.state.transition_to_claimed(entry.expected_attempt, deadline_tick) {
+            Claim::Won { attempt } => {
+                self.advance_cursor(pos + 1);
+                Some(Claimed {
+                    block: Arc::clone(entry.block),
+                    slot: entry.slot as u32,
+                    attempt,
+                    ts: entry.ts.unwrap_or_else(|| slot.ts()),
+                })
+            }
+            Claim::Taken => None,
+        }
+    }
+
+    /// Counts entries pending now: `(due by now_ns, due later)`.
+    pub(crate) fn count_pending(&self, now_ns: u64) -> (u64, u64) {
+        let (mut ready, mut delayed) = (0, 0);
+        let mut pos = self.cursor();
+        while let Some(entry) = self.entry(pos) {
+            let slot = entry.block.slot(entry.slot);
+            let word = slot.state.load();
+            if word.tag() == Tag::Pending && word.attempt() == entry.expected_attempt {
+                if entry.ts.unwrap_or_else(|| slot.ts()) <= now_ns {
+                    ready += 1;
+                } else {
+                    delayed += 1;
+                }
+            }
+            pos += 1;
+        }
+        (ready, delayed)
+    }
+}

@@ -1,0 +1,276 @@
+//! `Delivery`: one claim on one message, and the ways to settle it.
+
+use crate::batch::{Claimed, MessageRef};
+use crate::block::Block;
+use crate::error::LeaseExpired;
+use crate::id::MessageId;
+use crate::queue::Shared;
+use crate::state::{Release, Settle, Tag};
+use crate::stats::Counter;
+use crate::sync::{Arc, Instant, now};
+use std::fmt;
+use std::ops::Deref;
+use std::time::Duration;
+
+/// An exclusive claim on one message, valid until its lease runs out.
+///
+/// Dereferences to the message. Settle it with [`ack`](Self::ack) (done),
+/// [`rollback`](Self::rollback) (try again later) or
+/// [`dead_letter`](Self::dead_letter) (give up). Dropping it unsettled,
+/// a panic unwinding through the handler included, is a rollback.
+///
+/// While a delivery is live no other delivery of the same message is. Once
+/// its lease has expired it can no longer act (every settle returns
+/// [`LeaseExpired`] and changes nothing), but it can still be read: the
+/// payload lives until the last delivery that points at it is dropped.
+///
+/// ```
+/// use rebound::Queue;
+/// let q = Queue::new();
+/// q.produce(String::from("resize image 42")).unwrap();
+/// let d = q.consume().unwrap();
+/// assert!(d.starts_with("resize"));
+/// assert_eq!(d.attempt(), 1);
+/// d.rollback_after(std::time::Duration::ZERO).unwrap();
+/// let d = q.consume().unwrap();
+/// assert_eq!(d.attempt(), 2);
+/// d.ack().unwrap();
+/// ```
+pub struct Delivery<T> {
+    block: Arc<Block<T>>,
+    slot: u32,
+    /// This claim's generation: the attempt it was delivered as.
+    attempt: u32,
+    /// Timestamp in nanoseconds since the queue's origin.
+    ts: u64,
+    /// Not yet settled: `Drop` must roll back.
+    live: bool,
+}
+
+impl<T> Delivery<T> {
+    pub(crate) fn new(claimed: Claimed<T>) -> Self {
+        Self { block: claimed.block, slot: claimed.slot, attempt: claimed.attempt, ts: claimed.ts, live: true }
+    }
+
+    fn shared(&self) -> &Shared<T> {
+        &self.block.shared
+    }
+
+    fn index(&self) -> usize {
+        self.slot as usize
+    }
+
+    /// The message's id, the same on every delivery of it.
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// let id = q.produce(1).unwrap();
+    /// assert_eq!(q.consume().unwrap().id(), id);
+    /// ```
+    pub fn id(&self) -> MessageId {
+        self.shared().message_id(&self.block, self.index())
+    }
+
+    /// Which delivery of the message this is: 1 the first time, then one
+    /// more for each redelivery, whatever caused it.
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// q.produce(1).unwrap();
+    /// drop(q.consume().unwrap()); // dropping unsettled is a rollback
+    /// let d = q.consume().unwrap(); // after the default 100 ms backoff
+    /// assert_eq!(d.attempt(), 2);
+    /// # d.ack().unwrap();
+    /// ```
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// When the message became due for this delivery: when it was produced,
+    /// the time asked of `produce_after`/`produce_at`, or the redelivery time.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// let q = rebound::Queue::new();
+    /// let before = Instant::now();
+    /// q.produce(1).unwrap();
+    /// let d = q.consume().unwrap();
+    /// assert!(d.timestamp() >= before && d.timestamp() <= Instant::now());
+    /// # d.ack().unwrap();
+    /// ```
+    pub fn timestamp(&self) -> Instant {
+        self.shared().instant(self.ts)
+    }
+
+    /// The message is done: it will not be delivered again.
+    ///
+    /// # Errors
+    /// [`LeaseExpired`] if the lease ran out first; the message was then
+    /// redelivered (or dead-lettered) and this ack had no effect.
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// q.produce(1).unwrap();
+    /// q.consume().unwrap().ack().unwrap();
+    /// assert_eq!(q.stats().acked, 1);
+    /// ```
+    pub fn ack(mut self) -> Result<(), LeaseExpired> {
+        self.live = false;
+        let outcome = self.slot_state().transition_to_acked(self.attempt);
+        self.finish(outcome, Counter::Acked)
+    }
+
+    /// Try again later: the message is redelivered after the queue's backoff
+    /// for this attempt, or dead-lettered if this was its last attempt.
+    ///
+    /// # Errors
+    /// [`LeaseExpired`] if the lease ran out first (no effect).
+    ///
+    /// ```
+    /// let q: rebound::Queue<u8> = rebound::Queue::builder()
+    ///     .backoff(rebound::Backoff::fixed(std::time::Duration::from_millis(1)))
+    ///     .build();
+    /// q.produce(1).unwrap();
+    /// q.consume().unwrap().rollback().unwrap();
+    /// assert_eq!(q.consume().unwrap().attempt(), 2);
+    /// ```
+    pub fn rollback(mut self) -> Result<(), LeaseExpired> {
+        self.roll_back(None)
+    }
+
+    /// Try again after `delay` (instead of the queue's backoff), or
+    /// dead-letter if this was the last attempt.
+    ///
+    /// # Errors
+    /// [`LeaseExpired`] if the lease ran out first (no effect).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let q = rebound::Queue::new();
+    /// q.produce(1).unwrap();
+    /// let start = Instant::now();
+    /// q.consume().unwrap().rollback_after(Duration::from_millis(30)).unwrap();
+    /// let d = q.consume().unwrap();
+    /// assert!(start.elapsed() >= Duration::from_millis(30));
+    /// # d.ack().unwrap();
+    /// ```
+    pub fn rollback_after(mut self, delay: Duration) -> Result<(), LeaseExpired> {
+        self.roll_back(Some(delay))
+    }
+
+    /// Still working on it: the lease now ends `extension` from now, unless
+    /// it already ended later (a lease is never shortened).
+    ///
+    /// # Errors
+    /// [`LeaseExpired`] if the lease ran out first (no effect).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q: rebound::Queue<u8> = rebound::Queue::builder().lease(Duration::from_millis(20)).build();
+    /// q.produce(1).unwrap();
+    /// let d = q.consume().unwrap();
+    /// for _ in 0..4 {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    ///     d.extend_lease(Duration::from_millis(20)).unwrap();
+    /// }
+    /// d.ack().unwrap();
+    /// ```
+    pub fn extend_lease(&self, extension: Duration) -> Result<(), LeaseExpired> {
+        let deadline = self.shared().deadline_tick(now(), extension);
+        if self.slot_state().extend_lease(self.attempt, deadline) { Ok(()) } else { Err(LeaseExpired) }
+    }
+
+    /// Give up now: the message goes to the dead letters with reason
+    /// [`Rejected`](crate::DeadLetterReason::Rejected).
+    ///
+    /// # Errors
+    /// [`LeaseExpired`] if the lease ran out first (no effect).
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// q.produce("malformed").unwrap();
+    /// q.consume().unwrap().dead_letter().unwrap();
+    /// assert_eq!(q.stats().dead_lettered, 1);
+    /// ```
+    pub fn dead_letter(mut self) -> Result<(), LeaseExpired> {
+        self.live = false;
+        let outcome = self.slot_state().transition_to_rejected(self.attempt);
+        self.finish(outcome, Counter::DeadLettered)
+    }
+
+    fn slot_state(&self) -> &crate::state::MessageState {
+        &self.block.slot(self.index()).state
+    }
+
+    fn roll_back(&mut self, delay: Option<Duration>) -> Result<(), LeaseExpired> {
+        self.live = false;
+        let shared = self.shared();
+        let outcome = self.slot_state().transition_to_backtracked(self.attempt, shared.config.max_attempts);
+        if let Settle::Done { to: Tag::Backtracked, .. } = outcome {
+            shared.counters.add(Counter::RolledBack, 1);
+            let delay = delay.unwrap_or_else(|| shared.config.backoff.delay(self.attempt));
+            shared.backtrack(MessageRef {
+                block: Arc::clone(&self.block),
+                slot: self.slot,
+                attempt: self.attempt,
+                ts: shared.due(now(), delay),
+            });
+            return Ok(());
+        }
+        if let Settle::Done { .. } = outcome {
+            shared.counters.add(Counter::RolledBack, 1);
+        }
+        self.finish(outcome, Counter::DeadLettered)
+    }
+
+    /// Common tail of every settle: count it, release the payload if this
+    /// holder was the last, or, if the claim was stale, just let go.
+    fn finish(&self, outcome: Settle, counter: Counter) -> Result<(), LeaseExpired> {
+        let shared = self.shared();
+        match outcome {
+            Settle::Done { release, .. } => {
+                shared.counters.add(counter, 1);
+                shared.release(&self.block, self.index(), release);
+                shared.settled();
+                Ok(())
+            }
+            Settle::Stale => {
+                let release: Release = self.slot_state().release_holder();
+                shared.release(&self.block, self.index(), release);
+                Err(LeaseExpired)
+            }
+        }
+    }
+}
+
+impl<T> Deref for Delivery<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: this delivery was counted in the message's `holders` by the
+        // claim that made it, and is uncounted only by its settle or its
+        // drop, both of which end its life (`ack`, `rollback*` and
+        // `dead_letter` take `self`). `&self` borrows from that life.
+        unsafe { self.block.slot(self.index()).payload() }
+    }
+}
+
+impl<T> Drop for Delivery<T> {
+    fn drop(&mut self) {
+        if self.live {
+            // An unsettled drop (handler returned early, or panicked) is a
+            // rollback; if the lease had expired, it just lets go.
+            let _ = self.roll_back(None);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Delivery<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id())
+            .field("attempt", &self.attempt)
+            .field("timestamp", &self.timestamp())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,192 @@
+//! Error types. Each implements `std::error::Error`, and `Debug` never needs
+//! `T: Debug`.
+
+use std::fmt;
+
+/// [`Queue::produce`](crate::Queue::produce) on a closed queue. The message
+/// is handed back.
+///
+/// ```
+/// let q = rebound::Queue::<String>::new();
+/// q.close();
+/// let err = q.produce("hello".to_string()).unwrap_err();
+/// assert_eq!(err.into_inner(), "hello");
+/// ```
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum ProduceError<T> {
+    /// The queue is closed; here is the message back.
+    Closed(T),
+}
+
+impl<T> ProduceError<T> {
+    /// The message that was not produced.
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// q.close();
+    /// assert_eq!(q.produce(7).unwrap_err().into_inner(), 7);
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            ProduceError::Closed(value) => value,
+        }
+    }
+}
+
+impl<T> fmt::Debug for ProduceError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Closed(..)")
+    }
+}
+
+impl<T> fmt::Display for ProduceError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("producing on a closed queue")
+    }
+}
+
+impl<T> std::error::Error for ProduceError<T> {}
+
+/// [`Queue::try_consume`](crate::Queue::try_consume) found nothing to claim.
+///
+/// ```
+/// use rebound::{Queue, TryConsumeError};
+/// let q = Queue::<u8>::new();
+/// assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Empty);
+/// q.close();
+/// assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Closed);
+/// ```
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum TryConsumeError {
+    /// Nothing is ready now; messages may still arrive or come back.
+    Empty,
+    /// Closed, and nothing is pending or in flight: nothing will ever arrive.
+    Closed,
+}
+
+impl fmt::Display for TryConsumeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryConsumeError::Empty => f.write_str("no message is ready"),
+            TryConsumeError::Closed => f.write_str("the queue is closed and drained"),
+        }
+    }
+}
+
+impl std::error::Error for TryConsumeError {}
+
+/// [`Queue::consume`](crate::Queue::consume) on a queue that is closed and
+/// has nothing pending or in flight.
+///
+/// ```
+/// let q = rebound::Queue::<u8>::new();
+/// q.close();
+/// assert_eq!(q.consume().unwrap_err(), rebound::Closed);
+/// ```
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Closed;
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the queue is closed and drained")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+/// [`Queue::consume_timeout`](crate::Queue::consume_timeout) gave up.
+///
+/// ```
+/// use rebound::{ConsumeTimeoutError, Queue};
+/// use std::time::Duration;
+/// let q = Queue::<u8>::new();
+/// assert_eq!(q.consume_timeout(Duration::from_millis(1)).unwrap_err(), ConsumeTimeoutError::Timeout);
+/// ```
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum ConsumeTimeoutError {
+    /// Nothing became ready in time.
+    Timeout,
+    /// Closed, and nothing is pending or in flight.
+    Closed,
+}
+
+impl fmt::Display for ConsumeTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConsumeTimeoutError::Timeout => f.write_str("timed out waiting for a message"),
+            ConsumeTimeoutError::Closed => f.write_str("the queue is closed and drained"),
+        }
+    }
+}
+
+impl std::error::Error for ConsumeTimeoutError {}
+
+/// A settle or extend on a [`Delivery`](crate::Delivery) whose lease had
+/// already expired: it had no effect, and the message was (or will be)
+/// redelivered or dead-lettered.
+///
+/// ```
+/// use rebound::Queue;
+/// use std::time::Duration;
+/// let q: Queue<u8> = Queue::builder().lease(Duration::from_millis(5)).build();
+/// q.produce(1).unwrap();
+/// let stale = q.consume().unwrap();
+/// std::thread::sleep(Duration::from_millis(50));
+/// let fresh = q.consume().unwrap(); // redelivered after the lease ran out
+/// assert_eq!(stale.ack(), Err(rebound::LeaseExpired));
+/// assert_eq!(fresh.ack(), Ok(()));
+/// ```
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct LeaseExpired;
+
+impl fmt::Display for LeaseExpired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the delivery's lease expired before it was settled")
+    }
+}
+
+impl std::error::Error for LeaseExpired {}
+
+/// [`Builder::try_build`](crate::Builder::try_build) rejected a setting.
+///
+/// ```
+/// use rebound::{BuildError, Queue};
+/// let err = Queue::<u8>::builder().max_attempts(0).try_build().unwrap_err();
+/// assert!(matches!(err, BuildError::MaxAttempts { .. }));
+/// ```
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `max_attempts` must be between 1 and `limit`.
+    MaxAttempts {
+        /// The value given.
+        given: u32,
+        /// The largest value supported.
+        limit: u32,
+    },
+    /// The lease must be at least 1 ms and at most `limit`.
+    Lease {
+        /// The value given.
+        given: std::time::Duration,
+        /// The longest lease supported.
+        limit: std::time::Duration,
+    },
+    /// The operating system refused to start the redeliverer thread.
+    Spawn(std::io::ErrorKind),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::MaxAttempts { given, limit } => {
+                write!(f, "max_attempts must be between 1 and {limit}, got {given}")
+            }
+            BuildError::Lease { given, limit } => {
+                write!(f, "lease must be between 1ms and {limit:?}, got {given:?}")
+            }
+            BuildError::Spawn(kind) => write!(f, "could not start the redeliverer thread: {kind}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}

@@ -1,0 +1,126 @@
+//! The ordered index of pending messages: a crossbeam-skiplist of batches
+//! keyed by `(timestamp, sequence)`.
+//!
+//! Keys are unique by construction (the sequence comes from a per-queue
+//! counter), because `SkipList::insert` silently replaces an equal key.
+//! Ownership of a message is never decided here: the skiplist only finds
+//! candidates, and the message's state word decides who gets it. Entries are
+//! unlinked with `Entry::remove`, whose `bool` says who unlinked it.
+
+use crate::batch::{Batch, Claimed, Head};
+use crossbeam_epoch as epoch;
+use crossbeam_skiplist::base::SkipList;
+use crossbeam_utils::Backoff;
+
+/// The key of a batch: the timestamp of its first message, then a sequence
+/// number unique within the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Key {
+    pub(crate) ts: u64,
+    pub(crate) seq: u64,
+}
+
+/// Outcome of [`Index::claim`].
+pub(crate) enum Poll<T> {
+    Claimed(Claimed<T>),
+    /// Nothing is ready. `next_due` is the earliest known future due time.
+    Empty { next_due: Option<u64> },
+}
+
+pub(crate) struct Index<T> {
+    list: SkipList<Key, Batch<T>>,
+}
+
+impl<T: Send + Sync + 'static> Index<T> {
+    pub(crate) fn new() -> Self {
+        Self { list: SkipList::new(epoch::default_collector().clone()) }
+    }
+
+    pub(crate) fn insert(&self, key: Key, batch: Batch<T>) {
+        let guard = epoch::pin();
+        debug_assert!(!self.list.contains_key(&key, &guard), "duplicate index key {key:?}");
+        self.list.insert(key, batch, &guard).release(&guard);
+    }
+
+    /// Claims the ready message with the smallest timestamp.
+    ///
+    /// Walks batches from the front. A batch's key is the timestamp of its
+    /// first message, so once a key is not smaller than the best head found
+    /// so far, no later batch can hold an earlier message.
+    pub(crate) fn claim(&self, now_ns: u64, deadline_tick: u64) -> Poll<T> {
+        let guard = epoch::pin();
+        let backoff = Backoff::new();
+        loop {
+            let mut best = None;
+            let mut next_due: Option<u64> = None;
+            let mut busy = false;
+            let mut cursor = self.list.front(&guard);
+            while let Some(entry) = cursor {
+                let key = entry.key();
+                if best.as_ref().is_some_and(|&(_, _, best_ts)| key.ts >= best_ts) {
+                    break;
+                }
+                if key.ts > now_ns {
+                    next_due = Some(next_due.map_or(key.ts, |d| d.min(key.ts)));
+                    break;
+                }
+                match entry.value().head() {
+                    Head::Ready { pos, ts } if ts <= now_ns => {
+                        if best.as_ref().is_none_or(|&(_, _, best_ts)| ts < best_ts) {
+                            best = Some((entry.clone(), pos, ts));
+                        }
+                    }
+                    Head::Ready { ts, .. } => next_due = Some(next_due.map_or(ts, |d| d.min(ts))),
+                    Head::Busy => busy = true,
+                    Head::Drained => {}
+                    Head::Exhausted => {
+                        // Whoever unlinks it is irrelevant: nothing in it can
+                        // be claimed again, and the epoch frees the node.
+                        let _ = entry.remove();
+                    }
+                }
+                cursor = entry.next();
+            }
+            match best {
+                Some((entry, pos, _)) => {
+                    if let Some(claimed) = entry.value().claim(pos, deadline_tick) {
+                        return Poll::Claimed(claimed);
+                    }
+                    // Another consumer won that message: look again.
+                    backoff.spin();
+                }
+                None if busy && !backoff.is_completed() => {
+                    // A producer is between reserving and publishing a slot.
+                    backoff.snooze();
+                }
+                None => return Poll::Empty { next_due },
+            }
+        }
+    }
+
+    /// Counts pending messages: `(ready by now_ns, delayed)`.
+    pub(crate) fn count_pending(&self, now_ns: u64) -> (u64, u64) {
+        let guard = epoch::pin();
+        self.list.iter(&guard).fold((0, 0), |(r, d), entry| {
+            let (ready, delayed) = entry.value().count_pending(now_ns);
+            (r + ready, d + delayed)
+        })
+    }
+
+    /// Calls `f` on every batch (teardown).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Batch<T>)) {
+        let guard = epoch::pin();
+        for entry in self.list.iter(&guard) {
+            f(entry.value());
+        }
+    }
+
+    /// Unlinks every batch; the epoch frees them.
+    pub(crate) fn clear(&self) {
+        let guard = epoch::pin();
+        while let Some(entry) = self.list.pop_front(&guard) {
+            entry.release(&guard);
+        }
+        guard.flush();
+    }
+}

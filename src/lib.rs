@@ -1,0 +1,66 @@
+//! rebound: an in-process message queue with at-least-once delivery,
+//! exclusive claims, leases, rollback, delayed redelivery and dead letters.
+//!
+//! ```
+//! use rebound::{Backoff, Queue};
+//! use std::time::Duration;
+//!
+//! let q: Queue<String> = Queue::builder()
+//!     .lease(Duration::from_secs(30))
+//!     .backoff(Backoff::exponential(Duration::from_millis(1), Duration::from_secs(1)))
+//!     .max_attempts(3)
+//!     .build();
+//! q.produce("hello".to_string()).unwrap();
+//!
+//! let d = q.consume().unwrap();          // exclusive claim, attempt 1
+//! assert_eq!(*d, "hello");
+//! d.rollback().unwrap();                 // comes back after the backoff
+//! let d = q.consume().unwrap();
+//! assert_eq!(d.attempt(), 2);
+//! d.ack().unwrap();                      // done
+//! assert_eq!(q.stats().acked, 1);
+//! ```
+//!
+//! # Guarantees
+//! - **Never lost.** A produced message is acked, dead-lettered, or still
+//!   in the queue (pending, held, or waiting to be redelivered). Dropping an
+//!   unsettled [`Delivery`] (a panic included) rolls it back; a lease that
+//!   runs out redelivers it.
+//! - **Never held twice.** At any instant at most one live [`Delivery`]
+//!   exists per message; a settled or expired one can never act again
+//!   ([`LeaseExpired`]), even after the message was redelivered (each claim
+//!   carries its attempt number as a generation).
+//! - **Bounded retries.** With `max_attempts = N` a message is delivered at
+//!   most N times, then dead-lettered with `attempts() == N`.
+//! - **Order.** Ready messages are claimed in `(timestamp, id)` order: FIFO
+//!   for one producer and one consumer; delayed messages never before they
+//!   are due.
+//! - **At least once, not exactly once.** A handler that outlives its lease
+//!   may still be running when the message is redelivered; both can read
+//!   the payload (hence `T: Sync`), only the new one can settle it.
+//!
+//! See `docs/design.md` for the state machine and its memory orderings.
+
+mod backoff;
+mod batch;
+mod block;
+mod dead_letter;
+mod delivery;
+mod error;
+mod id;
+mod index;
+mod queue;
+mod redelivery;
+mod slot;
+mod state;
+mod stats;
+mod sync;
+mod waiters;
+
+pub use backoff::Backoff;
+pub use dead_letter::{DeadLetter, DeadLetterReason};
+pub use delivery::Delivery;
+pub use error::{BuildError, Closed, ConsumeTimeoutError, LeaseExpired, ProduceError, TryConsumeError};
+pub use id::MessageId;
+pub use queue::{Builder, Queue};
+pub use stats::Stats;

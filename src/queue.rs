@@ -1,0 +1,770 @@
+//! `Queue`, its `Builder`, and the state all handles share.
+
+use crate::backoff::Backoff;
+use crate::batch::{Batch, MessageRef};
+use crate::block::{BLOCK_CAPACITY, Block, Reserve};
+use crate::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::delivery::Delivery;
+use crate::error::{BuildError, Closed, ConsumeTimeoutError, ProduceError, TryConsumeError};
+use crate::id::MessageId;
+use crate::index::{Index, Key, Poll};
+use crate::redelivery::{self, Inbox};
+use crate::state::{Discard, MAX_ATTEMPTS, MAX_TICK_SPAN, Release, TICK_MASK, Tag};
+use crate::stats::{Counter, Counters, Stats};
+use crate::sync::{Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Instant, Mutex, Ordering, lock, now, thread};
+use crate::waiters::Waiters;
+use crossbeam_epoch as epoch;
+use crossbeam_utils::Backoff as Spin;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+const NANOS_PER_TICK: u64 = 1_000_000;
+/// The longest lease (and lease extension) the state word can represent.
+pub(crate) const MAX_LEASE: Duration = Duration::from_millis(MAX_TICK_SPAN / 2);
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub(crate) lease: Duration,
+    pub(crate) backoff: Backoff,
+    pub(crate) max_attempts: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { lease: Duration::from_secs(30), backoff: Backoff::default(), max_attempts: 16 }
+    }
+}
+
+/// Everything the handles, deliveries, blocks and the redeliverer share.
+pub(crate) struct Shared<T> {
+    pub(crate) config: Config,
+    /// Time zero of every timestamp (nanoseconds) and tick (milliseconds).
+    origin: Instant,
+    /// High half of every message id of this queue.
+    nonce: u64,
+    pub(crate) index: Index<T>,
+    /// The open block that immediate messages are appended to: a strong
+    /// reference made raw with `Arc::into_raw`, replaced only by the producer
+    /// that filled it, and released through the epoch so that a producer
+    /// that loaded it while pinned can still use it.
+    tail: AtomicPtr<Block<T>>,
+    /// Sequence numbers for index keys and message ids.
+    next_seq: AtomicU64,
+    closed: AtomicBool,
+    pub(crate) counters: Counters,
+    pub(crate) waiters: Waiters,
+    pub(crate) inbox: Inbox<T>,
+    /// `None` once the queue is torn down.
+    dead_letters: Mutex<Option<Vec<DeadLetter<T>>>>,
+    /// Live `Queue` handles; the last one tears the queue down.
+    handles: AtomicUsize,
+    redeliverer: Mutex<Option<thread::JoinHandle<Vec<Arc<Block<T>>>>>>,
+    /// `teardown::<T>`, captured where its bounds are known, so that the
+    /// unbounded `Drop for Queue<T>` can call it.
+    teardown: fn(&Shared<T>),
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn instant(&self, nanos: u64) -> Instant {
+        self.origin + Duration::from_nanos(nanos)
+    }
+
+    /// `at + delay` in nanoseconds, saturating.
+    pub(crate) fn due(&self, at: Instant, delay: Duration) -> u64 {
+        self.nanos(at).saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// The tick `at` falls in (rounded down, for "now").
+    pub(crate) fn tick_floor(&self, at: Instant) -> u64 {
+        (self.nanos(at) / NANOS_PER_TICK) & TICK_MASK
+    }
+
+    /// The tick `at + lease` ends in, rounded up so a lease never ends early.
+    pub(crate) fn deadline_tick(&self, at: Instant, lease: Duration) -> u64 {
+        let lease = u64::try_from(lease.min(MAX_LEASE).as_nanos()).unwrap_or(u64::MAX);
+        self.nanos(at).saturating_add(lease).div_ceil(NANOS_PER_TICK) & TICK_MASK
+    }
+
+    pub(crate) fn tick_instant(&self, now: Instant, now_tick: u64, tick: u64) -> Instant {
+        let ahead = tick.wrapping_sub(now_tick) & TICK_MASK;
+        now + Duration::from_millis(ahead.min(MAX_TICK_SPAN))
+    }
+
+    pub(crate) fn message_id(&self, block: &Block<T>, slot: usize) -> MessageId {
+        MessageId::new(self.nonce, block.message_number(slot))
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        // Relaxed: only hands out distinct numbers.
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// After a settle: a consumer blocked on a closed queue may be waiting
+    /// for the last in-flight message to finish.
+    pub(crate) fn settled(&self) {
+        if self.is_closed() {
+            self.waiters.notify(true);
+        }
+    }
+
+    /// Carries out what the last holder of a message must do with its payload.
+    pub(crate) fn release(&self, block: &Block<T>, slot: usize, release: Release) {
+        let cell = block.slot(slot);
+        match release {
+            Release::Keep => {}
+            // SAFETY: `Release::Drop` is handed to exactly one caller: the one
+            // whose transition left the word final with no holders.
+            Release::Drop => unsafe { cell.drop_payload() },
+            Release::DeadLetter => {
+                let word = cell.state.load();
+                let reason = match word.tag() {
+                    Tag::DeadRejected => DeadLetterReason::Rejected,
+                    _ => DeadLetterReason::MaxAttempts,
+                };
+                // SAFETY: as for `Release::Drop`; the payload is moved out once.
+                let payload = unsafe { cell.take() };
+                let letter =
+                    DeadLetter { id: self.message_id(block, slot), attempts: word.attempt(), reason, payload };
+                let mut letters = lock(&self.dead_letters);
+                match letters.as_mut() {
+                    Some(list) => list.push(letter),
+                    None => {
+                        drop(letters);
+                        drop(letter);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a rolled-back message to the redeliverer, or discards it if the
+    /// queue is already torn down.
+    pub(crate) fn backtrack(&self, message: MessageRef<T>) {
+        if let Err(message) = self.inbox.push_backtracked(message) {
+            let slot = message.slot as usize;
+            if let Discard::Done { release } = message.block.slot(slot).state.transition_to_discarded() {
+                self.release(&message.block, slot, release);
+            }
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Shared<T> {
+    /// Appends an immediate message to the open block.
+    fn push_fresh(self: &Arc<Self>, value: T, ts: u64) -> MessageId {
+        let guard = epoch::pin();
+        let spin = Spin::new();
+        loop {
+            // Acquire: pairs with the Release store in `open_block`, so the
+            // new block's fields are initialised.
+            let tail_ptr = self.tail.load(Ordering::Acquire);
+            // SAFETY: `tail` always holds a strong reference made by
+            // `Arc::into_raw` (it is only nulled at teardown, when no handle,
+            // hence no producer, is left). A replaced tail's reference is
+            // released through `guard.defer_unchecked`, which runs only after
+            // every thread pinned before the replacement, this one included,
+            // has unpinned. So the block outlives this borrow.
+            let tail = unsafe { &*tail_ptr };
+            match tail.reserve() {
+                Reserve::Slot(index) => {
+                    // SAFETY: `reserve` handed this index to this thread only,
+                    // and a fresh slot is `Empty`.
+                    unsafe { tail.slot(index).write(value, ts) };
+                    return self.message_id(tail, index);
+                }
+                Reserve::FullOpenNext => return self.open_block(value, ts, tail_ptr, &guard),
+                // Another producer is opening the next block.
+                Reserve::FullWait => spin.snooze(),
+            }
+        }
+    }
+
+    /// Opens a new tail block holding `value` in slot 0 and retires `old`.
+    fn open_block(self: &Arc<Self>, value: T, ts: u64, old: *const Block<T>, guard: &epoch::Guard) -> MessageId {
+        let block = self.new_block(value, ts, BLOCK_CAPACITY);
+        let id = self.message_id(&block, 0);
+        // Release: pairs with the Acquire load in `push_fresh`.
+        self.tail.store(Arc::into_raw(block).cast_mut(), Ordering::Release);
+        let old = RetiredTail(old);
+        // SAFETY: `old` is the strong reference `tail` held until the store
+        // above; only this thread (which got `FullOpenNext` on it) retires
+        // it, once. Producers still using it are pinned, and the epoch runs
+        // this after they unpin. Dropping an `Arc<Block<T>>` on another
+        // thread is fine: `Block<T>` is `Send + Sync` for `T: Send + Sync`.
+        unsafe { guard.defer_unchecked(move || old.release()) };
+        id
+    }
+
+    /// A block of `len` slots with `value` in slot 0, in the index and
+    /// registered with the redeliverer.
+    fn new_block(self: &Arc<Self>, value: T, ts: u64, len: usize) -> Arc<Block<T>> {
+        let seq = self.next_seq();
+        let block = Arc::new(Block::new(Arc::clone(self), seq, len, 1));
+        // SAFETY: the block is not shared yet, and slot 0 was reserved for
+        // its creator by `Block::new(.., reserved = 1)`.
+        unsafe { block.slot(0).write(value, ts) };
+        self.index.insert(Key { ts, seq }, Batch::Fresh(Arc::clone(&block)));
+        self.inbox.register(Arc::clone(&block));
+        block
+    }
+}
+
+/// A retired tail reference waiting for its epoch.
+struct RetiredTail<T>(*const Block<T>);
+
+impl<T> RetiredTail<T> {
+    fn release(self) {
+        // SAFETY: the pointer came from `Arc::into_raw` and is released once
+        // (see `open_block`).
+        drop(unsafe { Arc::from_raw(self.0) });
+    }
+}
+
+/// A multi-producer, multi-consumer queue with exclusive claims, leases,
+/// rollback, delayed redelivery and dead letters.
+///
+/// Cloning a `Queue` gives another handle to the same queue. When the last
+/// handle is dropped, the redeliverer thread is stopped and joined and every
+/// message that is not held by a live [`Delivery`] is dropped.
+///
+/// ```
+/// use rebound::Queue;
+/// use std::thread;
+///
+/// let q: Queue<u64> = Queue::new();
+/// let consumer = {
+///     let q = q.clone();
+///     thread::spawn(move || {
+///         let mut sum = 0;
+///         while let Ok(d) = q.consume() {
+///             sum += *d;
+///             d.ack().unwrap();
+///         }
+///         sum
+///     })
+/// };
+/// for i in 1..=100 {
+///     q.produce(i).unwrap();
+/// }
+/// q.close();
+/// assert_eq!(consumer.join().unwrap(), 5050);
+/// ```
+pub struct Queue<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T: Send + Sync + 'static> Default for Queue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Send + Sync + 'static> Queue<T> {
+    /// A queue with the default settings: 30 s lease,
+    /// `Backoff::exponential(100 ms, 30 s)`, 16 attempts.
+    ///
+    /// # Panics
+    /// If the operating system refuses to start the redeliverer thread; use
+    /// [`Builder::try_build`] to get that as an error.
+    ///
+    /// ```
+    /// let q: rebound::Queue<u64> = rebound::Queue::new();
+    /// assert!(!q.is_closed());
+    /// ```
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Starts configuring a queue.
+    ///
+    /// ```
+    /// use rebound::{Backoff, Queue};
+    /// use std::time::Duration;
+    /// let q: Queue<u64> = Queue::builder()
+    ///     .lease(Duration::from_secs(30))
+    ///     .backoff(Backoff::exponential(Duration::from_millis(10), Duration::from_secs(10)))
+    ///     .max_attempts(16)
+    ///     .build();
+    /// # drop(q);
+    /// ```
+    pub fn builder() -> Builder<T> {
+        Builder { config: Config::default(), _payload: PhantomData }
+    }
+
+    fn with_config(config: Config) -> Result<Self, BuildError> {
+        let shared = Arc::new(Shared {
+            config,
+            origin: now(),
+            nonce: uuid::Uuid::new_v4().as_u64_pair().0,
+            index: Index::new(),
+            tail: AtomicPtr::new(std::ptr::null_mut()),
+            next_seq: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            counters: Counters::new(),
+            waiters: Waiters::new(),
+            inbox: Inbox::new(),
+            dead_letters: Mutex::new(Some(Vec::new())),
+            handles: AtomicUsize::new(1),
+            redeliverer: Mutex::new(None),
+            teardown: teardown::<T>,
+        });
+        // The first tail: an empty block, in the index and registered.
+        let seq = shared.next_seq();
+        let block = Arc::new(Block::new(Arc::clone(&shared), seq, BLOCK_CAPACITY, 0));
+        shared.index.insert(Key { ts: 0, seq }, Batch::Fresh(Arc::clone(&block)));
+        shared.inbox.register(Arc::clone(&block));
+        // Release: pairs with the Acquire load in `push_fresh`.
+        shared.tail.store(Arc::into_raw(block).cast_mut(), Ordering::Release);
+        let queue = Queue { shared };
+        let worker = Arc::clone(&queue.shared);
+        let handle = thread::Builder::new()
+            .name("rebound-redeliverer".into())
+            .spawn(move || redelivery::run(worker))
+            .map_err(|e| BuildError::Spawn(e.kind()))?;
+        *lock(&queue.shared.redeliverer) = Some(handle);
+        Ok(queue)
+    }
+
+    /// Puts `value` in the queue, ready now.
+    ///
+    /// # Errors
+    /// [`ProduceError::Closed`] with the value, if the queue is closed.
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// let id = q.produce("job").unwrap();
+    /// let d = q.consume().unwrap();
+    /// assert_eq!((d.id(), *d), (id, "job"));
+    /// ```
+    pub fn produce(&self, value: T) -> Result<MessageId, ProduceError<T>> {
+        self.produce_inner(value, None)
+    }
+
+    /// Puts `value` in the queue, ready `delay` from now.
+    ///
+    /// # Errors
+    /// [`ProduceError::Closed`] with the value, if the queue is closed.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let q = rebound::Queue::new();
+    /// let start = Instant::now();
+    /// q.produce_after(1u8, Duration::from_millis(20)).unwrap();
+    /// let d = q.consume().unwrap();
+    /// assert!(start.elapsed() >= Duration::from_millis(20));
+    /// d.ack().unwrap();
+    /// ```
+    pub fn produce_after(&self, value: T, delay: Duration) -> Result<MessageId, ProduceError<T>> {
+        self.produce_inner(value, Some(self.shared.due(now(), delay)))
+    }
+
+    /// Puts `value` in the queue, ready at `at` (now, if `at` is past).
+    ///
+    /// # Errors
+    /// [`ProduceError::Closed`] with the value, if the queue is closed.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let q = rebound::Queue::new();
+    /// let at = Instant::now() + Duration::from_millis(10);
+    /// q.produce_at('x', at).unwrap();
+    /// assert!(q.try_consume().is_err());
+    /// let d = q.consume().unwrap();
+    /// assert!(Instant::now() >= at && d.timestamp() == at);
+    /// # d.ack().unwrap();
+    /// ```
+    pub fn produce_at(&self, value: T, at: Instant) -> Result<MessageId, ProduceError<T>> {
+        self.produce_inner(value, Some(self.shared.nanos(at)))
+    }
+
+    fn produce_inner(&self, value: T, due: Option<u64>) -> Result<MessageId, ProduceError<T>> {
+        let shared = &self.shared;
+        // Count first, then look at `closed` (both SeqCst): a consumer that
+        // saw `closed` and then `outstanding() == 0` cannot miss this message.
+        shared.counters.add(Counter::Produced, 1);
+        if shared.is_closed() {
+            shared.counters.sub(Counter::Produced, 1);
+            shared.waiters.notify(true);
+            return Err(ProduceError::Closed(value));
+        }
+        let now_ns = shared.nanos(now());
+        let id = match due {
+            Some(due) if due > now_ns => {
+                let block = shared.new_block(value, due, 1);
+                let id = shared.message_id(&block, 0);
+                // A sleeper may need a shorter timeout.
+                shared.waiters.notify(true);
+                return Ok(id);
+            }
+            _ => shared.push_fresh(value, now_ns),
+        };
+        shared.waiters.notify(false);
+        Ok(id)
+    }
+
+    fn poll(&self) -> Result<Delivery<T>, Option<u64>> {
+        let shared = &self.shared;
+        let now = now();
+        let deadline = shared.deadline_tick(now, shared.config.lease);
+        match shared.index.claim(shared.nanos(now), deadline) {
+            Poll::Claimed(claimed) => {
+                shared.counters.add(Counter::Delivered, 1);
+                Ok(Delivery::new(claimed))
+            }
+            Poll::Empty { next_due } => Err(next_due),
+        }
+    }
+
+    fn drained(&self) -> bool {
+        self.shared.is_closed() && self.shared.counters.outstanding() == 0
+    }
+
+    /// Claims the ready message with the earliest timestamp, without waiting.
+    ///
+    /// # Errors
+    /// [`TryConsumeError::Empty`] if nothing is ready;
+    /// [`TryConsumeError::Closed`] if the queue is closed and nothing is
+    /// pending or in flight.
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// q.produce(5).unwrap();
+    /// let d = q.try_consume().unwrap();
+    /// assert_eq!((*d, d.attempt()), (5, 1));
+    /// d.ack().unwrap();
+    /// assert!(q.try_consume().is_err());
+    /// ```
+    pub fn try_consume(&self) -> Result<Delivery<T>, TryConsumeError> {
+        match self.poll() {
+            Ok(delivery) => Ok(delivery),
+            Err(_) if self.drained() => Err(TryConsumeError::Closed),
+            Err(_) => Err(TryConsumeError::Empty),
+        }
+    }
+
+    /// Claims the ready message with the earliest timestamp, parking until
+    /// one is ready.
+    ///
+    /// # Errors
+    /// [`Closed`] once the queue is closed and nothing is pending or in
+    /// flight.
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// q.produce(1).unwrap();
+    /// q.close();
+    /// q.consume().unwrap().ack().unwrap();
+    /// assert!(q.consume().is_err());
+    /// ```
+    pub fn consume(&self) -> Result<Delivery<T>, Closed> {
+        self.consume_until(None).map_err(|_| Closed)
+    }
+
+    /// Like [`Self::consume`], giving up after `timeout`.
+    ///
+    /// # Errors
+    /// [`ConsumeTimeoutError::Timeout`] if nothing was ready in time;
+    /// [`ConsumeTimeoutError::Closed`] as for [`Self::consume`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = rebound::Queue::new();
+    /// q.produce(1).unwrap();
+    /// assert!(q.consume_timeout(Duration::from_secs(1)).is_ok());
+    /// assert!(q.consume_timeout(Duration::from_millis(5)).is_err());
+    /// ```
+    pub fn consume_timeout(&self, timeout: Duration) -> Result<Delivery<T>, ConsumeTimeoutError> {
+        self.consume_until(now().checked_add(timeout))
+    }
+
+    fn consume_until(&self, deadline: Option<Instant>) -> Result<Delivery<T>, ConsumeTimeoutError> {
+        loop {
+            if let Ok(delivery) = self.poll() {
+                return Ok(delivery);
+            }
+            // Register, then poll again: see `Waiters`.
+            let sleeper = self.shared.waiters.register();
+            let next_due = match self.poll() {
+                Ok(delivery) => return Ok(delivery),
+                Err(next_due) => next_due,
+            };
+            if self.drained() {
+                return Err(ConsumeTimeoutError::Closed);
+            }
+            let now = now();
+            let mut wake = next_due.map(|due| self.shared.instant(due));
+            if let Some(deadline) = deadline {
+                if now >= deadline {
+                    return Err(ConsumeTimeoutError::Timeout);
+                }
+                wake = Some(wake.map_or(deadline, |w| w.min(deadline)));
+            }
+            sleeper.wait(wake.map(|w| w.saturating_duration_since(now)));
+        }
+    }
+
+    /// Closes the queue: `produce` fails from now on, consumers still get
+    /// every pending message and every message that comes back from rollback
+    /// or expiry, and once nothing is pending or in flight, `consume` returns
+    /// [`Closed`]. Closing twice is harmless.
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// q.produce(1).unwrap();
+    /// q.close();
+    /// assert!(q.is_closed() && q.produce(2).is_err());
+    /// let d = q.consume().unwrap();
+    /// d.rollback_after(std::time::Duration::ZERO).unwrap();
+    /// let d = q.consume().unwrap(); // comes back after closing
+    /// assert_eq!(d.attempt(), 2);
+    /// d.ack().unwrap();
+    /// assert_eq!(q.consume().unwrap_err(), rebound::Closed);
+    /// ```
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.waiters.notify(true);
+    }
+
+    /// Whether [`Self::close`] was called.
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Counters and gauges; see [`Stats`]. Walks the index, so it costs
+    /// O(pending batches): meant for monitoring, not for every message.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = rebound::Queue::new();
+    /// q.produce(1).unwrap();
+    /// q.produce_after(2, Duration::from_secs(60)).unwrap();
+    /// let d = q.consume().unwrap();
+    /// let s = q.stats();
+    /// assert_eq!((s.produced, s.delivered, s.ready, s.delayed, s.in_flight), (2, 1, 0, 1, 1));
+    /// # d.ack().unwrap();
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let shared = &self.shared;
+        let (ready, delayed) = shared.index.count_pending(shared.nanos(now()));
+        let c = &shared.counters;
+        let (acked, dead_lettered) = (c.get(Counter::Acked), c.get(Counter::DeadLettered));
+        let produced = c.get(Counter::Produced);
+        Stats {
+            produced,
+            delivered: c.get(Counter::Delivered),
+            acked,
+            rolled_back: c.get(Counter::RolledBack),
+            expired: c.get(Counter::Expired),
+            redelivered: c.get(Counter::Redelivered),
+            dead_lettered,
+            ready,
+            delayed,
+            in_flight: produced.saturating_sub(acked + dead_lettered + ready + delayed),
+        }
+    }
+
+    /// Takes every dead letter collected so far.
+    ///
+    /// A message whose last delivery expired while its handler still holds
+    /// it is counted as dead-lettered at once, and listed here once that
+    /// handler drops its [`Delivery`].
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// q.produce("bad").unwrap();
+    /// q.consume().unwrap().dead_letter().unwrap();
+    /// assert_eq!(q.drain_dead_letters().len(), 1);
+    /// assert!(q.drain_dead_letters().is_empty());
+    /// ```
+    pub fn drain_dead_letters(&self) -> Vec<DeadLetter<T>> {
+        lock(&self.shared.dead_letters).as_mut().map(std::mem::take).unwrap_or_default()
+    }
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        // Relaxed: a new handle can only be made from a live one, so the
+        // count cannot reach zero meanwhile (as in `Arc::clone`).
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Queue { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<T> Drop for Queue<T> {
+    fn drop(&mut self) {
+        // AcqRel: the last handle's teardown must see every other handle's
+        // work (as in `Arc::drop`).
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            (self.shared.teardown)(&self.shared);
+        }
+    }
+}
+
+/// The last handle is gone: stop the redeliverer, drop every message nobody
+/// holds, and break the `Shared -> index -> Block -> Shared` cycle.
+fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
+    let (mut blocks, backtracked) = shared.inbox.stop();
+    let worker = lock(&shared.redeliverer).take();
+    if let Some(worker) = worker {
+        if worker.thread().id() != thread::current().id() {
+            if let Ok(watched) = worker.join() {
+                blocks.extend(watched);
+            }
+        }
+    }
+    blocks.extend(backtracked.into_iter().map(|m| m.block));
+    shared.index.for_each(|batch| {
+        if let Batch::Fresh(block) = batch {
+            blocks.push(Arc::clone(block));
+        }
+    });
+    for block in &blocks {
+        for index in 0..block.len() {
+            if let Discard::Done { release } = block.slot(index).state.transition_to_discarded() {
+                shared.release(block, index, release);
+            }
+        }
+    }
+    drop(blocks);
+    shared.index.clear();
+    // Relaxed: no other thread can reach `tail` any more (no handle is left).
+    let tail = shared.tail.swap(std::ptr::null_mut(), Ordering::Relaxed);
+    if !tail.is_null() {
+        RetiredTail(tail.cast_const()).release();
+    }
+    drop(lock(&shared.dead_letters).take());
+    // Let the epoch run the deferred frees of the index nodes now.
+    for _ in 0..4 {
+        epoch::pin().flush();
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("config", &self.shared.config)
+            .field("closed", &self.shared.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Queue`]. `T` is inferred from the binding.
+///
+/// ```
+/// use rebound::{Backoff, Queue};
+/// use std::time::Duration;
+/// let q: Queue<String> = Queue::builder()
+///     .lease(Duration::from_secs(5))
+///     .backoff(Backoff::fixed(Duration::from_millis(250)).with_jitter(0.2))
+///     .max_attempts(5)
+///     .build();
+/// # drop(q);
+/// ```
+pub struct Builder<T> {
+    config: Config,
+    _payload: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder").field("config", &self.config).finish()
+    }
+}
+
+impl<T: Send + Sync + 'static> Builder<T> {
+    /// How long a delivery stays valid without being settled or extended
+    /// (the visibility timeout). Default 30 s. Range: 1 ms to about a year.
+    ///
+    /// ```
+    /// let q: rebound::Queue<u8> = rebound::Queue::builder().lease(std::time::Duration::from_secs(1)).build();
+    /// # drop(q);
+    /// ```
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
+    /// The delay before redelivering a failed message. Default
+    /// `Backoff::exponential(100 ms, 30 s)`.
+    ///
+    /// ```
+    /// use rebound::Backoff;
+    /// let q: rebound::Queue<u8> = rebound::Queue::builder().backoff(Backoff::fixed(std::time::Duration::ZERO)).build();
+    /// # drop(q);
+    /// ```
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// How many deliveries a message gets before it is dead-lettered.
+    /// Default 16. Range: 1 to 4095.
+    ///
+    /// ```
+    /// let q: rebound::Queue<u8> = rebound::Queue::builder().max_attempts(3).build();
+    /// # drop(q);
+    /// ```
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.config.max_attempts = max_attempts;
+        self
+    }
+
+    /// Builds the queue, checking every setting.
+    ///
+    /// # Errors
+    /// [`BuildError`] naming the first setting out of range, or
+    /// [`BuildError::Spawn`] if the redeliverer thread could not start.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let err = rebound::Queue::<u8>::builder().lease(Duration::ZERO).try_build().unwrap_err();
+    /// assert!(err.to_string().contains("lease"));
+    /// ```
+    pub fn try_build(self) -> Result<Queue<T>, BuildError> {
+        let Config { lease, max_attempts, .. } = self.config;
+        if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+            return Err(BuildError::MaxAttempts { given: max_attempts, limit: MAX_ATTEMPTS });
+        }
+        if lease < Duration::from_millis(1) || lease > MAX_LEASE {
+            return Err(BuildError::Lease { given: lease, limit: MAX_LEASE });
+        }
+        Queue::with_config(self.config)
+    }
+
+    /// Builds the queue, bringing settings out of range to the nearest valid
+    /// value (`max_attempts` 0 becomes 1; a zero lease becomes 1 ms).
+    ///
+    /// # Panics
+    /// If the operating system refuses to start the redeliverer thread; use
+    /// [`Self::try_build`] to get that as an error.
+    ///
+    /// ```
+    /// let q: rebound::Queue<u8> = rebound::Queue::builder().max_attempts(0).build();
+    /// q.produce(1).unwrap();
+    /// q.consume().unwrap().rollback().unwrap();
+    /// assert_eq!(q.drain_dead_letters()[0].attempts(), 1);
+    /// ```
+    pub fn build(mut self) -> Queue<T> {
+        self.config.max_attempts = self.config.max_attempts.clamp(1, MAX_ATTEMPTS);
+        self.config.lease = self.config.lease.clamp(Duration::from_millis(1), MAX_LEASE);
+        match self.try_build() {
+            Ok(queue) => queue,
+            Err(e) => panic!("rebound: {e}"),
+        }
+    }
+}

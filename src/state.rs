@@ -1,0 +1,496 @@
+//! The per-message state word and its transitions.
+//!
+//! Every message has exactly one [`MessageState`] for its whole life, in the
+//! slot where it was produced. Redelivery never copies the message: it puts a
+//! new reference to the same slot into the index. So every claim and every
+//! settle of one message compares and swaps the same word, and whoever wins a
+//! compare-exchange owns the transition. docs/design.md draws the states.
+//!
+//! Layout of the 64-bit word (low bits first):
+//!
+//! | bits  | field    | meaning |
+//! |-------|----------|---------|
+//! | 0..3  | tag      | the state, see [`Tag`] |
+//! | 3..15 | attempt  | deliveries so far; the generation a holder must match |
+//! | 15..27| holders  | live `Delivery` values that point at the payload |
+//! | 27..64| tick     | lease deadline while claimed, in ms ticks (wrapping) |
+
+use crate::sync::{AtomicU64, Ordering};
+use crossbeam_utils::Backoff;
+
+const TAG_BITS: u32 = 3;
+const COUNT_BITS: u32 = 12;
+const ATTEMPT_SHIFT: u32 = TAG_BITS;
+const HOLDERS_SHIFT: u32 = ATTEMPT_SHIFT + COUNT_BITS;
+const TICK_SHIFT: u32 = HOLDERS_SHIFT + COUNT_BITS;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// Mask of the 37-bit wrapping millisecond tick stored in the word.
+pub(crate) const TICK_MASK: u64 = (1 << (64 - TICK_SHIFT)) - 1;
+/// Ticks compare by wrapping difference; any lease or delay must stay below
+/// half the range (about 2.2 years), which [`crate::Builder`] enforces.
+pub(crate) const MAX_TICK_SPAN: u64 = 1 << (64 - TICK_SHIFT - 1);
+/// The largest attempt count the word can hold; `max_attempts` is capped here.
+pub(crate) const MAX_ATTEMPTS: u32 = COUNT_MASK as u32;
+
+/// What the message is doing now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Tag {
+    /// Slot reserved by a producer, payload not yet written. Set at slot
+    /// creation; left once, by the producer's publish.
+    Empty = 0,
+    /// In the index, waiting to be claimed. Set by publish and by the
+    /// redeliverer; left by exactly one claim (or by teardown).
+    Pending = 1,
+    /// Held by the live delivery whose generation equals `attempt`, until
+    /// `tick`. Left by that holder's settle or by the redeliverer's expiry.
+    Claimed = 2,
+    /// Rolled back by its holder; the redeliverer owns the next step.
+    Backtracked = 3,
+    /// Final: acknowledged.
+    Acked = 4,
+    /// Final: dead-lettered because its last allowed delivery failed.
+    DeadMaxAttempts = 5,
+    /// Final: dead-lettered on its holder's request.
+    DeadRejected = 6,
+    /// Final: the queue was torn down while the message was pending.
+    Discarded = 7,
+}
+
+impl Tag {
+    fn from_bits(bits: u64) -> Tag {
+        match bits {
+            0 => Tag::Empty,
+            1 => Tag::Pending,
+            2 => Tag::Claimed,
+            3 => Tag::Backtracked,
+            4 => Tag::Acked,
+            5 => Tag::DeadMaxAttempts,
+            6 => Tag::DeadRejected,
+            _ => Tag::Discarded,
+        }
+    }
+
+    /// A final state is never left; its payload goes away with the last holder.
+    pub(crate) fn is_final(self) -> bool {
+        matches!(
+            self,
+            Tag::Acked | Tag::DeadMaxAttempts | Tag::DeadRejected | Tag::Discarded
+        )
+    }
+}
+
+/// One decoded value of the state word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Word(u64);
+
+impl std::fmt::Debug for Word {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Word")
+            .field("tag", &self.tag())
+            .field("attempt", &self.attempt())
+            .field("holders", &self.holders())
+            .field("tick", &self.tick())
+            .finish()
+    }
+}
+
+impl Word {
+    pub(crate) fn tag(self) -> Tag {
+        Tag::from_bits(self.0 & TAG_MASK)
+    }
+    pub(crate) fn attempt(self) -> u32 {
+        ((self.0 >> ATTEMPT_SHIFT) & COUNT_MASK) as u32
+    }
+    pub(crate) fn holders(self) -> u32 {
+        ((self.0 >> HOLDERS_SHIFT) & COUNT_MASK) as u32
+    }
+    pub(crate) fn tick(self) -> u64 {
+        self.0 >> TICK_SHIFT
+    }
+    fn with_tag(self, tag: Tag) -> Word {
+        Word((self.0 & !TAG_MASK) | tag as u64)
+    }
+    fn with_attempt(self, attempt: u32) -> Word {
+        debug_assert!(u64::from(attempt) <= COUNT_MASK);
+        Word((self.0 & !(COUNT_MASK << ATTEMPT_SHIFT)) | (u64::from(attempt) << ATTEMPT_SHIFT))
+    }
+    fn with_holders(self, holders: u32) -> Word {
+        debug_assert!(u64::from(holders) <= COUNT_MASK);
+        Word((self.0 & !(COUNT_MASK << HOLDERS_SHIFT)) | (u64::from(holders) << HOLDERS_SHIFT))
+    }
+    fn with_tick(self, tick: u64) -> Word {
+        Word((self.0 & ((1 << TICK_SHIFT) - 1)) | ((tick & TICK_MASK) << TICK_SHIFT))
+    }
+    /// Is this word a claim held by generation `gen`?
+    fn is_claim_of(self, generation: u32) -> bool {
+        self.tag() == Tag::Claimed && self.attempt() == generation
+    }
+}
+
+/// Has the wrapping tick `deadline` been reached at tick `now`?
+pub(crate) fn tick_reached(deadline: u64, now: u64) -> bool {
+    now.wrapping_sub(deadline) & TICK_MASK < MAX_TICK_SPAN
+}
+
+/// The later of two wrapping ticks that lie within [`MAX_TICK_SPAN`].
+fn later_tick(a: u64, b: u64) -> u64 {
+    if tick_reached(a, b) { b } else { a }
+}
+
+/// Outcome of [`MessageState::transition_to_claimed`].
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// This caller holds the message as delivery number `attempt`.
+    Won { attempt: u32 },
+    /// Someone else claimed it first, or it is no longer pending at the
+    /// expected attempt: it is not this caller's.
+    Taken,
+}
+
+/// Outcome of a settle by a holder (ack, rollback, dead-letter).
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// The transition happened. `release` says what this holder, which just
+    /// let go, must now do with the payload.
+    Done { to: Tag, release: Release },
+    /// The claim expired (or was settled) before: nothing changed, and the
+    /// caller is still a holder that must call [`MessageState::release_holder`].
+    Stale,
+}
+
+/// What a holder that lets go must do with the payload.
+#[must_use]
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub(crate) enum Release {
+    /// Others still need it (another holder, or the message lives on).
+    Keep,
+    /// Final state and last holder: drop the payload now.
+    Drop,
+    /// Dead-lettered and last holder: move the payload to the dead letters.
+    DeadLetter,
+}
+
+fn release_for(word: Word) -> Release {
+    if word.holders() != 0 {
+        return Release::Keep;
+    }
+    match word.tag() {
+        Tag::Acked | Tag::Discarded => Release::Drop,
+        Tag::DeadMaxAttempts | Tag::DeadRejected => Release::DeadLetter,
+        _ => Release::Keep,
+    }
+}
+
+/// Outcome of [`MessageState::transition_to_expired`].
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Expire {
+    /// Not claimed: nothing to expire.
+    NotClaimed,
+    /// Claimed, and its lease ends at this tick.
+    NotDue { deadline: u64 },
+    /// The claim expired; the message is pending again at `attempt` and the
+    /// caller must reinsert it into the index.
+    Redeliver { attempt: u32 },
+    /// The claim expired on the last allowed attempt: dead-lettered. The old
+    /// holder still holds it, so its release moves the payload.
+    DeadLettered { attempt: u32 },
+}
+
+/// Outcome of [`MessageState::transition_to_pending`].
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Reinsert {
+    /// Pending again at `attempt`: the caller must put it into the index.
+    Pending { attempt: u32 },
+    /// Not backtracked (already discarded by teardown): nothing to do.
+    NotBacktracked,
+}
+
+/// Outcome of [`MessageState::transition_to_discarded`].
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Discard {
+    /// Discarded; `release` tells whether the caller drops the payload now.
+    Done { release: Release },
+    /// Not pending or backtracked: someone else owns it.
+    NotIdle,
+}
+
+/// The atomic state word of one message.
+#[derive(Debug)]
+pub(crate) struct MessageState {
+    word: AtomicU64,
+}
+
+impl MessageState {
+    /// A reserved slot: `Empty`, attempt 0, no holders.
+    pub(crate) fn new() -> Self {
+        Self { word: AtomicU64::new(Tag::Empty as u64) }
+    }
+
+    /// Reads the word. Acquire: pairs with the Release (or AcqRel) of
+    /// whichever transition wrote it, so a `Pending` read sees the payload
+    /// that [`Self::publish`] made visible.
+    pub(crate) fn load(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    /// `Empty -> Pending(attempt 0)`: the producer wrote the payload.
+    /// Release: pairs with the Acquire load or claim that reads `Pending`,
+    /// publishing the payload and timestamp written before it.
+    pub(crate) fn publish(&self) {
+        self.word.store(Word(0).with_tag(Tag::Pending).0, Ordering::Release);
+    }
+
+    /// The one compare-exchange loop every transition goes through. `step`
+    /// maps the current word to the new one, or refuses with an outcome.
+    /// Success is AcqRel: Acquire pairs with the Release of the transition
+    /// that wrote the old word (so a holder's reads of the payload happen
+    /// before whoever releases it last drops it), Release publishes this one.
+    /// Failure is Acquire for the same reason as [`Self::load`].
+    fn transition<R>(&self, mut step: impl FnMut(Word) -> Result<Word, R>) -> Result<(Word, Word), R> {
+        let backoff = Backoff::new();
+        let mut current = self.load();
+        loop {
+            let next = step(current)?;
+            match self.word.compare_exchange_weak(current.0, next.0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok((current, next)),
+                Err(actual) => {
+                    current = Word(actual);
+                    backoff.spin();
+                }
+            }
+        }
+    }
+
+    /// `Pending(attempt) -> Claimed(attempt + 1)`, adding a holder and setting
+    /// the lease deadline. Only a pending message at exactly `expected_attempt`
+    /// can be claimed, so an index entry left over from an earlier round can
+    /// never claim a message that was since redelivered.
+    pub(crate) fn transition_to_claimed(&self, expected_attempt: u32, deadline: u64) -> Claim {
+        let result = self.transition(|w| {
+            if w.tag() == Tag::Pending && w.attempt() == expected_attempt {
+                Ok(w.with_tag(Tag::Claimed)
+                    .with_attempt(expected_attempt + 1)
+                    .with_holders(w.holders() + 1)
+                    .with_tick(deadline))
+            } else {
+                Err(())
+            }
+        });
+        match result {
+            Ok((_, new)) => Claim::Won { attempt: new.attempt() },
+            Err(()) => Claim::Taken,
+        }
+    }
+
+    /// Settles the claim of generation `gen` into `to`, dropping its holder.
+    fn settle(&self, generation: u32, to: impl Fn(Word) -> Tag) -> Settle {
+        let result = self.transition(|w| {
+            if w.is_claim_of(generation) {
+                Ok(w.with_tag(to(w)).with_holders(w.holders() - 1).with_tick(0))
+            } else {
+                Err(())
+            }
+        });
+        match result {
+            Ok((_, new)) => Settle::Done { to: new.tag(), release: release_for(new) },
+            Err(()) => Settle::Stale,
+        }
+    }
+
+    /// `Claimed(gen) -> Acked`: the holder of generation `gen` is done.
+    pub(crate) fn transition_to_acked(&self, generation: u32) -> Settle {
+        self.settle(generation, |_| Tag::Acked)
+    }
+
+    /// `Claimed(gen) -> Backtracked`, or `-> DeadMaxAttempts` when `gen` was
+    /// the last allowed attempt.
+    pub(crate) fn transition_to_backtracked(&self, generation: u32, max_attempts: u32) -> Settle {
+        self.settle(generation, |w| {
+            if w.attempt() >= max_attempts { Tag::DeadMaxAttempts } else { Tag::Backtracked }
+        })
+    }
+
+    /// `Claimed(gen) -> DeadRejected`: the holder gives up on the message.
+    pub(crate) fn transition_to_rejected(&self, generation: u32) -> Settle {
+        self.settle(generation, |_| Tag::DeadRejected)
+    }
+
+    /// Moves the lease deadline of claim `gen` to `deadline` unless it is
+    /// already later. Returns false, with no effect, if the claim is gone.
+    #[must_use]
+    pub(crate) fn extend_lease(&self, generation: u32, deadline: u64) -> bool {
+        self.transition(|w| {
+            if w.is_claim_of(generation) { Ok(w.with_tick(later_tick(w.tick(), deadline))) } else { Err(()) }
+        })
+        .is_ok()
+    }
+
+    /// A stale holder (its claim expired or was superseded) lets go.
+    pub(crate) fn release_holder(&self) -> Release {
+        match self.transition(|w| {
+            debug_assert!(w.holders() > 0, "release without a holder: {w:?}");
+            Ok::<_, ()>(w.with_holders(w.holders().saturating_sub(1)))
+        }) {
+            Ok((_, new)) => release_for(new),
+            Err(()) => Release::Keep,
+        }
+    }
+
+    /// Redeliverer: if the claim's lease ended by tick `now`, take it away
+    /// from its holder: `Claimed -> Pending` for another round, or
+    /// `-> DeadMaxAttempts` if that was the last allowed attempt. The old
+    /// holder stays counted in `holders` until it drops its delivery.
+    pub(crate) fn transition_to_expired(&self, now: u64, max_attempts: u32) -> Expire {
+        let result = self.transition(|w| {
+            if w.tag() != Tag::Claimed {
+                return Err(Expire::NotClaimed);
+            }
+            if !tick_reached(w.tick(), now) {
+                return Err(Expire::NotDue { deadline: w.tick() });
+            }
+            let to = if w.attempt() >= max_attempts { Tag::DeadMaxAttempts } else { Tag::Pending };
+            Ok(w.with_tag(to).with_tick(0))
+        });
+        match result {
+            Ok((_, new)) if new.tag() == Tag::Pending => Expire::Redeliver { attempt: new.attempt() },
+            Ok((_, new)) => Expire::DeadLettered { attempt: new.attempt() },
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Redeliverer: `Backtracked(attempt) -> Pending(attempt)`.
+    pub(crate) fn transition_to_pending(&self) -> Reinsert {
+        match self.transition(|w| if w.tag() == Tag::Backtracked { Ok(w.with_tag(Tag::Pending)) } else { Err(()) }) {
+            Ok((_, new)) => Reinsert::Pending { attempt: new.attempt() },
+            Err(()) => Reinsert::NotBacktracked,
+        }
+    }
+
+    /// Teardown: `Pending | Backtracked -> Discarded`.
+    pub(crate) fn transition_to_discarded(&self) -> Discard {
+        match self.transition(|w| {
+            if matches!(w.tag(), Tag::Pending | Tag::Backtracked) { Ok(w.with_tag(Tag::Discarded)) } else { Err(()) }
+        }) {
+            Ok((_, new)) => Discard::Done { release: release_for(new) },
+            Err(()) => Discard::NotIdle,
+        }
+    }
+
+    /// Whether the slot still holds an initialised payload, judged from the
+    /// word alone. Only meaningful when no transition can run concurrently
+    /// (the slot is being dropped).
+    pub(crate) fn holds_payload(&self) -> bool {
+        let w = self.load();
+        match w.tag() {
+            Tag::Empty => false,
+            // A final state lost its payload when the last holder let go.
+            tag if tag.is_final() => w.holders() != 0,
+            _ => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending() -> MessageState {
+        let s = MessageState::new();
+        s.publish();
+        s
+    }
+
+    #[test]
+    fn claim_is_exclusive_and_counts_attempts() {
+        let s = pending();
+        assert_eq!(s.transition_to_claimed(0, 100), Claim::Won { attempt: 1 });
+        assert_eq!(s.transition_to_claimed(0, 100), Claim::Taken);
+        let w = s.load();
+        assert_eq!((w.tag(), w.attempt(), w.holders(), w.tick()), (Tag::Claimed, 1, 1, 100));
+    }
+
+    #[test]
+    fn ack_by_the_holder_releases_the_payload() {
+        let s = pending();
+        assert!(matches!(s.transition_to_claimed(0, 5), Claim::Won { .. }));
+        assert_eq!(s.transition_to_acked(1), Settle::Done { to: Tag::Acked, release: Release::Drop });
+        assert_eq!(s.transition_to_acked(1), Settle::Stale);
+        assert!(!s.holds_payload());
+    }
+
+    #[test]
+    fn expiry_beats_a_late_ack_and_the_stale_holder_keeps_the_payload_alive() {
+        let s = pending();
+        assert!(matches!(s.transition_to_claimed(0, 10), Claim::Won { attempt: 1 }));
+        assert_eq!(s.transition_to_expired(9, 16), Expire::NotDue { deadline: 10 });
+        assert_eq!(s.transition_to_expired(10, 16), Expire::Redeliver { attempt: 1 });
+        // The old holder's ack is refused and changes nothing.
+        assert_eq!(s.transition_to_acked(1), Settle::Stale);
+        // Reclaimed as attempt 2 while the stale holder still holds it (ABA).
+        assert_eq!(s.transition_to_claimed(1, 50), Claim::Won { attempt: 2 });
+        assert_eq!(s.transition_to_acked(1), Settle::Stale);
+        assert_eq!(s.load().holders(), 2);
+        // The new holder acks; the payload stays for the stale holder.
+        assert_eq!(s.transition_to_acked(2), Settle::Done { to: Tag::Acked, release: Release::Keep });
+        assert_eq!(s.release_holder(), Release::Drop);
+    }
+
+    #[test]
+    fn rollback_on_the_last_attempt_dead_letters() {
+        let s = pending();
+        assert!(matches!(s.transition_to_claimed(0, 1), Claim::Won { attempt: 1 }));
+        assert_eq!(s.transition_to_backtracked(1, 2), Settle::Done { to: Tag::Backtracked, release: Release::Keep });
+        assert_eq!(s.transition_to_pending(), Reinsert::Pending { attempt: 1 });
+        assert!(matches!(s.transition_to_claimed(1, 1), Claim::Won { attempt: 2 }));
+        assert_eq!(
+            s.transition_to_backtracked(2, 2),
+            Settle::Done { to: Tag::DeadMaxAttempts, release: Release::DeadLetter }
+        );
+    }
+
+    #[test]
+    fn expiry_on_the_last_attempt_dead_letters_after_the_holder_lets_go() {
+        let s = pending();
+        assert!(matches!(s.transition_to_claimed(0, 3), Claim::Won { attempt: 1 }));
+        assert_eq!(s.transition_to_expired(3, 1), Expire::DeadLettered { attempt: 1 });
+        assert_eq!(s.transition_to_backtracked(1, 1), Settle::Stale);
+        assert_eq!(s.release_holder(), Release::DeadLetter);
+    }
+
+    #[test]
+    fn extend_never_shortens_and_fails_once_expired() {
+        let s = pending();
+        assert!(matches!(s.transition_to_claimed(0, 10), Claim::Won { .. }));
+        assert!(s.extend_lease(1, 20));
+        assert!(s.extend_lease(1, 15));
+        assert_eq!(s.load().tick(), 20);
+        assert_eq!(s.transition_to_expired(19, 16), Expire::NotDue { deadline: 20 });
+        assert_eq!(s.transition_to_expired(20, 16), Expire::Redeliver { attempt: 1 });
+        assert!(!s.extend_lease(1, 100));
+    }
+
+    #[test]
+    fn ticks_compare_across_wrap_around() {
+        assert!(tick_reached(TICK_MASK, 0));
+        assert!(!tick_reached(0, TICK_MASK));
+        assert!(tick_reached(5, 5));
+        assert_eq!(later_tick(TICK_MASK - 1, 2), 2);
+    }
+
+    #[test]
+    fn discard_only_takes_idle_messages() {
+        let s = pending();
+        assert_eq!(s.transition_to_discarded(), Discard::Done { release: Release::Drop });
+        let s = pending();
+        assert!(matches!(s.transition_to_claimed(0, 10), Claim::Won { .. }));
+        assert_eq!(s.transition_to_discarded(), Discard::NotIdle);
+    }
+}
