@@ -44,6 +44,7 @@
 mod backoff;
 mod batch;
 mod block;
+mod clock;
 mod dead_letter;
 mod delivery;
 mod error;

@@ -1,6 +1,7 @@
 //! `Queue`, its `Builder`, and the state all handles share.
 
 use crate::backoff::Backoff;
+use crate::clock::{self, Clock, Recent};
 use crate::batch::{Batch, MessageRef};
 use crate::block::{BLOCK_CAPACITY, Block, Reserve};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
@@ -19,7 +20,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-const NANOS_PER_TICK: u64 = 1_000_000;
 /// The longest lease (and lease extension) the state word can represent.
 pub(crate) const MAX_LEASE: Duration = Duration::from_millis(MAX_TICK_SPAN / 2);
 
@@ -39,8 +39,8 @@ impl Default for Config {
 /// Everything the handles, deliveries, blocks and the redeliverer share.
 pub(crate) struct Shared<T> {
     pub(crate) config: Config,
-    /// Time zero of every timestamp (nanoseconds) and tick (milliseconds).
-    origin: Instant,
+    /// Timestamps (nanoseconds since the queue's origin) and lease ticks.
+    pub(crate) clock: Clock,
     /// High half of every message id of this queue.
     nonce: u64,
     pub(crate) index: Index<T>,
@@ -66,33 +66,21 @@ pub(crate) struct Shared<T> {
 }
 
 impl<T> Shared<T> {
-    pub(crate) fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    /// A recent time (see [`Clock`]), restarting the clock upkeep if needed.
+    pub(crate) fn recent_ns(&self) -> u64 {
+        match self.clock.recent() {
+            Recent::Fresh(nanos) => nanos,
+            Recent::Restarted(nanos) => {
+                self.inbox.kick();
+                nanos
+            }
+        }
     }
 
-    pub(crate) fn instant(&self, nanos: u64) -> Instant {
-        self.origin + Duration::from_nanos(nanos)
-    }
-
-    /// `at + delay` in nanoseconds, saturating.
-    pub(crate) fn due(&self, at: Instant, delay: Duration) -> u64 {
-        self.nanos(at).saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX))
-    }
-
-    /// The tick `at` falls in (rounded down, for "now").
-    pub(crate) fn tick_floor(&self, at: Instant) -> u64 {
-        (self.nanos(at) / NANOS_PER_TICK) & TICK_MASK
-    }
-
-    /// The tick `at + lease` ends in, rounded up so a lease never ends early.
-    pub(crate) fn deadline_tick(&self, at: Instant, lease: Duration) -> u64 {
-        let lease = u64::try_from(lease.min(MAX_LEASE).as_nanos()).unwrap_or(u64::MAX);
-        self.nanos(at).saturating_add(lease).div_ceil(NANOS_PER_TICK) & TICK_MASK
-    }
-
-    pub(crate) fn tick_instant(&self, now: Instant, now_tick: u64, tick: u64) -> Instant {
-        let ahead = tick.wrapping_sub(now_tick) & TICK_MASK;
-        now + Duration::from_millis(ahead.min(MAX_TICK_SPAN))
+    /// The wrapping tick at which a lease of `lease` taken at `now_ns` ends,
+    /// rounded up so it never ends early.
+    pub(crate) fn deadline_tick(&self, now_ns: u64, lease: Duration) -> u64 {
+        clock::tick_ceil(clock::add(now_ns, lease.min(MAX_LEASE))) & TICK_MASK
     }
 
     pub(crate) fn message_id(&self, block: &Block<T>, slot: usize) -> MessageId {
@@ -303,7 +291,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     fn with_config(config: Config) -> Result<Self, BuildError> {
         let shared = Arc::new(Shared {
             config,
-            origin: now(),
+            clock: Clock::new(),
             nonce: uuid::Uuid::new_v4().as_u64_pair().0,
             index: Index::new(),
             tail: AtomicPtr::new(std::ptr::null_mut()),
@@ -364,7 +352,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// d.ack().unwrap();
     /// ```
     pub fn produce_after(&self, value: T, delay: Duration) -> Result<MessageId, ProduceError<T>> {
-        self.produce_inner(value, Some(self.shared.due(now(), delay)))
+        self.produce_inner(value, Some(clock::add(self.shared.clock.precise(), delay)))
     }
 
     /// Puts `value` in the queue, ready at `at` (now, if `at` is past).
@@ -383,7 +371,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// # d.ack().unwrap();
     /// ```
     pub fn produce_at(&self, value: T, at: Instant) -> Result<MessageId, ProduceError<T>> {
-        self.produce_inner(value, Some(self.shared.nanos(at)))
+        self.produce_inner(value, Some(self.shared.clock.nanos(at)))
     }
 
     fn produce_inner(&self, value: T, due: Option<u64>) -> Result<MessageId, ProduceError<T>> {
@@ -396,7 +384,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
             shared.waiters.notify(true);
             return Err(ProduceError::Closed(value));
         }
-        let now_ns = shared.nanos(now());
+        let now_ns = shared.recent_ns();
         let id = match due {
             Some(due) if due > now_ns => {
                 let block = shared.new_block(value, due, 1);
@@ -411,11 +399,14 @@ impl<T: Send + Sync + 'static> Queue<T> {
         Ok(id)
     }
 
-    fn poll(&self) -> Result<Delivery<T>, Option<u64>> {
+    /// Claims the earliest ready message as of a recent time, or, with
+    /// `precise`, as of a fresh clock reading. `Err` carries the earliest
+    /// known future due time.
+    fn poll(&self, precise: bool) -> Result<Delivery<T>, Option<u64>> {
         let shared = &self.shared;
-        let now = now();
-        let deadline = shared.deadline_tick(now, shared.config.lease);
-        match shared.index.claim(shared.nanos(now), deadline) {
+        let now_ns = if precise { shared.clock.precise() } else { shared.recent_ns() };
+        let deadline = shared.deadline_tick(now_ns, shared.config.lease);
+        match shared.index.claim(now_ns, deadline) {
             Poll::Claimed(claimed) => {
                 shared.counters.add(Counter::Delivered, 1);
                 Ok(Delivery::new(claimed))
@@ -444,7 +435,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.try_consume().is_err());
     /// ```
     pub fn try_consume(&self) -> Result<Delivery<T>, TryConsumeError> {
-        match self.poll() {
+        match self.poll(false).or_else(|_| self.poll(true)) {
             Ok(delivery) => Ok(delivery),
             Err(_) if self.drained() => Err(TryConsumeError::Closed),
             Err(_) => Err(TryConsumeError::Empty),
@@ -487,13 +478,20 @@ impl<T: Send + Sync + 'static> Queue<T> {
     }
 
     fn consume_until(&self, deadline: Option<Instant>) -> Result<Delivery<T>, ConsumeTimeoutError> {
+        let spin = Spin::new();
         loop {
-            if let Ok(delivery) = self.poll() {
+            if let Ok(delivery) = self.poll(false) {
                 return Ok(delivery);
             }
-            // Register, then poll again: see `Waiters`.
+            // A short spin first: a producer is often a few hundred
+            // nanoseconds away, and parking costs it a futex wake.
+            if !spin.is_completed() {
+                spin.snooze();
+                continue;
+            }
+            // Register, then poll again with a precise time: see `Waiters`.
             let sleeper = self.shared.waiters.register();
-            let next_due = match self.poll() {
+            let next_due = match self.poll(true) {
                 Ok(delivery) => return Ok(delivery),
                 Err(next_due) => next_due,
             };
@@ -501,7 +499,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
                 return Err(ConsumeTimeoutError::Closed);
             }
             let now = now();
-            let mut wake = next_due.map(|due| self.shared.instant(due));
+            let mut wake = next_due.map(|due| self.shared.clock.instant(due));
             if let Some(deadline) = deadline {
                 if now >= deadline {
                     return Err(ConsumeTimeoutError::Timeout);
@@ -560,7 +558,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// ```
     pub fn stats(&self) -> Stats {
         let shared = &self.shared;
-        let (ready, delayed) = shared.index.count_pending(shared.nanos(now()));
+        let (ready, delayed) = shared.index.count_pending(shared.clock.precise());
         let c = &shared.counters;
         let (acked, dead_lettered) = (c.get(Counter::Acked), c.get(Counter::DeadLettered));
         let produced = c.get(Counter::Produced);

@@ -12,14 +12,11 @@ use crate::batch::{Batch, MessageRef, RefBatch};
 use crate::block::Block;
 use crate::index::Key;
 use crate::queue::Shared;
-use crate::state::{Expire, Reinsert, tick_reached};
+use crate::clock::{self, UPKEEP_INTERVAL};
+use crate::state::{Expire, MAX_TICK_SPAN, Reinsert, TICK_MASK, tick_reached};
 use crate::stats::Counter;
 use crate::sync::{Arc, Condvar, Instant, Mutex, lock, now, wait};
-use std::time::Duration;
 
-/// The least time between two passes while rollbacks keep arriving, so that
-/// they are reinserted in batches rather than one skiplist node each.
-const MIN_PASS_INTERVAL: Duration = Duration::from_micros(500);
 /// Wake the redeliverer to prune once this many new blocks are waiting.
 const REGISTER_WAKE: usize = 256;
 /// Nanoseconds per index batch of redelivered messages.
@@ -28,8 +25,12 @@ const BATCH_SPAN_NS: u64 = 1_000_000;
 struct InboxState<T> {
     backtracked: Vec<MessageRef<T>>,
     blocks: Vec<Arc<Block<T>>>,
-    /// The redeliverer waits on `cond` and wants a notification.
-    sleeping: bool,
+    /// The redeliverer is idle (no clock upkeep) and waits on `cond`: new
+    /// work must notify it. While busy it looks at the inbox every upkeep
+    /// interval anyway.
+    idle: bool,
+    /// Someone restarted the clock upkeep.
+    kicked: bool,
     stopped: bool,
 }
 
@@ -45,7 +46,8 @@ impl<T> Inbox<T> {
             state: Mutex::new(InboxState {
                 backtracked: Vec::new(),
                 blocks: Vec::new(),
-                sleeping: false,
+                idle: false,
+                kicked: false,
                 stopped: false,
             }),
             cond: Condvar::new(),
@@ -60,11 +62,21 @@ impl<T> Inbox<T> {
             return Err(message);
         }
         state.backtracked.push(message);
-        if state.sleeping {
-            state.sleeping = false;
+        if state.idle {
+            state.idle = false;
             self.cond.notify_one();
         }
         Ok(())
+    }
+
+    /// Wakes an idle redeliverer so that it resumes the clock upkeep.
+    pub(crate) fn kick(&self) {
+        let mut state = lock(&self.state);
+        state.kicked = true;
+        if state.idle {
+            state.idle = false;
+            self.cond.notify_one();
+        }
     }
 
     /// Tells the redeliverer about a new block whose leases it must watch.
@@ -74,10 +86,15 @@ impl<T> Inbox<T> {
             return;
         }
         state.blocks.push(block);
-        if state.sleeping && state.blocks.len() >= REGISTER_WAKE {
-            state.sleeping = false;
+        if state.idle && state.blocks.len() >= REGISTER_WAKE {
+            state.idle = false;
             self.cond.notify_one();
         }
+    }
+
+    fn has_work(&self) -> bool {
+        let state = lock(&self.state);
+        !state.backtracked.is_empty() || state.blocks.len() >= REGISTER_WAKE
     }
 
     fn take(&self, backtracked: &mut Vec<MessageRef<T>>, blocks: &mut Vec<Arc<Block<T>>>) {
@@ -94,23 +111,25 @@ impl<T> Inbox<T> {
         (std::mem::take(&mut state.blocks), std::mem::take(&mut state.backtracked))
     }
 
-    /// Sleeps until `next` (forever with `None`), or until work arrives, but
-    /// at least until `earliest`. Returns false once stopped.
-    fn sleep(&self, earliest: Instant, next: Option<Instant>) -> bool {
+    /// Sleeps until `until` (forever with `None`). An idle sleep is cut
+    /// short by new work or a kick. Returns `None` once stopped, else whether
+    /// the redeliverer was kicked or has work waiting.
+    fn sleep(&self, until: Option<Instant>, idle: bool) -> Option<bool> {
         let mut state = lock(&self.state);
         loop {
             if state.stopped {
-                return false;
+                return None;
             }
-            let has_work = !state.backtracked.is_empty() || state.blocks.len() >= REGISTER_WAKE;
-            let until = if has_work { Some(earliest) } else { next };
+            let woken = std::mem::take(&mut state.kicked)
+                || !state.backtracked.is_empty()
+                || state.blocks.len() >= REGISTER_WAKE;
             let now = now();
-            if until.is_some_and(|u| now >= u) {
-                return true;
+            if (idle && woken) || until.is_some_and(|u| now >= u) {
+                return Some(woken);
             }
-            state.sleeping = !has_work;
+            state.idle = idle;
             state = wait(&self.cond, state, until.map(|u| u - now));
-            state.sleeping = false;
+            state.idle = false;
         }
     }
 }
@@ -133,10 +152,11 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         Self { watched: Vec::new(), next_scan: 0, prune_at: REGISTER_WAKE, backtracked: Vec::new(), ready: Vec::new() }
     }
 
-    /// One pass at time `now`. Returns when the next pass is needed at the
-    /// latest (new work wakes it earlier).
-    pub(crate) fn redeliver_due(&mut self, shared: &Shared<T>, now: Instant) -> Instant {
-        let now_tick = shared.tick_floor(now);
+    /// One pass at `now` (nanoseconds since the queue's origin). Returns
+    /// when the next pass is needed at the latest, in nanoseconds; new work
+    /// needs one sooner.
+    pub(crate) fn redeliver_due(&mut self, shared: &Shared<T>, now: u64) -> u64 {
+        let now_tick = clock::tick_floor(now) & TICK_MASK;
         shared.inbox.take(&mut self.backtracked, &mut self.watched);
         for message in self.backtracked.drain(..) {
             let state = &message.block.slot(message.slot as usize).state;
@@ -149,12 +169,13 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
             self.scan(shared, now, now_tick, scan);
         }
         self.reinsert(shared);
-        shared.tick_instant(now, now_tick, self.next_scan)
+        let ahead = self.next_scan.wrapping_sub(now_tick) & TICK_MASK;
+        clock::tick_nanos(clock::tick_floor(now) + ahead.min(MAX_TICK_SPAN))
     }
 
     /// Drops blocks only the watch list references and, if `expire`,
     /// expires every claim whose lease ended by `now_tick`.
-    fn scan(&mut self, shared: &Shared<T>, now: Instant, now_tick: u64, expire: bool) {
+    fn scan(&mut self, shared: &Shared<T>, now: u64, now_tick: u64, expire: bool) {
         let config = shared.config;
         let mut earliest = shared.deadline_tick(now, config.lease);
         let ready = &mut self.ready;
@@ -181,7 +202,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                             block: Arc::clone(block),
                             slot: slot as u32,
                             attempt,
-                            ts: shared.due(now, config.backoff.delay(attempt)),
+                            ts: clock::add(now, config.backoff.delay(attempt)),
                         });
                     }
                     Expire::DeadLettered { .. } => {
@@ -228,15 +249,48 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
     }
 }
 
-/// The redeliverer thread: passes until the queue is torn down, then hands
-/// back the blocks it watched.
+/// Upkeep intervals without traffic before the redeliverer goes idle.
+const IDLE_AFTER: u32 = 64;
+
+/// The redeliverer thread, until the queue is torn down; then it hands back
+/// the blocks it watched.
+///
+/// While the queue sees traffic it wakes every [`UPKEEP_INTERVAL`]: it
+/// refreshes the recent clock and runs a pass if rollbacks are waiting or a
+/// lease may have ended. After [`IDLE_AFTER`] quiet intervals it stops the
+/// upkeep and sleeps until the next possible lease end, new work, or a kick.
 pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<Block<T>>> {
     let mut redeliverer = Redeliverer::new();
+    let mut next_pass = 0;
+    let mut busy = true;
+    let mut quiet = 0;
+    let mut traffic = shared.counters.traffic();
     loop {
-        let start = now();
-        let next = redeliverer.redeliver_due(&shared, start);
-        if !shared.inbox.sleep(start + MIN_PASS_INTERVAL, Some(next)) {
-            break;
+        let at = now();
+        let now = if busy { shared.clock.refresh(at) } else { shared.clock.nanos(at) };
+        if now >= next_pass || shared.inbox.has_work() {
+            next_pass = redeliverer.redeliver_due(&shared, now);
+        }
+        if busy {
+            let seen = shared.counters.traffic();
+            quiet = if seen == traffic { quiet + 1 } else { 0 };
+            traffic = seen;
+            if quiet >= IDLE_AFTER && shared.clock.stop_upkeep(now) {
+                busy = false;
+            }
+        }
+        let until = if busy {
+            at + UPKEEP_INTERVAL
+        } else {
+            shared.clock.instant(next_pass)
+        };
+        match shared.inbox.sleep(Some(until), !busy) {
+            None => break,
+            Some(true) => {
+                busy = true;
+                quiet = 0;
+            }
+            Some(false) => {}
         }
     }
     redeliverer.into_watched()

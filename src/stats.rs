@@ -81,6 +81,7 @@ impl Counters {
     /// the close protocol (see `Queue::close`): an increment must be ordered
     /// against the `closed` flag read after it. On x86 this costs nothing
     /// over Relaxed (every read-modify-write is a full barrier).
+    #[inline]
     pub(crate) fn add(&self, counter: Counter, n: u64) {
         self.stripes[stripe_index()][counter as usize].fetch_add(n, Ordering::SeqCst);
     }
@@ -95,6 +96,11 @@ impl Counters {
             .iter()
             .map(|s| s[counter as usize].load(Ordering::SeqCst))
             .fold(0u64, u64::wrapping_add)
+    }
+
+    /// A number that changes whenever messages are produced or delivered.
+    pub(crate) fn traffic(&self) -> u64 {
+        self.get(Counter::Produced).wrapping_add(self.get(Counter::Delivered))
     }
 
     /// Messages produced and not yet acked or dead-lettered.
