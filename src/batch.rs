@@ -31,6 +31,17 @@ impl<T> RefBatch<T> {
     }
 }
 
+/// Moves a cursor hint forward. A plain load and store, not a
+/// read-modify-write: two consumers racing may move it back a little, which
+/// only makes the next `head` skip a settled entry again.
+pub(crate) fn advance(cursor: &AtomicUsize, to: usize) {
+    // Relaxed: the cursor is a hint; every entry it skips is re-checked by
+    // its state word.
+    if cursor.load(Ordering::Relaxed) < to {
+        cursor.store(to, Ordering::Relaxed);
+    }
+}
+
 pub(crate) enum Batch<T> {
     Fresh(Arc<Block<T>>),
     Redelivery(RefBatch<T>),
@@ -78,8 +89,7 @@ impl<T> Batch<T> {
     fn advance_cursor(&self, to: usize) {
         match self {
             Batch::Fresh(block) => block.advance_cursor(to),
-            // Relaxed: a hint, see `cursor`.
-            Batch::Redelivery(batch) => drop(batch.cursor.fetch_max(to, Ordering::Relaxed)),
+            Batch::Redelivery(batch) => advance(&batch.cursor, to),
         }
     }
 
@@ -94,8 +104,11 @@ impl<T> Batch<T> {
     /// Entry `pos`, if it exists yet.
     fn entry(&self, pos: usize) -> Option<Entry<'_, T>> {
         match self {
+            // Only the slot's state says whether it was written; reading the
+            // producers' reservation counter here would cost a cache miss
+            // per claim.
             Batch::Fresh(block) => {
-                (pos < block.reserved()).then_some(Entry { block, slot: pos, expected_attempt: 0, ts: None })
+                (pos < block.len()).then_some(Entry { block, slot: pos, expected_attempt: 0, ts: None })
             }
             Batch::Redelivery(batch) => batch.entries.get(pos).map(|r| Entry {
                 block: &r.block,
@@ -120,7 +133,7 @@ impl<T> Batch<T> {
                 Tag::Pending if word.attempt() == entry.expected_attempt => {
                     break Head::Ready { pos, ts: entry.ts.unwrap_or_else(|| slot.ts()) };
                 }
-                Tag::Empty => break Head::Busy,
+                Tag::Empty => break self.unwritten(pos),
                 // Claimed through this entry, or moved on since: never again
                 // claimable here.
                 _ => pos += 1,
@@ -130,6 +143,15 @@ impl<T> Batch<T> {
             self.advance_cursor(pos);
         }
         head
+    }
+
+    /// Entry `pos` of a fresh block is `Empty`: reserved and being written,
+    /// or not reserved yet.
+    fn unwritten(&self, pos: usize) -> Head {
+        match self {
+            Batch::Fresh(block) if pos < block.reserved() => Head::Busy,
+            _ => Head::Drained,
+        }
     }
 
     /// Tries to claim entry `pos` (as returned by [`Self::head`]).
@@ -157,6 +179,9 @@ impl<T> Batch<T> {
         while let Some(entry) = self.entry(pos) {
             let slot = entry.block.slot(entry.slot);
             let word = slot.state.load();
+            if word.tag() == Tag::Empty {
+                break;
+            }
             if word.tag() == Tag::Pending && word.attempt() == entry.expected_attempt {
                 if entry.ts.unwrap_or_else(|| slot.ts()) <= now_ns {
                     ready += 1;

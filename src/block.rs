@@ -90,8 +90,7 @@ impl<T> Block<T> {
     }
 
     pub(crate) fn advance_cursor(&self, to: usize) {
-        // Relaxed: a hint, see `cursor`.
-        self.cursor.fetch_max(to, Ordering::Relaxed);
+        crate::batch::advance(&self.cursor, to);
     }
 }
 

@@ -395,7 +395,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
             }
             _ => shared.push_fresh(value, now_ns),
         };
-        shared.waiters.notify(false);
+        shared.waiters.notify_after_publish(false);
         Ok(id)
     }
 

@@ -89,7 +89,7 @@ impl<T> Slot<T> {
 
 impl<T> Drop for Slot<T> {
     fn drop(&mut self) {
-        if self.state.holds_payload() {
+        if std::mem::needs_drop::<T>() && self.state.holds_payload() {
             // SAFETY: `&mut self` means no holder, producer or consumer can
             // reach this slot any more, and the state word says the payload
             // is initialised and was never taken.

@@ -30,9 +30,10 @@ impl Waiters {
     /// Registers the caller as a sleeper. Poll once more before [`Sleeper::wait`].
     pub(crate) fn register(&self) -> Sleeper<'_> {
         let guard = lock(&self.lock);
-        // Relaxed, then a SeqCst fence: the fence orders this increment
-        // before the caller's second poll, pairing with the fence in `notify`.
-        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        // SeqCst, then a SeqCst fence: the fence orders this increment before
+        // the caller's second poll; pairs with the fence in `notify` and the
+        // SeqCst publish before `notify_after_publish`.
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         Sleeper { waiters: self, guard: Some(guard) }
     }
@@ -43,8 +44,16 @@ impl Waiters {
         // SeqCst fence: orders the caller's publish before the load below;
         // pairs with the fence in `register`.
         fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence above.
-        if self.sleepers.load(Ordering::Relaxed) == 0 {
+        self.notify_after_publish(all);
+    }
+
+    /// [`Self::notify`] for a caller whose publish was a SeqCst
+    /// read-modify-write (`MessageState::publish`): the SeqCst load below is
+    /// ordered after it in the single total order, and the fence in
+    /// `register` orders the sleeper's second poll after its increment, so
+    /// either the poll sees the message or this load sees the sleeper.
+    pub(crate) fn notify_after_publish(&self, all: bool) {
+        if self.sleepers.load(Ordering::SeqCst) == 0 {
             return;
         }
         let _guard = lock(&self.lock);
