@@ -7,8 +7,8 @@
 //! Run: `cargo bench --bench throughput`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -135,7 +135,11 @@ impl HandQueue {
             if st.closed && st.heap.is_empty() && st.in_flight.is_empty() {
                 return None;
             }
-            st = self.ready.wait_timeout(st, Duration::from_millis(1)).unwrap().0;
+            st = self
+                .ready
+                .wait_timeout(st, Duration::from_millis(1))
+                .unwrap()
+                .0;
         }
     }
     fn ack(&self, id: u64) {
@@ -158,7 +162,11 @@ impl Contender for HandWritten {
         "mutex-heap-map"
     }
     fn run(&self, producers: usize, consumers: usize, messages: u64) -> Duration {
-        let q = HandQueue { state: Mutex::default(), ready: Condvar::new(), lease: Duration::from_secs(30) };
+        let q = HandQueue {
+            state: Mutex::default(),
+            ready: Condvar::new(),
+            lease: Duration::from_secs(30),
+        };
         let per = messages / producers as u64;
         let start = Instant::now();
         thread::scope(|s| {
@@ -194,7 +202,10 @@ fn throughput(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("produce_consume_ack/{p}p{cons}c"));
         const BATCH: u64 = 200_000;
         group.throughput(Throughput::Elements(BATCH));
-        group.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(3))
+            .warm_up_time(Duration::from_millis(500));
         for contender in contenders {
             group.bench_function(BenchmarkId::from_parameter(contender.name()), |b| {
                 b.iter_custom(|iters| (0..iters).map(|_| contender.run(p, cons, BATCH)).sum())

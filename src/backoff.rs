@@ -39,7 +39,10 @@ impl Backoff {
     /// assert_eq!(b.delay(3), std::time::Duration::ZERO);
     /// ```
     pub fn fixed(delay: Duration) -> Self {
-        Self { curve: Curve::Fixed(delay), jitter: 0.0 }
+        Self {
+            curve: Curve::Fixed(delay),
+            jitter: 0.0,
+        }
     }
 
     /// `initial` after the first failure, doubling after each further one,
@@ -51,7 +54,10 @@ impl Backoff {
     /// assert_eq!(b.delay(3), Duration::from_millis(4));
     /// ```
     pub fn exponential(initial: Duration, max: Duration) -> Self {
-        Self { curve: Curve::Exponential { initial, max }, jitter: 0.0 }
+        Self {
+            curve: Curve::Exponential { initial, max },
+            jitter: 0.0,
+        }
     }
 
     /// Shortens each delay by a random fraction in `[0, fraction)`, with
@@ -64,7 +70,11 @@ impl Backoff {
     /// assert!(d > Duration::from_millis(50) && d <= Duration::from_millis(100));
     /// ```
     pub fn with_jitter(mut self, fraction: f64) -> Self {
-        self.jitter = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+        self.jitter = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
         self
     }
 
@@ -82,7 +92,10 @@ impl Backoff {
             Curve::Fixed(d) => d,
             Curve::Exponential { initial, max } => {
                 let doublings = attempt.saturating_sub(1).min(63);
-                initial.checked_mul(1u32 << doublings.min(31)).unwrap_or(max).min(max)
+                initial
+                    .checked_mul(1u32 << doublings.min(31))
+                    .unwrap_or(max)
+                    .min(max)
             }
         };
         if self.jitter == 0.0 || base.is_zero() {
@@ -136,8 +149,16 @@ mod tests {
         let b = Backoff::fixed(Duration::from_millis(1000)).with_jitter(0.25);
         for _ in 0..1000 {
             let d = b.delay(1);
-            assert!(d > Duration::from_millis(750) && d <= Duration::from_millis(1000), "{d:?}");
+            assert!(
+                d > Duration::from_millis(750) && d <= Duration::from_millis(1000),
+                "{d:?}"
+            );
         }
-        assert_eq!(Backoff::fixed(Duration::from_secs(1)).with_jitter(f64::NAN).delay(1), Duration::from_secs(1));
+        assert_eq!(
+            Backoff::fixed(Duration::from_secs(1))
+                .with_jitter(f64::NAN)
+                .delay(1),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -27,7 +27,10 @@ pub(crate) struct RefBatch<T> {
 
 impl<T> RefBatch<T> {
     pub(crate) fn new(entries: Vec<MessageRef<T>>) -> Self {
-        Self { cursor: CachePadded::new(AtomicUsize::new(0)), entries: entries.into_boxed_slice() }
+        Self {
+            cursor: CachePadded::new(AtomicUsize::new(0)),
+            entries: entries.into_boxed_slice(),
+        }
     }
 }
 
@@ -107,9 +110,12 @@ impl<T> Batch<T> {
             // Only the slot's state says whether it was written; reading the
             // producers' reservation counter here would cost a cache miss
             // per claim.
-            Batch::Fresh(block) => {
-                (pos < block.len()).then_some(Entry { block, slot: pos, expected_attempt: 0, ts: None })
-            }
+            Batch::Fresh(block) => (pos < block.len()).then_some(Entry {
+                block,
+                slot: pos,
+                expected_attempt: 0,
+                ts: None,
+            }),
             Batch::Redelivery(batch) => batch.entries.get(pos).map(|r| Entry {
                 block: &r.block,
                 slot: r.slot as usize,
@@ -125,13 +131,20 @@ impl<T> Batch<T> {
         let mut pos = start;
         let head = loop {
             let Some(entry) = self.entry(pos) else {
-                break if pos >= self.capacity() { Head::Exhausted } else { Head::Drained };
+                break if pos >= self.capacity() {
+                    Head::Exhausted
+                } else {
+                    Head::Drained
+                };
             };
             let slot = entry.block.slot(entry.slot);
             let word = slot.state.load();
             match word.tag() {
                 Tag::Pending if word.attempt() == entry.expected_attempt => {
-                    break Head::Ready { pos, ts: entry.ts.unwrap_or_else(|| slot.ts()) };
+                    break Head::Ready {
+                        pos,
+                        ts: entry.ts.unwrap_or_else(|| slot.ts()),
+                    };
                 }
                 Tag::Empty => break self.unwritten(pos),
                 // Claimed through this entry, or moved on since: never again
@@ -158,7 +171,10 @@ impl<T> Batch<T> {
     pub(crate) fn claim(&self, pos: usize, deadline_tick: u64) -> Option<Claimed<T>> {
         let entry = self.entry(pos)?;
         let slot = entry.block.slot(entry.slot);
-        match slot.state.transition_to_claimed(entry.expected_attempt, deadline_tick) {
+        match slot
+            .state
+            .transition_to_claimed(entry.expected_attempt, deadline_tick)
+        {
             Claim::Won { attempt } => {
                 self.advance_cursor(pos + 1);
                 Some(Claimed {

@@ -96,6 +96,9 @@ impl<T> Block<T> {
 
 impl<T> std::fmt::Debug for Block<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Block").field("seq", &self.seq).field("len", &self.slots.len()).finish_non_exhaustive()
+        f.debug_struct("Block")
+            .field("seq", &self.seq)
+            .field("len", &self.slots.len())
+            .finish_non_exhaustive()
     }
 }

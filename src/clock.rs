@@ -39,7 +39,10 @@ pub(crate) struct Clock {
 impl Clock {
     pub(crate) fn new() -> Self {
         let origin = now();
-        Self { origin, recent: CachePadded::new(AtomicU64::new(0)) }
+        Self {
+            origin,
+            recent: CachePadded::new(AtomicU64::new(0)),
+        }
     }
 
     /// Nanoseconds from the queue's origin to `at` (0 before it).
@@ -67,7 +70,10 @@ impl Clock {
         }
         let precise = self.precise();
         // Relaxed: as above; the winner of the swap is the one that restarts.
-        match self.recent.compare_exchange(STALE, precise, Ordering::Relaxed, Ordering::Relaxed) {
+        match self
+            .recent
+            .compare_exchange(STALE, precise, Ordering::Relaxed, Ordering::Relaxed)
+        {
             Ok(_) => Recent::Restarted(precise),
             Err(_) => Recent::Fresh(precise),
         }
@@ -86,7 +92,9 @@ impl Clock {
     #[must_use]
     pub(crate) fn stop_upkeep(&self, seen: u64) -> bool {
         // Relaxed: see `recent`.
-        self.recent.compare_exchange(seen, STALE, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        self.recent
+            .compare_exchange(seen, STALE, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 }
 
@@ -122,12 +130,22 @@ mod tests {
         assert!(clock.stop_upkeep(seen));
         assert!(matches!(clock.recent(), Recent::Restarted(_)));
         assert!(matches!(clock.recent(), Recent::Fresh(_)));
-        assert!(!clock.stop_upkeep(seen), "a newer reading keeps the upkeep going");
+        assert!(
+            !clock.stop_upkeep(seen),
+            "a newer reading keeps the upkeep going"
+        );
     }
 
     #[test]
     fn ticks_round_deadlines_up_and_now_down() {
-        assert_eq!((tick_floor(1_999_999), tick_ceil(1_000_001), tick_ceil(2_000_000)), (1, 2, 2));
+        assert_eq!(
+            (
+                tick_floor(1_999_999),
+                tick_ceil(1_000_001),
+                tick_ceil(2_000_000)
+            ),
+            (1, 2, 2)
+        );
         assert_eq!(add(u64::MAX - 1, Duration::from_secs(1)), u64::MAX);
     }
 }

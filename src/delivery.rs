@@ -2,12 +2,12 @@
 
 use crate::batch::{Claimed, MessageRef};
 use crate::block::Block;
+use crate::clock;
 use crate::error::LeaseExpired;
 use crate::id::MessageId;
 use crate::queue::Shared;
 use crate::state::{Release, Settle, Tag};
 use crate::stats::Counter;
-use crate::clock;
 use crate::sync::{Arc, Instant};
 use std::fmt;
 use std::ops::Deref;
@@ -50,7 +50,13 @@ pub struct Delivery<T> {
 
 impl<T> Delivery<T> {
     pub(crate) fn new(claimed: Claimed<T>) -> Self {
-        Self { block: claimed.block, slot: claimed.slot, attempt: claimed.attempt, ts: claimed.ts, live: true }
+        Self {
+            block: claimed.block,
+            slot: claimed.slot,
+            attempt: claimed.attempt,
+            ts: claimed.ts,
+            live: true,
+        }
     }
 
     fn shared(&self) -> &Shared<T> {
@@ -182,7 +188,11 @@ impl<T> Delivery<T> {
     pub fn extend_lease(&self, extension: Duration) -> Result<(), LeaseExpired> {
         let shared = self.shared();
         let deadline = shared.deadline_tick(shared.clock.precise(), extension);
-        if self.slot_state().extend_lease(self.attempt, deadline) { Ok(()) } else { Err(LeaseExpired) }
+        if self.slot_state().extend_lease(self.attempt, deadline) {
+            Ok(())
+        } else {
+            Err(LeaseExpired)
+        }
     }
 
     /// Give up now: the message goes to the dead letters with reason
@@ -210,8 +220,14 @@ impl<T> Delivery<T> {
     fn roll_back(&mut self, delay: Option<Duration>) -> Result<(), LeaseExpired> {
         self.live = false;
         let shared = self.shared();
-        let outcome = self.slot_state().transition_to_backtracked(self.attempt, shared.config.max_attempts);
-        if let Settle::Done { to: Tag::Backtracked, .. } = outcome {
+        let outcome = self
+            .slot_state()
+            .transition_to_backtracked(self.attempt, shared.config.max_attempts);
+        if let Settle::Done {
+            to: Tag::Backtracked,
+            ..
+        } = outcome
+        {
             shared.counters.add(Counter::RolledBack, 1);
             let delay = delay.unwrap_or_else(|| shared.config.backoff.delay(self.attempt));
             shared.backtrack(MessageRef {

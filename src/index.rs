@@ -24,7 +24,9 @@ pub(crate) struct Key {
 pub(crate) enum Poll<T> {
     Claimed(Claimed<T>),
     /// Nothing is ready. `next_due` is the earliest known future due time.
-    Empty { next_due: Option<u64> },
+    Empty {
+        next_due: Option<u64>,
+    },
 }
 
 pub(crate) struct Index<T> {
@@ -33,12 +35,17 @@ pub(crate) struct Index<T> {
 
 impl<T: Send + Sync + 'static> Index<T> {
     pub(crate) fn new() -> Self {
-        Self { list: SkipList::new(epoch::default_collector().clone()) }
+        Self {
+            list: SkipList::new(epoch::default_collector().clone()),
+        }
     }
 
     pub(crate) fn insert(&self, key: Key, batch: Batch<T>) {
         let guard = epoch::pin();
-        debug_assert!(!self.list.contains_key(&key, &guard), "duplicate index key {key:?}");
+        debug_assert!(
+            !self.list.contains_key(&key, &guard),
+            "duplicate index key {key:?}"
+        );
         self.list.insert(key, batch, &guard).release(&guard);
     }
 
@@ -57,7 +64,10 @@ impl<T: Send + Sync + 'static> Index<T> {
             let mut cursor = self.list.front(&guard);
             while let Some(entry) = cursor {
                 let key = entry.key();
-                if best.as_ref().is_some_and(|&(_, _, best_ts)| key.ts >= best_ts) {
+                if best
+                    .as_ref()
+                    .is_some_and(|&(_, _, best_ts)| key.ts >= best_ts)
+                {
                     break;
                 }
                 if key.ts > now_ns {

@@ -61,7 +61,9 @@ mod waiters;
 pub use backoff::Backoff;
 pub use dead_letter::{DeadLetter, DeadLetterReason};
 pub use delivery::Delivery;
-pub use error::{BuildError, Closed, ConsumeTimeoutError, LeaseExpired, ProduceError, TryConsumeError};
+pub use error::{
+    BuildError, Closed, ConsumeTimeoutError, LeaseExpired, ProduceError, TryConsumeError,
+};
 pub use id::MessageId;
 pub use queue::{Builder, Queue};
 pub use stats::Stats;

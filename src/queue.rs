@@ -1,9 +1,9 @@
 //! `Queue`, its `Builder`, and the state all handles share.
 
 use crate::backoff::Backoff;
-use crate::clock::{self, Clock, Recent};
 use crate::batch::{Batch, MessageRef};
 use crate::block::{BLOCK_CAPACITY, Block, Reserve};
+use crate::clock::{self, Clock, Recent};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::delivery::Delivery;
 use crate::error::{BuildError, Closed, ConsumeTimeoutError, ProduceError, TryConsumeError};
@@ -12,7 +12,9 @@ use crate::index::{Index, Key, Poll};
 use crate::redelivery::{self, Inbox};
 use crate::state::{Discard, MAX_ATTEMPTS, MAX_TICK_SPAN, Release, TICK_MASK, Tag};
 use crate::stats::{Counter, Counters, Stats};
-use crate::sync::{Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Instant, Mutex, Ordering, lock, now, thread};
+use crate::sync::{
+    Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Instant, Mutex, Ordering, lock, now, thread,
+};
 use crate::waiters::Waiters;
 use crossbeam_epoch as epoch;
 use crossbeam_utils::Backoff as Spin;
@@ -32,7 +34,11 @@ pub(crate) struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { lease: Duration::from_secs(30), backoff: Backoff::default(), max_attempts: 16 }
+        Config {
+            lease: Duration::from_secs(30),
+            backoff: Backoff::default(),
+            max_attempts: 16,
+        }
     }
 }
 
@@ -120,8 +126,12 @@ impl<T> Shared<T> {
                 };
                 // SAFETY: as for `Release::Drop`; the payload is moved out once.
                 let payload = unsafe { cell.take() };
-                let letter =
-                    DeadLetter { id: self.message_id(block, slot), attempts: word.attempt(), reason, payload };
+                let letter = DeadLetter {
+                    id: self.message_id(block, slot),
+                    attempts: word.attempt(),
+                    reason,
+                    payload,
+                };
                 let mut letters = lock(&self.dead_letters);
                 match letters.as_mut() {
                     Some(list) => list.push(letter),
@@ -139,7 +149,9 @@ impl<T> Shared<T> {
     pub(crate) fn backtrack(&self, message: MessageRef<T>) {
         if let Err(message) = self.inbox.push_backtracked(message) {
             let slot = message.slot as usize;
-            if let Discard::Done { release } = message.block.slot(slot).state.transition_to_discarded() {
+            if let Discard::Done { release } =
+                message.block.slot(slot).state.transition_to_discarded()
+            {
                 self.release(&message.block, slot, release);
             }
         }
@@ -177,11 +189,18 @@ impl<T: Send + Sync + 'static> Shared<T> {
     }
 
     /// Opens a new tail block holding `value` in slot 0 and retires `old`.
-    fn open_block(self: &Arc<Self>, value: T, ts: u64, old: *const Block<T>, guard: &epoch::Guard) -> MessageId {
+    fn open_block(
+        self: &Arc<Self>,
+        value: T,
+        ts: u64,
+        old: *const Block<T>,
+        guard: &epoch::Guard,
+    ) -> MessageId {
         let block = self.new_block(value, ts, BLOCK_CAPACITY);
         let id = self.message_id(&block, 0);
         // Release: pairs with the Acquire load in `push_fresh`.
-        self.tail.store(Arc::into_raw(block).cast_mut(), Ordering::Release);
+        self.tail
+            .store(Arc::into_raw(block).cast_mut(), Ordering::Release);
         let old = RetiredTail(old);
         // SAFETY: `old` is the strong reference `tail` held until the store
         // above; only this thread (which got `FullOpenNext` on it) retires
@@ -200,7 +219,8 @@ impl<T: Send + Sync + 'static> Shared<T> {
         // SAFETY: the block is not shared yet, and slot 0 was reserved for
         // its creator by `Block::new(.., reserved = 1)`.
         unsafe { block.slot(0).write(value, ts) };
-        self.index.insert(Key { ts, seq }, Batch::Fresh(Arc::clone(&block)));
+        self.index
+            .insert(Key { ts, seq }, Batch::Fresh(Arc::clone(&block)));
         self.inbox.register(Arc::clone(&block));
         block
     }
@@ -285,7 +305,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// # drop(q);
     /// ```
     pub fn builder() -> Builder<T> {
-        Builder { config: Config::default(), _payload: PhantomData }
+        Builder {
+            config: Config::default(),
+            _payload: PhantomData,
+        }
     }
 
     fn with_config(config: Config) -> Result<Self, BuildError> {
@@ -308,10 +331,14 @@ impl<T: Send + Sync + 'static> Queue<T> {
         // The first tail: an empty block, in the index and registered.
         let seq = shared.next_seq();
         let block = Arc::new(Block::new(Arc::clone(&shared), seq, BLOCK_CAPACITY, 0));
-        shared.index.insert(Key { ts: 0, seq }, Batch::Fresh(Arc::clone(&block)));
+        shared
+            .index
+            .insert(Key { ts: 0, seq }, Batch::Fresh(Arc::clone(&block)));
         shared.inbox.register(Arc::clone(&block));
         // Release: pairs with the Acquire load in `push_fresh`.
-        shared.tail.store(Arc::into_raw(block).cast_mut(), Ordering::Release);
+        shared
+            .tail
+            .store(Arc::into_raw(block).cast_mut(), Ordering::Release);
         let queue = Queue { shared };
         let worker = Arc::clone(&queue.shared);
         let handle = thread::Builder::new()
@@ -404,7 +431,11 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// known future due time.
     fn poll(&self, precise: bool) -> Result<Delivery<T>, Option<u64>> {
         let shared = &self.shared;
-        let now_ns = if precise { shared.clock.precise() } else { shared.recent_ns() };
+        let now_ns = if precise {
+            shared.clock.precise()
+        } else {
+            shared.recent_ns()
+        };
         let deadline = shared.deadline_tick(now_ns, shared.config.lease);
         match shared.index.claim(now_ns, deadline) {
             Poll::Claimed(claimed) => {
@@ -590,7 +621,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.drain_dead_letters().is_empty());
     /// ```
     pub fn drain_dead_letters(&self) -> Vec<DeadLetter<T>> {
-        lock(&self.shared.dead_letters).as_mut().map(std::mem::take).unwrap_or_default()
+        lock(&self.shared.dead_letters)
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 }
 
@@ -599,7 +633,9 @@ impl<T> Clone for Queue<T> {
         // Relaxed: a new handle can only be made from a live one, so the
         // count cannot reach zero meanwhile (as in `Arc::clone`).
         self.shared.handles.fetch_add(1, Ordering::Relaxed);
-        Queue { shared: Arc::clone(&self.shared) }
+        Queue {
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
@@ -680,7 +716,9 @@ pub struct Builder<T> {
 
 impl<T> fmt::Debug for Builder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder").field("config", &self.config).finish()
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -734,12 +772,22 @@ impl<T: Send + Sync + 'static> Builder<T> {
     /// assert!(err.to_string().contains("lease"));
     /// ```
     pub fn try_build(self) -> Result<Queue<T>, BuildError> {
-        let Config { lease, max_attempts, .. } = self.config;
+        let Config {
+            lease,
+            max_attempts,
+            ..
+        } = self.config;
         if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
-            return Err(BuildError::MaxAttempts { given: max_attempts, limit: MAX_ATTEMPTS });
+            return Err(BuildError::MaxAttempts {
+                given: max_attempts,
+                limit: MAX_ATTEMPTS,
+            });
         }
         if lease < Duration::from_millis(1) || lease > MAX_LEASE {
-            return Err(BuildError::Lease { given: lease, limit: MAX_LEASE });
+            return Err(BuildError::Lease {
+                given: lease,
+                limit: MAX_LEASE,
+            });
         }
         Queue::with_config(self.config)
     }

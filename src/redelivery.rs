@@ -10,9 +10,9 @@
 
 use crate::batch::{Batch, MessageRef, RefBatch};
 use crate::block::Block;
+use crate::clock::{self, UPKEEP_INTERVAL};
 use crate::index::Key;
 use crate::queue::Shared;
-use crate::clock::{self, UPKEEP_INTERVAL};
 use crate::state::{Expire, MAX_TICK_SPAN, Reinsert, TICK_MASK, tick_reached};
 use crate::stats::Counter;
 use crate::sync::{Arc, Condvar, Instant, Mutex, lock, now, wait};
@@ -108,7 +108,10 @@ impl<T> Inbox<T> {
         let mut state = lock(&self.state);
         state.stopped = true;
         self.cond.notify_all();
-        (std::mem::take(&mut state.blocks), std::mem::take(&mut state.backtracked))
+        (
+            std::mem::take(&mut state.blocks),
+            std::mem::take(&mut state.backtracked),
+        )
     }
 
     /// Sleeps until `until` (forever with `None`). An idle sleep is cut
@@ -149,7 +152,13 @@ pub(crate) struct Redeliverer<T> {
 
 impl<T: Send + Sync + 'static> Redeliverer<T> {
     pub(crate) fn new() -> Self {
-        Self { watched: Vec::new(), next_scan: 0, prune_at: REGISTER_WAKE, backtracked: Vec::new(), ready: Vec::new() }
+        Self {
+            watched: Vec::new(),
+            next_scan: 0,
+            prune_at: REGISTER_WAKE,
+            backtracked: Vec::new(),
+            ready: Vec::new(),
+        }
     }
 
     /// One pass at `now` (nanoseconds since the queue's origin). Returns
@@ -189,7 +198,11 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                 return true;
             }
             for slot in 0..block.len() {
-                match block.slot(slot).state.transition_to_expired(now_tick, config.max_attempts) {
+                match block
+                    .slot(slot)
+                    .state
+                    .transition_to_expired(now_tick, config.max_attempts)
+                {
                     Expire::NotClaimed => {}
                     Expire::NotDue { deadline } => {
                         if tick_reached(deadline, earliest) {
@@ -233,12 +246,17 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         let mut rest = self.ready.drain(..).peekable();
         while let Some(first) = rest.next() {
             let span = first.ts / BATCH_SPAN_NS;
-            let key = Key { ts: first.ts, seq: shared.next_seq() };
+            let key = Key {
+                ts: first.ts,
+                seq: shared.next_seq(),
+            };
             let mut entries = vec![first];
             while let Some(next) = rest.next_if(|m| m.ts / BATCH_SPAN_NS == span) {
                 entries.push(next);
             }
-            shared.index.insert(key, Batch::Redelivery(RefBatch::new(entries)));
+            shared
+                .index
+                .insert(key, Batch::Redelivery(RefBatch::new(entries)));
         }
         shared.counters.add(Counter::Redelivered, count);
         shared.waiters.notify(true);
@@ -267,7 +285,11 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
     let mut traffic = shared.counters.traffic();
     loop {
         let at = now();
-        let now = if busy { shared.clock.refresh(at) } else { shared.clock.nanos(at) };
+        let now = if busy {
+            shared.clock.refresh(at)
+        } else {
+            shared.clock.nanos(at)
+        };
         if now >= next_pass || shared.inbox.has_work() {
             next_pass = redeliverer.redeliver_due(&shared, now);
         }

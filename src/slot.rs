@@ -28,7 +28,11 @@ unsafe impl<T: Send + Sync> Send for Slot<T> {}
 
 impl<T> Slot<T> {
     pub(crate) fn new() -> Self {
-        Self { state: MessageState::new(), ts: AtomicU64::new(0), value: UnsafeCell::new(MaybeUninit::uninit()) }
+        Self {
+            state: MessageState::new(),
+            ts: AtomicU64::new(0),
+            value: UnsafeCell::new(MaybeUninit::uninit()),
+        }
     }
 
     /// Writes the payload and timestamp, then publishes the slot as pending.
@@ -74,7 +78,8 @@ impl<T> Slot<T> {
     /// initialised and nobody else will read it again.
     pub(crate) unsafe fn take(&self) -> T {
         // SAFETY: by the contract this is the one and only read-out.
-        self.value.with_mut(|cell| unsafe { (*cell).assume_init_read() })
+        self.value
+            .with_mut(|cell| unsafe { (*cell).assume_init_read() })
     }
 
     /// Drops the payload in place.
@@ -83,7 +88,8 @@ impl<T> Slot<T> {
     /// As for [`Self::take`].
     pub(crate) unsafe fn drop_payload(&self) {
         // SAFETY: by the contract this is the one and only drop.
-        self.value.with_mut(|cell| unsafe { (*cell).assume_init_drop() });
+        self.value
+            .with_mut(|cell| unsafe { (*cell).assume_init_drop() });
     }
 }
 

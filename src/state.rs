@@ -231,7 +231,9 @@ pub(crate) struct MessageState {
 impl MessageState {
     /// A reserved slot: `Empty`, attempt 0, no holders.
     pub(crate) fn new() -> Self {
-        Self { word: AtomicU64::new(Tag::Empty as u64) }
+        Self {
+            word: AtomicU64::new(Tag::Empty as u64),
+        }
     }
 
     /// Reads the word. Acquire: pairs with the Release (or AcqRel) of
@@ -248,7 +250,8 @@ impl MessageState {
     /// producer's later SeqCst load of the sleeper count after it (see
     /// `Waiters::notify_after_publish`), which on x86 is cheaper than a fence.
     pub(crate) fn publish(&self) {
-        self.word.swap(Word(0).with_tag(Tag::Pending).0, Ordering::SeqCst);
+        self.word
+            .swap(Word(0).with_tag(Tag::Pending).0, Ordering::SeqCst);
     }
 
     /// The one compare-exchange loop every transition goes through. `step`
@@ -257,12 +260,20 @@ impl MessageState {
     /// that wrote the old word (so a holder's reads of the payload happen
     /// before whoever releases it last drops it), Release publishes this one.
     /// Failure is Acquire for the same reason as [`Self::load`].
-    fn transition<R>(&self, mut step: impl FnMut(Word) -> Result<Word, R>) -> Result<(Word, Word), R> {
+    fn transition<R>(
+        &self,
+        mut step: impl FnMut(Word) -> Result<Word, R>,
+    ) -> Result<(Word, Word), R> {
         let backoff = Backoff::new();
         let mut current = self.load();
         loop {
             let next = step(current)?;
-            match self.word.compare_exchange_weak(current.0, next.0, Ordering::AcqRel, Ordering::Acquire) {
+            match self.word.compare_exchange_weak(
+                current.0,
+                next.0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return Ok((current, next)),
                 Err(actual) => {
                     current = Word(actual);
@@ -288,7 +299,9 @@ impl MessageState {
             }
         });
         match result {
-            Ok((_, new)) => Claim::Won { attempt: new.attempt() },
+            Ok((_, new)) => Claim::Won {
+                attempt: new.attempt(),
+            },
             Err(()) => Claim::Taken,
         }
     }
@@ -303,7 +316,10 @@ impl MessageState {
             }
         });
         match result {
-            Ok((_, new)) => Settle::Done { to: new.tag(), release: release_for(new) },
+            Ok((_, new)) => Settle::Done {
+                to: new.tag(),
+                release: release_for(new),
+            },
             Err(()) => Settle::Stale,
         }
     }
@@ -317,7 +333,11 @@ impl MessageState {
     /// the last allowed attempt.
     pub(crate) fn transition_to_backtracked(&self, generation: u32, max_attempts: u32) -> Settle {
         self.settle(generation, |w| {
-            if w.attempt() >= max_attempts { Tag::DeadMaxAttempts } else { Tag::Backtracked }
+            if w.attempt() >= max_attempts {
+                Tag::DeadMaxAttempts
+            } else {
+                Tag::Backtracked
+            }
         })
     }
 
@@ -331,7 +351,11 @@ impl MessageState {
     #[must_use]
     pub(crate) fn extend_lease(&self, generation: u32, deadline: u64) -> bool {
         self.transition(|w| {
-            if w.is_claim_of(generation) { Ok(w.with_tick(later_tick(w.tick(), deadline))) } else { Err(()) }
+            if w.is_claim_of(generation) {
+                Ok(w.with_tick(later_tick(w.tick(), deadline)))
+            } else {
+                Err(())
+            }
         })
         .is_ok()
     }
@@ -359,20 +383,36 @@ impl MessageState {
             if !tick_reached(w.tick(), now) {
                 return Err(Expire::NotDue { deadline: w.tick() });
             }
-            let to = if w.attempt() >= max_attempts { Tag::DeadMaxAttempts } else { Tag::Pending };
+            let to = if w.attempt() >= max_attempts {
+                Tag::DeadMaxAttempts
+            } else {
+                Tag::Pending
+            };
             Ok(w.with_tag(to).with_tick(0))
         });
         match result {
-            Ok((_, new)) if new.tag() == Tag::Pending => Expire::Redeliver { attempt: new.attempt() },
-            Ok((_, new)) => Expire::DeadLettered { attempt: new.attempt() },
+            Ok((_, new)) if new.tag() == Tag::Pending => Expire::Redeliver {
+                attempt: new.attempt(),
+            },
+            Ok((_, new)) => Expire::DeadLettered {
+                attempt: new.attempt(),
+            },
             Err(outcome) => outcome,
         }
     }
 
     /// Redeliverer: `Backtracked(attempt) -> Pending(attempt)`.
     pub(crate) fn transition_to_pending(&self) -> Reinsert {
-        match self.transition(|w| if w.tag() == Tag::Backtracked { Ok(w.with_tag(Tag::Pending)) } else { Err(()) }) {
-            Ok((_, new)) => Reinsert::Pending { attempt: new.attempt() },
+        match self.transition(|w| {
+            if w.tag() == Tag::Backtracked {
+                Ok(w.with_tag(Tag::Pending))
+            } else {
+                Err(())
+            }
+        }) {
+            Ok((_, new)) => Reinsert::Pending {
+                attempt: new.attempt(),
+            },
             Err(()) => Reinsert::NotBacktracked,
         }
     }
@@ -380,9 +420,15 @@ impl MessageState {
     /// Teardown: `Pending | Backtracked -> Discarded`.
     pub(crate) fn transition_to_discarded(&self) -> Discard {
         match self.transition(|w| {
-            if matches!(w.tag(), Tag::Pending | Tag::Backtracked) { Ok(w.with_tag(Tag::Discarded)) } else { Err(()) }
+            if matches!(w.tag(), Tag::Pending | Tag::Backtracked) {
+                Ok(w.with_tag(Tag::Discarded))
+            } else {
+                Err(())
+            }
         }) {
-            Ok((_, new)) => Discard::Done { release: release_for(new) },
+            Ok((_, new)) => Discard::Done {
+                release: release_for(new),
+            },
             Err(()) => Discard::NotIdle,
         }
     }
@@ -417,14 +463,23 @@ mod tests {
         assert_eq!(s.transition_to_claimed(0, 100), Claim::Won { attempt: 1 });
         assert_eq!(s.transition_to_claimed(0, 100), Claim::Taken);
         let w = s.load();
-        assert_eq!((w.tag(), w.attempt(), w.holders(), w.tick()), (Tag::Claimed, 1, 1, 100));
+        assert_eq!(
+            (w.tag(), w.attempt(), w.holders(), w.tick()),
+            (Tag::Claimed, 1, 1, 100)
+        );
     }
 
     #[test]
     fn ack_by_the_holder_releases_the_payload() {
         let s = pending();
         assert!(matches!(s.transition_to_claimed(0, 5), Claim::Won { .. }));
-        assert_eq!(s.transition_to_acked(1), Settle::Done { to: Tag::Acked, release: Release::Drop });
+        assert_eq!(
+            s.transition_to_acked(1),
+            Settle::Done {
+                to: Tag::Acked,
+                release: Release::Drop
+            }
+        );
         assert_eq!(s.transition_to_acked(1), Settle::Stale);
         assert!(!s.holds_payload());
     }
@@ -432,9 +487,18 @@ mod tests {
     #[test]
     fn expiry_beats_a_late_ack_and_the_stale_holder_keeps_the_payload_alive() {
         let s = pending();
-        assert!(matches!(s.transition_to_claimed(0, 10), Claim::Won { attempt: 1 }));
-        assert_eq!(s.transition_to_expired(9, 16), Expire::NotDue { deadline: 10 });
-        assert_eq!(s.transition_to_expired(10, 16), Expire::Redeliver { attempt: 1 });
+        assert!(matches!(
+            s.transition_to_claimed(0, 10),
+            Claim::Won { attempt: 1 }
+        ));
+        assert_eq!(
+            s.transition_to_expired(9, 16),
+            Expire::NotDue { deadline: 10 }
+        );
+        assert_eq!(
+            s.transition_to_expired(10, 16),
+            Expire::Redeliver { attempt: 1 }
+        );
         // The old holder's ack is refused and changes nothing.
         assert_eq!(s.transition_to_acked(1), Settle::Stale);
         // Reclaimed as attempt 2 while the stale holder still holds it (ABA).
@@ -442,28 +506,55 @@ mod tests {
         assert_eq!(s.transition_to_acked(1), Settle::Stale);
         assert_eq!(s.load().holders(), 2);
         // The new holder acks; the payload stays for the stale holder.
-        assert_eq!(s.transition_to_acked(2), Settle::Done { to: Tag::Acked, release: Release::Keep });
+        assert_eq!(
+            s.transition_to_acked(2),
+            Settle::Done {
+                to: Tag::Acked,
+                release: Release::Keep
+            }
+        );
         assert_eq!(s.release_holder(), Release::Drop);
     }
 
     #[test]
     fn rollback_on_the_last_attempt_dead_letters() {
         let s = pending();
-        assert!(matches!(s.transition_to_claimed(0, 1), Claim::Won { attempt: 1 }));
-        assert_eq!(s.transition_to_backtracked(1, 2), Settle::Done { to: Tag::Backtracked, release: Release::Keep });
+        assert!(matches!(
+            s.transition_to_claimed(0, 1),
+            Claim::Won { attempt: 1 }
+        ));
+        assert_eq!(
+            s.transition_to_backtracked(1, 2),
+            Settle::Done {
+                to: Tag::Backtracked,
+                release: Release::Keep
+            }
+        );
         assert_eq!(s.transition_to_pending(), Reinsert::Pending { attempt: 1 });
-        assert!(matches!(s.transition_to_claimed(1, 1), Claim::Won { attempt: 2 }));
+        assert!(matches!(
+            s.transition_to_claimed(1, 1),
+            Claim::Won { attempt: 2 }
+        ));
         assert_eq!(
             s.transition_to_backtracked(2, 2),
-            Settle::Done { to: Tag::DeadMaxAttempts, release: Release::DeadLetter }
+            Settle::Done {
+                to: Tag::DeadMaxAttempts,
+                release: Release::DeadLetter
+            }
         );
     }
 
     #[test]
     fn expiry_on_the_last_attempt_dead_letters_after_the_holder_lets_go() {
         let s = pending();
-        assert!(matches!(s.transition_to_claimed(0, 3), Claim::Won { attempt: 1 }));
-        assert_eq!(s.transition_to_expired(3, 1), Expire::DeadLettered { attempt: 1 });
+        assert!(matches!(
+            s.transition_to_claimed(0, 3),
+            Claim::Won { attempt: 1 }
+        ));
+        assert_eq!(
+            s.transition_to_expired(3, 1),
+            Expire::DeadLettered { attempt: 1 }
+        );
         assert_eq!(s.transition_to_backtracked(1, 1), Settle::Stale);
         assert_eq!(s.release_holder(), Release::DeadLetter);
     }
@@ -475,8 +566,14 @@ mod tests {
         assert!(s.extend_lease(1, 20));
         assert!(s.extend_lease(1, 15));
         assert_eq!(s.load().tick(), 20);
-        assert_eq!(s.transition_to_expired(19, 16), Expire::NotDue { deadline: 20 });
-        assert_eq!(s.transition_to_expired(20, 16), Expire::Redeliver { attempt: 1 });
+        assert_eq!(
+            s.transition_to_expired(19, 16),
+            Expire::NotDue { deadline: 20 }
+        );
+        assert_eq!(
+            s.transition_to_expired(20, 16),
+            Expire::Redeliver { attempt: 1 }
+        );
         assert!(!s.extend_lease(1, 100));
     }
 
@@ -491,7 +588,12 @@ mod tests {
     #[test]
     fn discard_only_takes_idle_messages() {
         let s = pending();
-        assert_eq!(s.transition_to_discarded(), Discard::Done { release: Release::Drop });
+        assert_eq!(
+            s.transition_to_discarded(),
+            Discard::Done {
+                release: Release::Drop
+            }
+        );
         let s = pending();
         assert!(matches!(s.transition_to_claimed(0, 10), Claim::Won { .. }));
         assert_eq!(s.transition_to_discarded(), Discard::NotIdle);

@@ -74,7 +74,11 @@ fn stripe_index() -> usize {
 
 impl Counters {
     pub(crate) fn new() -> Self {
-        Self { stripes: (0..STRIPES).map(|_| CachePadded::new(Default::default())).collect() }
+        Self {
+            stripes: (0..STRIPES)
+                .map(|_| CachePadded::new(Default::default()))
+                .collect(),
+        }
     }
 
     /// Adds `n`. SeqCst: `produced`, `acked` and `dead_lettered` take part in
@@ -100,14 +104,17 @@ impl Counters {
 
     /// A number that changes whenever messages are produced or delivered.
     pub(crate) fn traffic(&self) -> u64 {
-        self.get(Counter::Produced).wrapping_add(self.get(Counter::Delivered))
+        self.get(Counter::Produced)
+            .wrapping_add(self.get(Counter::Delivered))
     }
 
     /// Messages produced and not yet acked or dead-lettered.
     pub(crate) fn outstanding(&self) -> u64 {
         // Read the settles first: a settle that lands between the reads can
         // only make the result larger, never hide a live message.
-        let settled = self.get(Counter::Acked).wrapping_add(self.get(Counter::DeadLettered));
+        let settled = self
+            .get(Counter::Acked)
+            .wrapping_add(self.get(Counter::DeadLettered));
         self.get(Counter::Produced).wrapping_sub(settled)
     }
 }

@@ -4,7 +4,9 @@
 //! the loom half (issue: model-check every race) can swap them for loom's
 //! under `cfg(rebound_loom)` without touching the state machine.
 
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
+pub(crate) use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
+};
 pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 pub(crate) use std::thread;
 pub(crate) use std::time::Instant;
@@ -18,7 +20,9 @@ pub(crate) fn now() -> Instant {
 /// leaves its data consistent before anything that can panic runs, so a
 /// poisoned lock holds valid data and must not turn into a lost message.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Waits on `cond` for at most `timeout` (forever with `None`), ignoring poison
@@ -33,7 +37,9 @@ pub(crate) fn wait<'a, T>(
             Ok((g, _)) => g,
             Err(poison) => poison.into_inner().0,
         },
-        None => cond.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner),
+        None => cond
+            .wait(guard)
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
     }
 }
 

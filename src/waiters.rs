@@ -24,7 +24,11 @@ pub(crate) struct Sleeper<'a> {
 
 impl Waiters {
     pub(crate) fn new() -> Self {
-        Self { sleepers: AtomicUsize::new(0), lock: Mutex::new(()), cond: Condvar::new() }
+        Self {
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cond: Condvar::new(),
+        }
     }
 
     /// Registers the caller as a sleeper. Poll once more before [`Sleeper::wait`].
@@ -35,7 +39,10 @@ impl Waiters {
         // SeqCst publish before `notify_after_publish`.
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        Sleeper { waiters: self, guard: Some(guard) }
+        Sleeper {
+            waiters: self,
+            guard: Some(guard),
+        }
     }
 
     /// Wakes one sleeper (`all = false`) or every sleeper, if any. Call after

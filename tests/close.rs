@@ -20,7 +20,9 @@ fn produce_after_close_hands_the_value_back() {
 
 #[test]
 fn consumers_drain_pending_and_returning_messages_then_see_closed() {
-    let q: Queue<u32> = Queue::builder().backoff(Backoff::fixed(Duration::from_millis(5))).build();
+    let q: Queue<u32> = Queue::builder()
+        .backoff(Backoff::fixed(Duration::from_millis(5)))
+        .build();
     for i in 0..10 {
         q.produce(i).unwrap();
     }
@@ -43,7 +45,10 @@ fn consumers_drain_pending_and_returning_messages_then_see_closed() {
     assert_eq!(got, (1..=10).collect::<Vec<_>>());
     assert_eq!(q.consume().unwrap_err(), Closed);
     assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Closed);
-    assert_eq!(q.consume_timeout(Duration::from_secs(5)).unwrap_err(), ConsumeTimeoutError::Closed);
+    assert_eq!(
+        q.consume_timeout(Duration::from_secs(5)).unwrap_err(),
+        ConsumeTimeoutError::Closed
+    );
 }
 
 #[test]
@@ -97,8 +102,14 @@ fn blocked_consumer_wakes_on_produce_and_on_a_delayed_message() {
 #[test]
 fn consume_timeout_times_out_without_losing_anything() {
     let q: Queue<u8> = Queue::new();
-    assert_eq!(q.consume_timeout(Duration::from_millis(10)).unwrap_err(), ConsumeTimeoutError::Timeout);
+    assert_eq!(
+        q.consume_timeout(Duration::from_millis(10)).unwrap_err(),
+        ConsumeTimeoutError::Timeout
+    );
     q.produce_after(5, Duration::from_millis(200)).unwrap();
-    assert_eq!(q.consume_timeout(Duration::from_millis(10)).unwrap_err(), ConsumeTimeoutError::Timeout);
+    assert_eq!(
+        q.consume_timeout(Duration::from_millis(10)).unwrap_err(),
+        ConsumeTimeoutError::Timeout
+    );
     assert_eq!(*q.consume_timeout(Duration::from_secs(10)).unwrap(), 5);
 }

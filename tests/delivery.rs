@@ -4,7 +4,10 @@ use rebound::{Backoff, DeadLetterReason, LeaseExpired, Queue, TryConsumeError};
 use std::time::{Duration, Instant};
 
 fn fast_retry<T: Send + Sync + 'static>(max_attempts: u32) -> Queue<T> {
-    Queue::builder().backoff(Backoff::fixed(Duration::ZERO)).max_attempts(max_attempts).build()
+    Queue::builder()
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .max_attempts(max_attempts)
+        .build()
 }
 
 #[test]
@@ -76,7 +79,16 @@ fn attempts_count_every_kind_of_redelivery() {
     assert_eq!(held.ack(), Err(LeaseExpired));
     d.ack().unwrap();
     let s = q.stats();
-    assert_eq!((s.delivered, s.rolled_back, s.expired, s.redelivered, s.acked), (5, 3, 1, 4, 1));
+    assert_eq!(
+        (
+            s.delivered,
+            s.rolled_back,
+            s.expired,
+            s.redelivered,
+            s.acked
+        ),
+        (5, 3, 1, 4, 1)
+    );
 }
 
 #[test]
@@ -92,7 +104,10 @@ fn expired_delivery_cannot_act_and_the_redelivery_wins() {
     assert_eq!((fresh.id(), fresh.attempt(), stale.attempt()), (id, 2, 1));
     // The stale holder can still read, but not act.
     assert_eq!(stale.as_str(), "job");
-    assert_eq!(stale.extend_lease(Duration::from_secs(60)), Err(LeaseExpired));
+    assert_eq!(
+        stale.extend_lease(Duration::from_secs(60)),
+        Err(LeaseExpired)
+    );
     assert_eq!(stale.ack(), Err(LeaseExpired));
     assert_eq!(fresh.as_str(), "job");
     fresh.extend_lease(Duration::from_secs(60)).unwrap();
@@ -103,8 +118,11 @@ fn expired_delivery_cannot_act_and_the_redelivery_wins() {
 
 #[test]
 fn every_settle_of_an_expired_delivery_is_refused_without_effect() {
-    let q: Queue<u8> =
-        Queue::builder().lease(Duration::from_millis(5)).backoff(Backoff::fixed(Duration::ZERO)).max_attempts(5).build();
+    let q: Queue<u8> = Queue::builder()
+        .lease(Duration::from_millis(5))
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .max_attempts(5)
+        .build();
     q.produce(1).unwrap();
     for settle in 0..3 {
         let d = q.consume().unwrap();
@@ -115,7 +133,11 @@ fn every_settle_of_an_expired_delivery_is_refused_without_effect() {
             1 => d.dead_letter(),
             _ => d.rollback_after(Duration::ZERO),
         };
-        assert_eq!(result, Err(LeaseExpired), "settle {settle} at attempt {attempt}");
+        assert_eq!(
+            result,
+            Err(LeaseExpired),
+            "settle {settle} at attempt {attempt}"
+        );
     }
     assert!(q.drain_dead_letters().is_empty());
     let s = q.stats();
@@ -148,7 +170,10 @@ fn max_attempts_dead_letters_after_exactly_n_deliveries() {
     assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Empty);
     let dead = q.drain_dead_letters();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].id(), dead[0].attempts(), dead[0].reason()), (id, 3, DeadLetterReason::MaxAttempts));
+    assert_eq!(
+        (dead[0].id(), dead[0].attempts(), dead[0].reason()),
+        (id, 3, DeadLetterReason::MaxAttempts)
+    );
     assert_eq!(dead[0].payload(), &"poison");
     let s = q.stats();
     assert_eq!((s.delivered, s.dead_lettered, s.produced), (3, 1, 1));
@@ -156,7 +181,10 @@ fn max_attempts_dead_letters_after_exactly_n_deliveries() {
 
 #[test]
 fn expiry_on_the_last_attempt_dead_letters_once_the_holder_lets_go() {
-    let q: Queue<String> = Queue::builder().lease(Duration::from_millis(5)).max_attempts(1).build();
+    let q: Queue<String> = Queue::builder()
+        .lease(Duration::from_millis(5))
+        .max_attempts(1)
+        .build();
     q.produce("slow".into()).unwrap();
     let d = q.consume().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -168,7 +196,10 @@ fn expiry_on_the_last_attempt_dead_letters_once_the_holder_lets_go() {
     assert_eq!(d.as_str(), "slow");
     assert_eq!(d.ack(), Err(LeaseExpired));
     let dead = q.drain_dead_letters();
-    assert_eq!((dead.len(), dead[0].attempts(), dead[0].reason()), (1, 1, DeadLetterReason::MaxAttempts));
+    assert_eq!(
+        (dead.len(), dead[0].attempts(), dead[0].reason()),
+        (1, 1, DeadLetterReason::MaxAttempts)
+    );
     assert_eq!(dead[0].payload(), "slow");
 }
 
@@ -198,7 +229,10 @@ fn dead_letter_rejects_at_once() {
     q.produce(9).unwrap();
     q.consume().unwrap().dead_letter().unwrap();
     let dead = q.drain_dead_letters();
-    assert_eq!((dead[0].attempts(), dead[0].reason(), dead[0].payload()), (1, DeadLetterReason::Rejected, &9));
+    assert_eq!(
+        (dead[0].attempts(), dead[0].reason(), dead[0].payload()),
+        (1, DeadLetterReason::Rejected, &9)
+    );
     assert!(q.drain_dead_letters().is_empty());
 }
 
@@ -208,13 +242,17 @@ fn delayed_messages_come_in_due_order_never_early() {
     let start = Instant::now();
     let delays = [40u64, 10, 30, 0, 20];
     for &ms in &delays {
-        q.produce_after(ms as u32, Duration::from_millis(ms)).unwrap();
+        q.produce_after(ms as u32, Duration::from_millis(ms))
+            .unwrap();
     }
     let mut got = Vec::new();
     for _ in 0..delays.len() {
         let d = q.consume().unwrap();
         let ms = *d;
-        assert!(start.elapsed() >= Duration::from_millis(ms.into()), "{ms} ms message came early");
+        assert!(
+            start.elapsed() >= Duration::from_millis(ms.into()),
+            "{ms} ms message came early"
+        );
         assert!(d.timestamp() >= start + Duration::from_millis(ms.into()));
         got.push(ms);
         d.ack().unwrap();
@@ -224,7 +262,9 @@ fn delayed_messages_come_in_due_order_never_early() {
 
 #[test]
 fn a_due_redelivery_goes_before_later_fresh_messages() {
-    let q: Queue<&str> = Queue::builder().backoff(Backoff::fixed(Duration::ZERO)).build();
+    let q: Queue<&str> = Queue::builder()
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .build();
     q.produce("first").unwrap();
     q.consume().unwrap().rollback().unwrap();
     // Wait until the redeliverer has put it back.
@@ -262,7 +302,9 @@ fn rollback_after_waits_at_least_the_delay() {
 
 #[test]
 fn stats_balance_when_quiescent() {
-    let q: Queue<u32> = Queue::builder().backoff(Backoff::fixed(Duration::from_secs(60))).build();
+    let q: Queue<u32> = Queue::builder()
+        .backoff(Backoff::fixed(Duration::from_secs(60)))
+        .build();
     for i in 0..10 {
         q.produce(i).unwrap();
     }
@@ -275,7 +317,20 @@ fn stats_balance_when_quiescent() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let s = q.stats();
-    assert_eq!((s.produced, s.acked, s.dead_lettered, s.ready, s.delayed, s.in_flight), (11, 1, 1, 6, 2, 1));
-    assert_eq!(s.produced, s.acked + s.dead_lettered + s.ready + s.delayed + s.in_flight);
+    assert_eq!(
+        (
+            s.produced,
+            s.acked,
+            s.dead_lettered,
+            s.ready,
+            s.delayed,
+            s.in_flight
+        ),
+        (11, 1, 1, 6, 2, 1)
+    );
+    assert_eq!(
+        s.produced,
+        s.acked + s.dead_lettered + s.ready + s.delayed + s.in_flight
+    );
     drop(held);
 }

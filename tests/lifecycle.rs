@@ -59,7 +59,8 @@ fn dropping_the_last_handle_frees_every_message_and_stops_the_thread() {
     for _ in 0..200 {
         q.produce(Tracked::new(&live)).unwrap(); // pending
     }
-    q.produce_after(Tracked::new(&live), Duration::from_secs(3600)).unwrap(); // delayed
+    q.produce_after(Tracked::new(&live), Duration::from_secs(3600))
+        .unwrap(); // delayed
     q.consume().unwrap().ack().unwrap(); // acked: freed at once
     assert_eq!(live.load(Ordering::SeqCst), 200);
     q.consume().unwrap().rollback().unwrap(); // waiting an hour to come back
@@ -73,7 +74,9 @@ fn dropping_the_last_handle_frees_every_message_and_stops_the_thread() {
     drop(q);
     assert_eq!(redeliverer_threads(), 1, "a handle is still alive");
     drop(second);
-    wait_until("the redeliverer thread is gone", || redeliverer_threads() == 0);
+    wait_until("the redeliverer thread is gone", || {
+        redeliverer_threads() == 0
+    });
     // Everything nobody holds is gone; the two held payloads stay readable.
     assert_eq!(live.load(Ordering::SeqCst), 2);
     assert!(held.0.load(Ordering::SeqCst) == 2 && stale.0.load(Ordering::SeqCst) == 2);
@@ -93,7 +96,9 @@ fn dropping_the_last_handle_frees_every_message_and_stops_the_thread() {
     a.rollback().unwrap();
     b.dead_letter().unwrap();
     assert_eq!(live.load(Ordering::SeqCst), 0);
-    wait_until("the redeliverer thread is gone", || redeliverer_threads() == 0);
+    wait_until("the redeliverer thread is gone", || {
+        redeliverer_threads() == 0
+    });
 
     // Many queues come and go without leaking threads.
     for _ in 0..20 {
@@ -101,5 +106,7 @@ fn dropping_the_last_handle_frees_every_message_and_stops_the_thread() {
         q.produce(Tracked::new(&live)).unwrap();
     }
     assert_eq!(live.load(Ordering::SeqCst), 0);
-    wait_until("every redeliverer thread is gone", || redeliverer_threads() == 0);
+    wait_until("every redeliverer thread is gone", || {
+        redeliverer_threads() == 0
+    });
 }
