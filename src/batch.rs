@@ -47,7 +47,7 @@ pub(crate) fn advance(cursor: &AtomicUsize, to: usize) {
 
 pub(crate) enum Batch<T> {
     Fresh(Arc<Block<T>>),
-    Redelivery(RefBatch<T>),
+    Redelivery(Box<RefBatch<T>>),
 }
 
 /// The first claimable entry of a batch, as seen now.

@@ -42,6 +42,9 @@ impl Default for Config {
     }
 }
 
+/// The redeliverer thread, which hands back the blocks it watched.
+type Worker<T> = thread::JoinHandle<Vec<Arc<Block<T>>>>;
+
 /// Everything the handles, deliveries, blocks and the redeliverer share.
 pub(crate) struct Shared<T> {
     pub(crate) config: Config,
@@ -65,7 +68,7 @@ pub(crate) struct Shared<T> {
     dead_letters: Mutex<Option<Vec<DeadLetter<T>>>>,
     /// Live `Queue` handles; the last one tears the queue down.
     handles: AtomicUsize,
-    redeliverer: Mutex<Option<thread::JoinHandle<Vec<Arc<Block<T>>>>>>,
+    redeliverer: Mutex<Option<Worker<T>>>,
     /// `teardown::<T>`, captured where its bounds are known, so that the
     /// unbounded `Drop for Queue<T>` can call it.
     teardown: fn(&Shared<T>),

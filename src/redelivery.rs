@@ -256,7 +256,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
             }
             shared
                 .index
-                .insert(key, Batch::Redelivery(RefBatch::new(entries)));
+                .insert(key, Batch::Redelivery(Box::new(RefBatch::new(entries))));
         }
         shared.counters.add(Counter::Redelivered, count);
         shared.waiters.notify(true);

@@ -55,7 +55,8 @@ fn dropping_the_last_handle_frees_every_message_and_stops_the_thread() {
         .max_attempts(2)
         .build();
     let second = q.clone();
-    assert_eq!(redeliverer_threads(), 1);
+    // The thread names itself once it runs.
+    wait_until("the redeliverer thread runs", || redeliverer_threads() == 1);
     for _ in 0..200 {
         q.produce(Tracked::new(&live)).unwrap(); // pending
     }
