@@ -67,3 +67,8 @@ pub use error::{
 pub use id::MessageId;
 pub use queue::{Builder, Queue};
 pub use stats::Stats;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -16,13 +16,17 @@ fn cpu_ticks(stat_path: &str) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+/// The redeliverer's stat file; it names itself once it runs.
 fn redeliverer_stat() -> String {
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if comm.starts_with("rebound-redeliv") {
-            return path.join("stat").to_string_lossy().into_owned();
+    for _ in 0..1000 {
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let path = task.unwrap().path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if comm.starts_with("rebound-redeliv") {
+                return path.join("stat").to_string_lossy().into_owned();
+            }
         }
+        thread::sleep(Duration::from_millis(5));
     }
     panic!("no redeliverer thread");
 }
