@@ -228,7 +228,7 @@ impl<T> Delivery<T> {
             ..
         } = outcome
         {
-            shared.counters.add(Counter::RolledBack, 1);
+            shared.counters.bump(Counter::RolledBack, 1);
             let delay = delay.unwrap_or_else(|| shared.config.backoff.delay(self.attempt));
             shared.backtrack(MessageRef {
                 block: Arc::clone(&self.block),
@@ -239,7 +239,7 @@ impl<T> Delivery<T> {
             return Ok(());
         }
         if let Settle::Done { .. } = outcome {
-            shared.counters.add(Counter::RolledBack, 1);
+            shared.counters.bump(Counter::RolledBack, 1);
         }
         self.finish(outcome, Counter::DeadLettered)
     }

@@ -442,7 +442,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         let deadline = shared.deadline_tick(now_ns, shared.config.lease);
         match shared.index.claim(now_ns, deadline) {
             Poll::Claimed(claimed) => {
-                shared.counters.add(Counter::Delivered, 1);
+                shared.counters.bump(Counter::Delivered, 1);
                 Ok(Delivery::new(claimed))
             }
             Poll::Empty { next_due } => Err(next_due),

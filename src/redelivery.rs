@@ -210,7 +210,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                         }
                     }
                     Expire::Redeliver { attempt } => {
-                        shared.counters.add(Counter::Expired, 1);
+                        shared.counters.bump(Counter::Expired, 1);
                         ready.push(MessageRef {
                             block: Arc::clone(block),
                             slot: slot as u32,
@@ -221,7 +221,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                     Expire::DeadLettered { .. } => {
                         // The old holder still holds it; its release moves
                         // the payload to the dead letters.
-                        shared.counters.add(Counter::Expired, 1);
+                        shared.counters.bump(Counter::Expired, 1);
                         shared.counters.add(Counter::DeadLettered, 1);
                         shared.settled();
                     }
@@ -258,7 +258,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                 .index
                 .insert(key, Batch::Redelivery(Box::new(RefBatch::new(entries))));
         }
-        shared.counters.add(Counter::Redelivered, count);
+        shared.counters.bump(Counter::Redelivered, count);
         shared.waiters.notify(true);
     }
 

@@ -1,6 +1,6 @@
 //! Exact counters, striped per thread so that hot paths never share a line.
 
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// A snapshot of what a queue has done. Exact once the queue is quiescent
@@ -53,45 +53,115 @@ pub(crate) enum Counter {
     DeadLettered,
 }
 const COUNTERS: usize = 7;
-const STRIPES: usize = 16;
+/// Stripes a thread can own; threads beyond this many share one more.
+const OWNED_STRIPES: usize = 64;
 
 type Stripe = [AtomicU64; COUNTERS];
 
-/// Per-queue counters. Each thread writes its own stripe (threads are
-/// numbered round-robin), and readers sum the stripes.
+/// Per-queue counters. A thread owns one stripe of every queue (the same
+/// index in each) for as long as it lives, so statistics-only counters are
+/// bumped with a plain load and store instead of a locked instruction.
+/// Threads that find every stripe owned share the last one, with
+/// read-modify-writes. Readers sum the stripes.
 pub(crate) struct Counters {
     stripes: Box<[CachePadded<Stripe>]>,
 }
 
-fn stripe_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        // Relaxed: only hands out distinct numbers.
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+/// Which stripe this thread writes, and whether it owns it.
+#[derive(Clone, Copy)]
+struct StripeIndex {
+    index: usize,
+    owned: bool,
+}
+
+const SHARED_STRIPE: StripeIndex = StripeIndex {
+    index: OWNED_STRIPES,
+    owned: false,
+};
+
+#[cfg(not(rebound_loom))]
+fn stripe_index() -> StripeIndex {
+    use crate::sync::AtomicBool;
+    static OWNERS: [AtomicBool; OWNED_STRIPES] = [const { AtomicBool::new(false) }; OWNED_STRIPES];
+
+    /// This thread's stripe; gives it up when the thread exits.
+    struct Owner(StripeIndex);
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            if self.0.owned {
+                // Release: pairs with the Acquire swap of the next owner,
+                // so its plain increments start from this thread's last
+                // stores.
+                OWNERS[self.0.index].store(false, Ordering::Release);
+            }
+        }
     }
-    INDEX.with(|i| *i)
+    thread_local! {
+        static OWNER: Owner = Owner(
+            OWNERS
+                .iter()
+                // Acquire: pairs with the Release store of the previous owner.
+                .position(|o| !o.swap(true, Ordering::Acquire))
+                .map_or(SHARED_STRIPE, |index| StripeIndex { index, owned: true }),
+        );
+    }
+    // After this thread's TLS is destroyed (a delivery dropped by another
+    // thread-local's destructor), fall back to the shared stripe.
+    OWNER.try_with(|o| o.0).unwrap_or(SHARED_STRIPE)
+}
+
+/// Under loom (no statics, no thread-locals): every thread shares a stripe.
+#[cfg(rebound_loom)]
+fn stripe_index() -> StripeIndex {
+    SHARED_STRIPE
 }
 
 impl Counters {
     pub(crate) fn new() -> Self {
         Self {
-            stripes: (0..STRIPES)
+            stripes: (0..=OWNED_STRIPES)
                 .map(|_| CachePadded::new(Default::default()))
                 .collect(),
         }
     }
 
-    /// Adds `n`. SeqCst: `produced`, `acked` and `dead_lettered` take part in
-    /// the close protocol (see `Queue::close`): an increment must be ordered
-    /// against the `closed` flag read after it. On x86 this costs nothing
-    /// over Relaxed (every read-modify-write is a full barrier).
+    fn cell(&self, at: StripeIndex, counter: Counter) -> &AtomicU64 {
+        &self.stripes[at.index][counter as usize]
+    }
+
+    /// Adds `n` to a counter the close protocol reads (`produced`, `acked`,
+    /// `dead_lettered`; see `Queue::close`). SeqCst: the increment must be
+    /// ordered against the `closed` flag read after it.
     #[inline]
     pub(crate) fn add(&self, counter: Counter, n: u64) {
-        self.stripes[stripe_index()][counter as usize].fetch_add(n, Ordering::SeqCst);
+        self.cell(stripe_index(), counter)
+            .fetch_add(n, Ordering::SeqCst);
     }
 
     pub(crate) fn sub(&self, counter: Counter, n: u64) {
-        self.stripes[stripe_index()][counter as usize].fetch_sub(n, Ordering::SeqCst);
+        self.cell(stripe_index(), counter)
+            .fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// Adds `n` to a statistics-only counter (`delivered`, `rolled_back`,
+    /// `expired`, `redelivered`): nothing but [`Stats`] and the idle
+    /// detection read them, and neither needs them ordered with anything.
+    #[inline]
+    pub(crate) fn bump(&self, counter: Counter, n: u64) {
+        let at = stripe_index();
+        let cell = self.cell(at, counter);
+        if at.owned {
+            // Relaxed: this thread is the stripe's only writer (ownership
+            // passed with Acquire/Release in `stripe_index`); readers only
+            // need the value to be atomic.
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        } else {
+            // Relaxed: a statistic, ordered with nothing.
+            cell.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// The sum over stripes. SeqCst: see [`Self::add`].
@@ -116,5 +186,36 @@ impl Counters {
             .get(Counter::Acked)
             .wrapping_add(self.get(Counter::DeadLettered));
         self.get(Counter::Produced).wrapping_sub(settled)
+    }
+}
+
+#[cfg(all(test, not(rebound_loom)))]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    /// More threads than owned stripes, some running at once and some after
+    /// others exited (reusing their stripes): no increment is lost.
+    #[test]
+    fn counts_are_exact_across_owned_shared_and_reused_stripes() {
+        let counters = Counters::new();
+        const THREADS: usize = OWNED_STRIPES + 16;
+        const EACH: u64 = 1_000;
+        for _round in 0..2 {
+            thread::scope(|s| {
+                for _ in 0..THREADS {
+                    s.spawn(|| {
+                        for _ in 0..EACH {
+                            counters.bump(Counter::Delivered, 1);
+                            counters.add(Counter::Acked, 1);
+                        }
+                    });
+                }
+            });
+        }
+        let total = 2 * THREADS as u64 * EACH;
+        assert_eq!(counters.get(Counter::Delivered), total);
+        assert_eq!(counters.get(Counter::Acked), total);
+        assert_eq!(counters.outstanding(), 0u64.wrapping_sub(total));
     }
 }
