@@ -17,13 +17,24 @@ const _: () = assert!(BLOCK_CAPACITY <= 1 << SLOT_BITS);
 /// Outcome of [`Block::reserve`].
 #[must_use]
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Reserve {
-    /// This caller owns the slot with this index, for writing.
-    Slot(usize),
-    /// The block is full and this caller is the one that must open the next.
-    FullOpenNext,
+pub(crate) struct Reserve {
+    /// Slots this caller owns, for writing (possibly empty).
+    pub(crate) slots: std::ops::Range<usize>,
+    /// What the caller must do about the next block.
+    pub(crate) next: Next,
+}
+
+/// Whether a reservation reached the end of its block.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Every slot asked for was in this block.
+    None,
+    /// The block is full and this caller is the one that must open the next:
+    /// its reservation covered the index one past the last slot, which
+    /// exactly one reservation does.
+    Open,
     /// The block is full and another producer is opening the next.
-    FullWait,
+    Wait,
 }
 
 pub(crate) struct Block<T> {
@@ -65,15 +76,23 @@ impl<T> Block<T> {
         self.seq << SLOT_BITS | index as u64
     }
 
-    /// Hands out a slot to write.
-    pub(crate) fn reserve(&self) -> Reserve {
+    /// Hands out up to `count` (at least 1) consecutive slots to write.
+    pub(crate) fn reserve(&self, count: usize) -> Reserve {
+        let len = self.slots.len();
         // Relaxed: the counter only hands out distinct indices; the slot's
         // contents are published by its own state word.
-        let index = self.reserved.fetch_add(1, Ordering::Relaxed);
-        match index.cmp(&self.slots.len()) {
-            std::cmp::Ordering::Less => Reserve::Slot(index),
-            std::cmp::Ordering::Equal => Reserve::FullOpenNext,
-            std::cmp::Ordering::Greater => Reserve::FullWait,
+        let start = self.reserved.fetch_add(count, Ordering::Relaxed);
+        let end = start.saturating_add(count);
+        let next = if end <= len {
+            Next::None
+        } else if start <= len {
+            Next::Open
+        } else {
+            Next::Wait
+        };
+        Reserve {
+            slots: start.min(len)..end.min(len),
+            next,
         }
     }
 

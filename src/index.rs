@@ -55,13 +55,36 @@ impl<T: Send + Sync + 'static> Index<T> {
     /// first message, so once a key is not smaller than the best head found
     /// so far, no later batch can hold an earlier message.
     pub(crate) fn claim(&self, now_ns: u64, deadline_tick: u64) -> Poll<T> {
+        self.claim_pinned(&epoch::pin(), now_ns, deadline_tick)
+    }
+
+    /// Claims up to `max` ready messages, in order, into `out`, each as
+    /// [`Self::claim`] would (one pin for all). Returns the earliest known
+    /// future due time if it claimed none.
+    pub(crate) fn claim_many(
+        &self,
+        now_ns: u64,
+        deadline_tick: u64,
+        max: usize,
+        out: &mut Vec<Claimed<T>>,
+    ) -> Option<u64> {
         let guard = epoch::pin();
+        for _ in 0..max {
+            match self.claim_pinned(&guard, now_ns, deadline_tick) {
+                Poll::Claimed(claimed) => out.push(claimed),
+                Poll::Empty { next_due } => return next_due,
+            }
+        }
+        None
+    }
+
+    fn claim_pinned(&self, guard: &epoch::Guard, now_ns: u64, deadline_tick: u64) -> Poll<T> {
         let backoff = Backoff::new();
         loop {
             let mut best = None;
             let mut next_due: Option<u64> = None;
             let mut busy = false;
-            let mut cursor = self.list.front(&guard);
+            let mut cursor = self.list.front(guard);
             while let Some(entry) = cursor {
                 let key = entry.key();
                 if best

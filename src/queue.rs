@@ -2,7 +2,7 @@
 
 use crate::backoff::Backoff;
 use crate::batch::{Batch, MessageRef};
-use crate::block::{BLOCK_CAPACITY, Block, Reserve};
+use crate::block::{BLOCK_CAPACITY, Block, Next, Reserve};
 use crate::clock::{self, Clock, Recent};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::delivery::Delivery;
@@ -162,11 +162,17 @@ impl<T> Shared<T> {
 }
 
 impl<T: Send + Sync + 'static> Shared<T> {
-    /// Appends an immediate message to the open block.
-    fn push_fresh(self: &Arc<Self>, value: T, ts: u64) -> MessageId {
+    /// Appends immediate messages to the open block, in order, opening new
+    /// blocks as they fill; `id` is called with each message's id.
+    fn push_fresh(
+        self: &Arc<Self>,
+        mut values: impl ExactSizeIterator<Item = T>,
+        ts: u64,
+        mut id: impl FnMut(MessageId),
+    ) {
         let guard = epoch::pin();
         let spin = Spin::new();
-        loop {
+        while values.len() > 0 {
             // Acquire: pairs with the Release store in `open_block`, so the
             // new block's fields are initialised.
             let tail_ptr = self.tail.load(Ordering::Acquire);
@@ -177,51 +183,68 @@ impl<T: Send + Sync + 'static> Shared<T> {
             // every thread pinned before the replacement, this one included,
             // has unpinned. So the block outlives this borrow.
             let tail = unsafe { &*tail_ptr };
-            match tail.reserve() {
-                Reserve::Slot(index) => {
-                    // SAFETY: `reserve` handed this index to this thread only,
-                    // and a fresh slot is `Empty`.
-                    unsafe { tail.slot(index).write(value, ts) };
-                    return self.message_id(tail, index);
-                }
-                Reserve::FullOpenNext => return self.open_block(value, ts, tail_ptr, &guard),
+            let Reserve { slots, next } = tail.reserve(values.len());
+            // `reserve` hands out at most `values.len()` slots, so every
+            // reserved slot gets a value.
+            for (index, value) in slots.zip(&mut values) {
+                // SAFETY: `reserve` handed this index to this thread only,
+                // and a fresh slot is `Empty`.
+                unsafe { tail.slot(index).write(value, ts) };
+                id(self.message_id(tail, index));
+            }
+            match next {
+                Next::None => {}
+                Next::Open => self.open_block(&mut values, ts, tail_ptr, &guard, &mut id),
                 // Another producer is opening the next block.
-                Reserve::FullWait => spin.snooze(),
+                Next::Wait => spin.snooze(),
             }
         }
     }
 
-    /// Opens a new tail block holding `value` in slot 0 and retires `old`.
+    /// Opens a new tail block holding the next values (as many as fit) and
+    /// retires `old`.
     fn open_block(
         self: &Arc<Self>,
-        value: T,
+        values: &mut impl ExactSizeIterator<Item = T>,
         ts: u64,
         old: *const Block<T>,
         guard: &epoch::Guard,
-    ) -> MessageId {
-        let block = self.new_block(value, ts, BLOCK_CAPACITY);
-        let id = self.message_id(&block, 0);
+        id: &mut impl FnMut(MessageId),
+    ) {
+        let count = values.len().min(BLOCK_CAPACITY);
+        let block = self.new_block(values, count, ts, BLOCK_CAPACITY, id);
         // Release: pairs with the Acquire load in `push_fresh`.
         self.tail
             .store(Arc::into_raw(block).cast_mut(), Ordering::Release);
         let old = RetiredTail(old);
         // SAFETY: `old` is the strong reference `tail` held until the store
-        // above; only this thread (which got `FullOpenNext` on it) retires
-        // it, once. Producers still using it are pinned, and the epoch runs
-        // this after they unpin. Dropping an `Arc<Block<T>>` on another
-        // thread is fine: `Block<T>` is `Send + Sync` for `T: Send + Sync`.
+        // above; only this thread (whose reservation covered the index one
+        // past its last slot) retires it, once. Producers still using it are
+        // pinned, and the epoch runs this after they unpin. Dropping an
+        // `Arc<Block<T>>` on another thread is fine: `Block<T>` is
+        // `Send + Sync` for `T: Send + Sync`.
         unsafe { guard.defer_unchecked(move || old.release()) };
-        id
     }
 
-    /// A block of `len` slots with `value` in slot 0, in the index and
-    /// registered with the redeliverer.
-    fn new_block(self: &Arc<Self>, value: T, ts: u64, len: usize) -> Arc<Block<T>> {
+    /// A block of `len` slots holding the next `count` values (`count <=
+    /// len`, and `values` has that many), in the index and registered with
+    /// the redeliverer.
+    fn new_block(
+        self: &Arc<Self>,
+        values: &mut impl Iterator<Item = T>,
+        count: usize,
+        ts: u64,
+        len: usize,
+        id: &mut impl FnMut(MessageId),
+    ) -> Arc<Block<T>> {
         let seq = self.next_seq();
-        let block = Arc::new(Block::new(Arc::clone(self), seq, len, 1));
-        // SAFETY: the block is not shared yet, and slot 0 was reserved for
-        // its creator by `Block::new(.., reserved = 1)`.
-        unsafe { block.slot(0).write(value, ts) };
+        let block = Arc::new(Block::new(Arc::clone(self), seq, len, count));
+        for (index, value) in values.take(count).enumerate() {
+            // SAFETY: the block is not shared yet, and its first `count`
+            // slots were reserved for its creator by `Block::new`.
+            unsafe { block.slot(index).write(value, ts) };
+            id(self.message_id(&block, index));
+        }
         self.index
             .insert(Key { ts, seq }, Batch::Fresh(Arc::clone(&block)));
         self.inbox.register(Arc::clone(&block));
@@ -406,27 +429,78 @@ impl<T: Send + Sync + 'static> Queue<T> {
 
     fn produce_inner(&self, value: T, due: Option<u64>) -> Result<MessageId, ProduceError<T>> {
         let shared = &self.shared;
-        // Count first, then look at `closed` (both SeqCst): a consumer that
-        // saw `closed` and then `outstanding() == 0` cannot miss this message.
-        shared.counters.add(Counter::Produced, 1);
-        if shared.is_closed() {
-            shared.counters.sub(Counter::Produced, 1);
-            shared.waiters.notify(true);
+        if !self.admit(1) {
             return Err(ProduceError::Closed(value));
         }
         let now_ns = shared.recent_ns();
-        let id = match due {
+        let mut id = None;
+        let mut set = |i| id = Some(i);
+        match due {
             Some(due) if due > now_ns => {
-                let block = shared.new_block(value, due, 1);
-                let id = shared.message_id(&block, 0);
+                shared.new_block(&mut std::iter::once(value), 1, due, 1, &mut set);
                 // A sleeper may need a shorter timeout.
                 shared.waiters.notify(true);
-                return Ok(id);
             }
-            _ => shared.push_fresh(value, now_ns),
-        };
-        shared.waiters.notify_after_publish(false);
-        Ok(id)
+            _ => {
+                shared.push_fresh(std::iter::once(value), now_ns, set);
+                shared.waiters.notify_after_publish(false);
+            }
+        }
+        // Both paths above call `set` exactly once.
+        Ok(id.unwrap_or_else(|| unreachable!("every produced message gets an id")))
+    }
+
+    /// Counts `n` messages as produced, unless the queue is closed.
+    fn admit(&self, n: u64) -> bool {
+        let shared = &self.shared;
+        // Count first, then look at `closed` (both SeqCst): a consumer that
+        // saw `closed` and then `outstanding() == 0` cannot miss these.
+        shared.counters.add(Counter::Produced, n);
+        if shared.is_closed() {
+            shared.counters.sub(Counter::Produced, n);
+            shared.waiters.notify(true);
+            return false;
+        }
+        true
+    }
+
+    /// Puts every value in the queue, ready now, in order, and returns
+    /// their ids. Cheaper per message than calling [`Self::produce`] for
+    /// each: one clock read, one epoch pin, one counter update and one
+    /// reservation per block for the whole batch.
+    ///
+    /// # Errors
+    /// [`ProduceError::Closed`] with every value, if the queue is closed
+    /// (a batch is accepted whole or not at all).
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// let ids = q.produce_batch(1..=100).unwrap();
+    /// assert_eq!(ids.len(), 100);
+    /// let d = q.consume().unwrap();
+    /// assert_eq!((*d, d.id()), (1, ids[0]));
+    /// # d.ack().unwrap();
+    /// q.close();
+    /// let err = q.produce_batch(vec![7, 8]).unwrap_err();
+    /// assert_eq!(err.into_inner(), vec![7, 8]);
+    /// ```
+    pub fn produce_batch(
+        &self,
+        values: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<MessageId>, ProduceError<Vec<T>>> {
+        let values: Vec<T> = values.into_iter().collect();
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.admit(values.len() as u64) {
+            return Err(ProduceError::Closed(values));
+        }
+        let shared = &self.shared;
+        let mut ids = Vec::with_capacity(values.len());
+        let many = values.len() > 1;
+        shared.push_fresh(values.into_iter(), shared.recent_ns(), |id| ids.push(id));
+        shared.waiters.notify_after_publish(many);
+        Ok(ids)
     }
 
     /// Claims the earliest ready message as of a recent time, or, with
@@ -434,11 +508,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// known future due time.
     fn poll(&self, precise: bool) -> Result<Delivery<T>, Option<u64>> {
         let shared = &self.shared;
-        let now_ns = if precise {
-            shared.clock.precise()
-        } else {
-            shared.recent_ns()
-        };
+        let now_ns = self.poll_time(precise);
         let deadline = shared.deadline_tick(now_ns, shared.config.lease);
         match shared.index.claim(now_ns, deadline) {
             Poll::Claimed(claimed) => {
@@ -446,6 +516,30 @@ impl<T: Send + Sync + 'static> Queue<T> {
                 Ok(Delivery::new(claimed))
             }
             Poll::Empty { next_due } => Err(next_due),
+        }
+    }
+
+    /// [`Self::poll`] for up to `max` messages; `Err` if it claimed none.
+    fn poll_many(&self, precise: bool, max: usize) -> Result<Vec<Delivery<T>>, Option<u64>> {
+        let shared = &self.shared;
+        let now_ns = self.poll_time(precise);
+        let deadline = shared.deadline_tick(now_ns, shared.config.lease);
+        let mut claimed = Vec::with_capacity(max.min(BLOCK_CAPACITY));
+        let next_due = shared.index.claim_many(now_ns, deadline, max, &mut claimed);
+        if claimed.is_empty() && max > 0 {
+            return Err(next_due);
+        }
+        shared
+            .counters
+            .bump(Counter::Delivered, claimed.len() as u64);
+        Ok(claimed.into_iter().map(Delivery::new).collect())
+    }
+
+    fn poll_time(&self, precise: bool) -> u64 {
+        if precise {
+            self.shared.clock.precise()
+        } else {
+            self.shared.recent_ns()
         }
     }
 
@@ -469,8 +563,37 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.try_consume().is_err());
     /// ```
     pub fn try_consume(&self) -> Result<Delivery<T>, TryConsumeError> {
-        match self.poll(false).or_else(|_| self.poll(true)) {
-            Ok(delivery) => Ok(delivery),
+        self.try_take(|precise| self.poll(precise))
+    }
+
+    /// Claims up to `max` ready messages, earliest first, without waiting.
+    /// Each is its own [`Delivery`], with its own lease, settled on its own;
+    /// the batch only shares the cost of finding them. `max == 0` returns
+    /// an empty batch.
+    ///
+    /// # Errors
+    /// As [`Self::try_consume`], when not even one message is ready.
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// q.produce_batch(0..10).unwrap();
+    /// let batch = q.try_consume_batch(4).unwrap();
+    /// assert_eq!(batch.iter().map(|d| **d).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    /// for d in batch {
+    ///     d.ack().unwrap();
+    /// }
+    /// assert_eq!(q.try_consume_batch(64).unwrap().len(), 6);
+    /// ```
+    pub fn try_consume_batch(&self, max: usize) -> Result<Vec<Delivery<T>>, TryConsumeError> {
+        self.try_take(|precise| self.poll_many(precise, max))
+    }
+
+    fn try_take<R>(
+        &self,
+        poll: impl Fn(bool) -> Result<R, Option<u64>>,
+    ) -> Result<R, TryConsumeError> {
+        match poll(false).or_else(|_| poll(true)) {
+            Ok(taken) => Ok(taken),
             Err(_) if self.drained() => Err(TryConsumeError::Closed),
             Err(_) => Err(TryConsumeError::Empty),
         }
@@ -491,7 +614,41 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.consume().is_err());
     /// ```
     pub fn consume(&self) -> Result<Delivery<T>, Closed> {
-        self.consume_until(None).map_err(|_| Closed)
+        self.take_until(None, |precise| self.poll(precise))
+            .map_err(|_| Closed)
+    }
+
+    /// Claims up to `max` ready messages, earliest first, parking until at
+    /// least one is ready (see [`Self::try_consume_batch`]). `max == 0`
+    /// returns an empty batch at once.
+    ///
+    /// # Errors
+    /// [`Closed`] once the queue is closed and nothing is pending or in
+    /// flight.
+    ///
+    /// ```
+    /// use std::thread;
+    /// let q: rebound::Queue<u64> = rebound::Queue::new();
+    /// let consumer = {
+    ///     let q = q.clone();
+    ///     thread::spawn(move || {
+    ///         let mut sum = 0;
+    ///         while let Ok(batch) = q.consume_batch(64) {
+    ///             for d in batch {
+    ///                 sum += *d;
+    ///                 d.ack().unwrap();
+    ///             }
+    ///         }
+    ///         sum
+    ///     })
+    /// };
+    /// q.produce_batch(1..=1000).unwrap();
+    /// q.close();
+    /// assert_eq!(consumer.join().unwrap(), 500_500);
+    /// ```
+    pub fn consume_batch(&self, max: usize) -> Result<Vec<Delivery<T>>, Closed> {
+        self.take_until(None, |precise| self.poll_many(precise, max))
+            .map_err(|_| Closed)
     }
 
     /// Like [`Self::consume`], giving up after `timeout`.
@@ -508,14 +665,20 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.consume_timeout(Duration::from_millis(5)).is_err());
     /// ```
     pub fn consume_timeout(&self, timeout: Duration) -> Result<Delivery<T>, ConsumeTimeoutError> {
-        self.consume_until(now().checked_add(timeout))
+        self.take_until(now().checked_add(timeout), |precise| self.poll(precise))
     }
 
-    fn consume_until(&self, deadline: Option<Instant>) -> Result<Delivery<T>, ConsumeTimeoutError> {
+    /// Polls with `poll` until it takes something, parking in between, until
+    /// `deadline` (forever with `None`).
+    fn take_until<R>(
+        &self,
+        deadline: Option<Instant>,
+        poll: impl Fn(bool) -> Result<R, Option<u64>>,
+    ) -> Result<R, ConsumeTimeoutError> {
         let spin = Spin::new();
         loop {
-            if let Ok(delivery) = self.poll(false) {
-                return Ok(delivery);
+            if let Ok(taken) = poll(false) {
+                return Ok(taken);
             }
             // A short spin first: a producer is often a few hundred
             // nanoseconds away, and parking costs it a futex wake.
@@ -525,8 +688,8 @@ impl<T: Send + Sync + 'static> Queue<T> {
             }
             // Register, then poll again with a precise time: see `Waiters`.
             let sleeper = self.shared.waiters.register();
-            let next_due = match self.poll(true) {
-                Ok(delivery) => return Ok(delivery),
+            let next_due = match poll(true) {
+                Ok(taken) => return Ok(taken),
                 Err(next_due) => next_due,
             };
             if self.drained() {
