@@ -16,6 +16,7 @@ use crossbeam_utils::CachePadded;
 use std::time::Duration;
 
 /// How often the redeliverer refreshes the recent reading while busy.
+#[cfg_attr(rebound_loom, allow(dead_code))]
 pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_millis(1);
 const STALE: u64 = u64::MAX;
 const NANOS_PER_TICK: u64 = 1_000_000;
@@ -34,6 +35,10 @@ pub(crate) struct Clock {
     origin: Instant,
     /// Nanoseconds since `origin`, or `STALE`.
     recent: CachePadded<AtomicU64>,
+    /// Under `cfg(rebound_loom)`: the time, in nanoseconds since `origin`,
+    /// advanced only by the model.
+    #[cfg(rebound_loom)]
+    mock: crate::sync::MockTime,
 }
 
 impl Clock {
@@ -42,7 +47,27 @@ impl Clock {
         Self {
             origin,
             recent: CachePadded::new(AtomicU64::new(0)),
+            #[cfg(rebound_loom)]
+            mock: crate::sync::MockTime::default(),
         }
+    }
+
+    /// The current time: `Instant::now()`, or under `cfg(rebound_loom)` the
+    /// mock time.
+    #[inline]
+    pub(crate) fn now(&self) -> Instant {
+        #[cfg(not(rebound_loom))]
+        return now();
+        #[cfg(rebound_loom)]
+        return self.instant(self.mock.get());
+    }
+
+    /// Under `cfg(rebound_loom)`: moves the mock time forward by `by` and
+    /// returns the new time in nanoseconds.
+    #[cfg(rebound_loom)]
+    pub(crate) fn advance(&self, by: Duration) -> u64 {
+        self.mock
+            .advance(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX))
     }
 
     /// Nanoseconds from the queue's origin to `at` (0 before it).
@@ -56,7 +81,7 @@ impl Clock {
 
     /// A precise reading, in nanoseconds.
     pub(crate) fn precise(&self) -> u64 {
-        self.nanos(now())
+        self.nanos(self.now())
     }
 
     /// A reading at most one upkeep interval old (while the upkeep runs).
@@ -90,6 +115,7 @@ impl Clock {
     /// Upkeep going idle: mark the reading stale, unless someone stored a
     /// newer one since `seen` (then the upkeep must go on).
     #[must_use]
+    #[cfg_attr(rebound_loom, allow(dead_code))]
     pub(crate) fn stop_upkeep(&self, seen: u64) -> bool {
         // Relaxed: see `recent`.
         self.recent

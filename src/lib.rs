@@ -68,6 +68,11 @@ pub use id::MessageId;
 pub use queue::{Builder, Queue};
 pub use stats::Stats;
 
+#[cfg(rebound_loom)]
+#[doc(hidden)]
+#[path = "loom.rs"]
+pub mod __loom;
+
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -9,15 +9,18 @@ use crate::delivery::Delivery;
 use crate::error::{BuildError, Closed, ConsumeTimeoutError, ProduceError, TryConsumeError};
 use crate::id::MessageId;
 use crate::index::{Index, Key, Poll};
-use crate::redelivery::{self, Inbox};
+#[cfg(not(rebound_loom))]
+use crate::redelivery;
+use crate::redelivery::Inbox;
 use crate::state::{Discard, MAX_ATTEMPTS, MAX_TICK_SPAN, Release, TICK_MASK, Tag};
 use crate::stats::{Counter, Counters, Stats};
+#[cfg(not(rebound_loom))]
+use crate::sync::thread;
 use crate::sync::{
-    Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Instant, Mutex, Ordering, lock, now, thread,
+    Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Backoff as Spin, Guard, Instant, Mutex,
+    Ordering, lock, pin,
 };
 use crate::waiters::Waiters;
-use crossbeam_epoch as epoch;
-use crossbeam_utils::Backoff as Spin;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -43,6 +46,7 @@ impl Default for Config {
 }
 
 /// The redeliverer thread, which hands back the blocks it watched.
+#[cfg(not(rebound_loom))]
 type Worker<T> = thread::JoinHandle<Vec<Arc<Block<T>>>>;
 
 /// Everything the handles, deliveries, blocks and the redeliverer share.
@@ -68,7 +72,13 @@ pub(crate) struct Shared<T> {
     dead_letters: Mutex<Option<Vec<DeadLetter<T>>>>,
     /// Live `Queue` handles; the last one tears the queue down.
     handles: AtomicUsize,
+    /// Not under `cfg(rebound_loom)`: there the model runs the passes.
+    #[cfg(not(rebound_loom))]
     redeliverer: Mutex<Option<Worker<T>>>,
+    /// Under `cfg(rebound_loom)`: replaced tails, kept until teardown
+    /// instead of released through the epoch (see `sync::pin`).
+    #[cfg(rebound_loom)]
+    retired: Mutex<Vec<Arc<Block<T>>>>,
     /// `teardown::<T>`, captured where its bounds are known, so that the
     /// unbounded `Drop for Queue<T>` can call it.
     teardown: fn(&Shared<T>),
@@ -108,6 +118,8 @@ impl<T> Shared<T> {
     /// After a settle: a consumer blocked on a closed queue may be waiting
     /// for the last in-flight message to finish.
     pub(crate) fn settled(&self) {
+        // The settle's counter increment, then `closed` (both SeqCst).
+        crate::sync::seq_cst_accesses();
         if self.is_closed() {
             self.waiters.notify(true);
         }
@@ -165,23 +177,24 @@ impl<T: Send + Sync + 'static> Shared<T> {
     /// Appends immediate messages to the open block, in order, opening new
     /// blocks as they fill; `id` is called with each message's id.
     fn push_fresh(
-        self: &Arc<Self>,
+        this: &Arc<Self>,
         mut values: impl ExactSizeIterator<Item = T>,
         ts: u64,
         mut id: impl FnMut(MessageId),
     ) {
-        let guard = epoch::pin();
+        let guard = pin();
         let spin = Spin::new();
         while values.len() > 0 {
             // Acquire: pairs with the Release store in `open_block`, so the
             // new block's fields are initialised.
-            let tail_ptr = self.tail.load(Ordering::Acquire);
+            let tail_ptr = this.tail.load(Ordering::Acquire);
             // SAFETY: `tail` always holds a strong reference made by
             // `Arc::into_raw` (it is only nulled at teardown, when no handle,
             // hence no producer, is left). A replaced tail's reference is
             // released through `guard.defer_unchecked`, which runs only after
             // every thread pinned before the replacement, this one included,
-            // has unpinned. So the block outlives this borrow.
+            // has unpinned (under `cfg(rebound_loom)`: kept until teardown).
+            // So the block outlives this borrow.
             let tail = unsafe { &*tail_ptr };
             let Reserve { slots, next } = tail.reserve(values.len());
             // `reserve` hands out at most `values.len()` slots, so every
@@ -190,11 +203,11 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 // SAFETY: `reserve` handed this index to this thread only,
                 // and a fresh slot is `Empty`.
                 unsafe { tail.slot(index).write(value, ts) };
-                id(self.message_id(tail, index));
+                id(this.message_id(tail, index));
             }
             match next {
                 Next::None => {}
-                Next::Open => self.open_block(&mut values, ts, tail_ptr, &guard, &mut id),
+                Next::Open => Self::open_block(this, &mut values, ts, tail_ptr, &guard, &mut id),
                 // Another producer is opening the next block.
                 Next::Wait => spin.snooze(),
             }
@@ -204,50 +217,69 @@ impl<T: Send + Sync + 'static> Shared<T> {
     /// Opens a new tail block holding the next values (as many as fit) and
     /// retires `old`.
     fn open_block(
-        self: &Arc<Self>,
+        this: &Arc<Self>,
         values: &mut impl ExactSizeIterator<Item = T>,
         ts: u64,
         old: *const Block<T>,
-        guard: &epoch::Guard,
+        guard: &Guard,
         id: &mut impl FnMut(MessageId),
     ) {
         let count = values.len().min(BLOCK_CAPACITY);
-        let block = self.new_block(values, count, ts, BLOCK_CAPACITY, id);
+        let block = Self::new_block(this, values, count, ts, BLOCK_CAPACITY, id);
         // Release: pairs with the Acquire load in `push_fresh`.
-        self.tail
+        this.tail
             .store(Arc::into_raw(block).cast_mut(), Ordering::Release);
+        this.retire_tail(old, guard);
+    }
+
+    /// Releases the strong reference the replaced tail `old` held, once no
+    /// producer can be using it.
+    #[cfg(not(rebound_loom))]
+    fn retire_tail(&self, old: *const Block<T>, guard: &Guard) {
         let old = RetiredTail(old);
         // SAFETY: `old` is the strong reference `tail` held until the store
-        // above; only this thread (whose reservation covered the index one
-        // past its last slot) retires it, once. Producers still using it are
-        // pinned, and the epoch runs this after they unpin. Dropping an
-        // `Arc<Block<T>>` on another thread is fine: `Block<T>` is
-        // `Send + Sync` for `T: Send + Sync`.
+        // in `open_block`; only this thread (whose reservation covered the
+        // index one past its last slot) retires it, once. Producers still
+        // using it are pinned, and the epoch runs this after they unpin.
+        // Dropping an `Arc<Block<T>>` on another thread is fine: `Block<T>`
+        // is `Send + Sync` for `T: Send + Sync`.
         unsafe { guard.defer_unchecked(move || old.release()) };
+    }
+
+    /// Under `cfg(rebound_loom)`: keeps the replaced tail's reference until
+    /// teardown (loom cannot see the epoch), which is also safe for any
+    /// producer still using it.
+    #[cfg(rebound_loom)]
+    fn retire_tail(&self, old: *const Block<T>, _guard: &Guard) {
+        // SAFETY: as in the epoch version: `old` came from `Arc::into_raw`
+        // and this thread alone retires it, once; the `Arc` made here is
+        // kept alive until teardown, so no producer's borrow outlives it.
+        let old = unsafe { Arc::from_raw(old) };
+        lock(&self.retired).push(old);
     }
 
     /// A block of `len` slots holding the next `count` values (`count <=
     /// len`, and `values` has that many), in the index and registered with
     /// the redeliverer.
     fn new_block(
-        self: &Arc<Self>,
+        this: &Arc<Self>,
         values: &mut impl Iterator<Item = T>,
         count: usize,
         ts: u64,
         len: usize,
         id: &mut impl FnMut(MessageId),
     ) -> Arc<Block<T>> {
-        let seq = self.next_seq();
-        let block = Arc::new(Block::new(Arc::clone(self), seq, len, count));
+        let seq = this.next_seq();
+        let block = Arc::new(Block::new(Arc::clone(this), seq, len, count));
         for (index, value) in values.take(count).enumerate() {
             // SAFETY: the block is not shared yet, and its first `count`
             // slots were reserved for its creator by `Block::new`.
             unsafe { block.slot(index).write(value, ts) };
-            id(self.message_id(&block, index));
+            id(this.message_id(&block, index));
         }
-        self.index
+        this.index
             .insert(Key { ts, seq }, Batch::Fresh(Arc::clone(&block)));
-        self.inbox.register(Arc::clone(&block));
+        this.inbox.register(Arc::clone(&block));
         block
     }
 }
@@ -351,7 +383,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
             inbox: Inbox::new(),
             dead_letters: Mutex::new(Some(Vec::new())),
             handles: AtomicUsize::new(1),
+            #[cfg(not(rebound_loom))]
             redeliverer: Mutex::new(None),
+            #[cfg(rebound_loom)]
+            retired: Mutex::new(Vec::new()),
             teardown: teardown::<T>,
         });
         // The first tail: an empty block, in the index and registered.
@@ -366,13 +401,22 @@ impl<T: Send + Sync + 'static> Queue<T> {
             .tail
             .store(Arc::into_raw(block).cast_mut(), Ordering::Release);
         let queue = Queue { shared };
-        let worker = Arc::clone(&queue.shared);
+        // Under `cfg(rebound_loom)` no thread: the models run single passes
+        // of `Redeliverer::redeliver_due` themselves (`rebound::__loom`).
+        #[cfg(not(rebound_loom))]
+        queue.spawn_redeliverer()?;
+        Ok(queue)
+    }
+
+    #[cfg(not(rebound_loom))]
+    fn spawn_redeliverer(&self) -> Result<(), BuildError> {
+        let worker = Arc::clone(&self.shared);
         let handle = thread::Builder::new()
             .name("rebound-redeliverer".into())
             .spawn(move || redelivery::run(worker))
             .map_err(|e| BuildError::Spawn(e.kind()))?;
-        *lock(&queue.shared.redeliverer) = Some(handle);
-        Ok(queue)
+        *lock(&self.shared.redeliverer) = Some(handle);
+        Ok(())
     }
 
     /// Puts `value` in the queue, ready now.
@@ -437,12 +481,12 @@ impl<T: Send + Sync + 'static> Queue<T> {
         let mut set = |i| id = Some(i);
         match due {
             Some(due) if due > now_ns => {
-                shared.new_block(&mut std::iter::once(value), 1, due, 1, &mut set);
+                Shared::new_block(shared, &mut std::iter::once(value), 1, due, 1, &mut set);
                 // A sleeper may need a shorter timeout.
                 shared.waiters.notify(true);
             }
             _ => {
-                shared.push_fresh(std::iter::once(value), now_ns, set);
+                Shared::push_fresh(shared, std::iter::once(value), now_ns, set);
                 shared.waiters.notify_after_publish(false);
             }
         }
@@ -453,10 +497,17 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// Counts `n` messages as produced, unless the queue is closed.
     fn admit(&self, n: u64) -> bool {
         let shared = &self.shared;
+        // Mutant for the loom models (docs/verification.md): look at
+        // `closed` before counting.
+        #[cfg(all(rebound_loom, rebound_loom_mutant = "late_count"))]
+        let closed = shared.is_closed();
         // Count first, then look at `closed` (both SeqCst): a consumer that
         // saw `closed` and then `outstanding() == 0` cannot miss these.
         shared.counters.add(Counter::Produced, n);
-        if shared.is_closed() {
+        crate::sync::seq_cst_accesses();
+        #[cfg(not(all(rebound_loom, rebound_loom_mutant = "late_count")))]
+        let closed = shared.is_closed();
+        if closed {
             shared.counters.sub(Counter::Produced, n);
             shared.waiters.notify(true);
             return false;
@@ -498,7 +549,9 @@ impl<T: Send + Sync + 'static> Queue<T> {
         let shared = &self.shared;
         let mut ids = Vec::with_capacity(values.len());
         let many = values.len() > 1;
-        shared.push_fresh(values.into_iter(), shared.recent_ns(), |id| ids.push(id));
+        Shared::push_fresh(shared, values.into_iter(), shared.recent_ns(), |id| {
+            ids.push(id)
+        });
         shared.waiters.notify_after_publish(many);
         Ok(ids)
     }
@@ -544,7 +597,11 @@ impl<T: Send + Sync + 'static> Queue<T> {
     }
 
     fn drained(&self) -> bool {
-        self.shared.is_closed() && self.shared.counters.outstanding() == 0
+        self.shared.is_closed() && {
+            // `closed`, then the counters (all SeqCst): see `close`.
+            crate::sync::seq_cst_accesses();
+            self.shared.counters.outstanding() == 0
+        }
     }
 
     /// Claims the ready message with the earliest timestamp, without waiting.
@@ -665,7 +722,9 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.consume_timeout(Duration::from_millis(5)).is_err());
     /// ```
     pub fn consume_timeout(&self, timeout: Duration) -> Result<Delivery<T>, ConsumeTimeoutError> {
-        self.take_until(now().checked_add(timeout), |precise| self.poll(precise))
+        self.take_until(self.shared.clock.now().checked_add(timeout), |precise| {
+            self.poll(precise)
+        })
     }
 
     /// Polls with `poll` until it takes something, parking in between, until
@@ -695,7 +754,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
             if self.drained() {
                 return Err(ConsumeTimeoutError::Closed);
             }
-            let now = now();
+            let now = self.shared.clock.now();
             let mut wake = next_due.map(|due| self.shared.clock.instant(due));
             if let Some(deadline) = deadline {
                 if now >= deadline {
@@ -794,6 +853,14 @@ impl<T: Send + Sync + 'static> Queue<T> {
     }
 }
 
+#[cfg(rebound_loom)]
+impl<T> Queue<T> {
+    /// Under `cfg(rebound_loom)`: the shared state, for `rebound::__loom`.
+    pub(crate) fn shared(&self) -> &Shared<T> {
+        &self.shared
+    }
+}
+
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         // Relaxed: a new handle can only be made from a live one, so the
@@ -818,12 +885,16 @@ impl<T> Drop for Queue<T> {
 /// The last handle is gone: stop the redeliverer, drop every message nobody
 /// holds, and break the `Shared -> index -> Block -> Shared` cycle.
 fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
+    #[cfg_attr(rebound_loom, allow(unused_mut))]
     let (mut blocks, backtracked) = shared.inbox.stop();
-    let worker = lock(&shared.redeliverer).take();
-    if let Some(worker) = worker {
-        if worker.thread().id() != thread::current().id() {
-            if let Ok(watched) = worker.join() {
-                blocks.extend(watched);
+    #[cfg(not(rebound_loom))]
+    {
+        let worker = lock(&shared.redeliverer).take();
+        if let Some(worker) = worker {
+            if worker.thread().id() != thread::current().id() {
+                if let Ok(watched) = worker.join() {
+                    blocks.extend(watched);
+                }
             }
         }
     }
@@ -847,10 +918,12 @@ fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
     if !tail.is_null() {
         RetiredTail(tail.cast_const()).release();
     }
+    #[cfg(rebound_loom)]
+    drop(std::mem::take(&mut *lock(&shared.retired)));
     drop(lock(&shared.dead_letters).take());
     // Let the epoch run the deferred frees of the index nodes now.
     for _ in 0..4 {
-        epoch::pin().flush();
+        pin().flush();
     }
 }
 

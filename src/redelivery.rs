@@ -10,12 +10,16 @@
 
 use crate::batch::{Batch, MessageRef, RefBatch};
 use crate::block::Block;
-use crate::clock::{self, UPKEEP_INTERVAL};
+use crate::clock;
+#[cfg(not(rebound_loom))]
+use crate::clock::UPKEEP_INTERVAL;
 use crate::index::Key;
 use crate::queue::Shared;
 use crate::state::{Expire, MAX_TICK_SPAN, Reinsert, TICK_MASK, tick_reached};
 use crate::stats::Counter;
-use crate::sync::{Arc, Condvar, Instant, Mutex, lock, now, wait};
+use crate::sync::{Arc, Condvar, Mutex, lock};
+#[cfg(not(rebound_loom))]
+use crate::sync::{Instant, now, wait};
 
 /// Wake the redeliverer to prune once this many new blocks are waiting.
 const REGISTER_WAKE: usize = 256;
@@ -92,6 +96,7 @@ impl<T> Inbox<T> {
         }
     }
 
+    #[cfg(not(rebound_loom))]
     fn has_work(&self) -> bool {
         let state = lock(&self.state);
         !state.backtracked.is_empty() || state.blocks.len() >= REGISTER_WAKE
@@ -117,6 +122,7 @@ impl<T> Inbox<T> {
     /// Sleeps until `until` (forever with `None`). An idle sleep is cut
     /// short by new work or a kick. Returns `None` once stopped, else whether
     /// the redeliverer was kicked or has work waiting.
+    #[cfg(not(rebound_loom))]
     fn sleep(&self, until: Option<Instant>, idle: bool) -> Option<bool> {
         let mut state = lock(&self.state);
         loop {
@@ -262,12 +268,14 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         shared.waiters.notify(true);
     }
 
+    #[cfg(not(rebound_loom))]
     fn into_watched(self) -> Vec<Arc<Block<T>>> {
         self.watched
     }
 }
 
 /// Upkeep intervals without traffic before the redeliverer goes idle.
+#[cfg(not(rebound_loom))]
 const IDLE_AFTER: u32 = 64;
 
 /// The redeliverer thread, until the queue is torn down; then it hands back
@@ -277,6 +285,8 @@ const IDLE_AFTER: u32 = 64;
 /// refreshes the recent clock and runs a pass if rollbacks are waiting or a
 /// lease may have ended. After [`IDLE_AFTER`] quiet intervals it stops the
 /// upkeep and sleeps until the next possible lease end, new work, or a kick.
+/// Not under `cfg(rebound_loom)`: there the models run the passes.
+#[cfg(not(rebound_loom))]
 pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<Block<T>>> {
     let mut redeliverer = Redeliverer::new();
     let mut next_pass = 0;

@@ -15,8 +15,7 @@
 //! | 15..27| holders  | live `Delivery` values that point at the payload |
 //! | 27..64| tick     | lease deadline while claimed, in ms ticks (wrapping) |
 
-use crate::sync::{AtomicU64, Ordering};
-use crossbeam_utils::Backoff;
+use crate::sync::{AtomicU64, Backoff, Ordering};
 
 const TAG_BITS: u32 = 3;
 const COUNT_BITS: u32 = 12;
@@ -264,6 +263,19 @@ impl MessageState {
         &self,
         mut step: impl FnMut(Word) -> Result<Word, R>,
     ) -> Result<(Word, Word), R> {
+        // Mutant for the loom models (docs/verification.md): the
+        // compare-exchange split into a load and a store.
+        #[cfg(all(rebound_loom, rebound_loom_mutant = "split_cas"))]
+        {
+            let current = self.load();
+            let next = step(current)?;
+            self.word.store(next.0, Ordering::Release);
+            return Ok((current, next));
+        }
+        #[cfg_attr(
+            all(rebound_loom, rebound_loom_mutant = "split_cas"),
+            allow(unreachable_code)
+        )]
         let backoff = Backoff::new();
         let mut current = self.load();
         loop {

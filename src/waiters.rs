@@ -38,6 +38,9 @@ impl Waiters {
         // the caller's second poll; pairs with the fence in `notify` and the
         // SeqCst publish before `notify_after_publish`.
         self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // (The loom mutant `unfenced_sleep` drops this fence: see
+        // docs/verification.md.)
+        #[cfg(not(all(rebound_loom, rebound_loom_mutant = "unfenced_sleep")))]
         fence(Ordering::SeqCst);
         Sleeper {
             waiters: self,
@@ -60,6 +63,7 @@ impl Waiters {
     /// `register` orders the sleeper's second poll after its increment, so
     /// either the poll sees the message or this load sees the sleeper.
     pub(crate) fn notify_after_publish(&self, all: bool) {
+        crate::sync::seq_cst_accesses();
         if self.sleepers.load(Ordering::SeqCst) == 0 {
             return;
         }
@@ -69,6 +73,16 @@ impl Waiters {
         } else {
             self.cond.notify_one();
         }
+    }
+}
+
+#[cfg(rebound_loom)]
+impl Waiters {
+    /// Under `cfg(rebound_loom)`: the mock clock passed every deadline, so
+    /// every timed wait ends (see `sync::Condvar`).
+    pub(crate) fn fire_timers(&self) {
+        let held = lock(&self.lock);
+        self.cond.fire_timers(&held);
     }
 }
 

@@ -1,0 +1,108 @@
+//! loom models of rebound's races, one test file per race (`tests/`).
+//!
+//! Run them with
+//! `LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg rebound_loom" cargo test --release -p rebound-loom-tests --target-dir target/loom`.
+//! Without `--cfg rebound_loom` this crate and its tests compile to nothing.
+//! This library holds what every model shares; see `docs/verification.md`.
+#![cfg(rebound_loom)]
+
+use rebound::{Backoff, Queue};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// The lease every model uses: the shortest allowed, one mock millisecond.
+pub const LEASE: Duration = Duration::from_millis(1);
+
+/// A queue for a model: lease [`LEASE`], redelivery without backoff (due at
+/// once, so a single redeliverer pass makes it claimable), `max_attempts`
+/// deliveries. Under `cfg(rebound_loom)` it spawns no thread and reads a
+/// mock clock.
+pub fn queue(max_attempts: u32) -> Queue<Msg> {
+    Queue::builder()
+        .lease(LEASE)
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .max_attempts(max_attempts)
+        .build()
+}
+
+/// Counts the drops of the payloads of one execution, so that a model can
+/// assert that every payload was dropped exactly once (never leaked, never
+/// dropped twice).
+#[derive(Debug)]
+pub struct Drops(&'static AtomicUsize);
+
+impl Drops {
+    /// A fresh count. Leaks one word per execution on purpose: a payload
+    /// dropped twice by a mutant must still find its counter.
+    pub fn new() -> Self {
+        Drops(Box::leak(Box::new(AtomicUsize::new(0))))
+    }
+
+    /// A payload named `name`, counted here when dropped.
+    pub fn msg(&self, name: &'static str) -> Msg {
+        Msg {
+            name,
+            drops: self.0,
+        }
+    }
+
+    /// Payload drops so far.
+    pub fn count(&self) -> usize {
+        // SeqCst: read after the model joined every thread; any order works.
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Default for Drops {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A payload: a name, and a counter bumped when it is dropped. A std
+/// atomic, invisible to loom: it is the model's bookkeeping.
+pub struct Msg {
+    name: &'static str,
+    drops: &'static AtomicUsize,
+}
+
+impl Msg {
+    /// The name it was made with.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl Drop for Msg {
+    fn drop(&mut self) {
+        // SeqCst: bookkeeping, read once every thread is joined.
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl fmt::Debug for Msg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Runs `f` under loom, exploring its interleavings (bounded by
+/// `LOOM_MAX_PREEMPTIONS`, which loom reads), and prints how many
+/// executions that took.
+pub fn model(f: impl Fn() + Sync + Send + 'static) {
+    // A std counter outside the model: it counts executions, it is not part
+    // of what loom explores.
+    let executions = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&executions);
+    loom::model(move || {
+        counter.fetch_add(1, Ordering::Relaxed);
+        f();
+    });
+    eprintln!(
+        "{}: {} executions",
+        std::thread::current().name().unwrap_or("model"),
+        executions.load(Ordering::Relaxed)
+    );
+}

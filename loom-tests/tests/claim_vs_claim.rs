@@ -1,0 +1,88 @@
+//! Race 1: two consumers claim the same message. Exactly one wins; the
+//! other sees it as taken (nothing to claim) and changes nothing.
+#![cfg(rebound_loom)]
+
+use loom::thread;
+use rebound::TryConsumeError;
+use rebound_loom_tests::{Drops, model, queue};
+
+#[test]
+fn two_consumers_claim_one_message_exactly_one_wins() {
+    model(|| {
+        let drops = Drops::new();
+        let q = queue(4);
+        q.produce(drops.msg("m")).unwrap();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let q = q.clone();
+                thread::spawn(move || match q.try_consume() {
+                    Ok(d) => {
+                        // The winner reads the payload the producer wrote.
+                        assert_eq!((d.name(), d.attempt()), ("m", 1));
+                        d.ack().unwrap();
+                        true
+                    }
+                    Err(e) => {
+                        assert_eq!(e, TryConsumeError::Empty, "the loser sees it taken");
+                        false
+                    }
+                })
+            })
+            .collect();
+        let wins = consumers
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .filter(|&won| won)
+            .count();
+        assert_eq!(wins, 1, "exactly one consumer holds the message");
+        let stats = q.stats();
+        assert_eq!((stats.delivered, stats.acked), (1, 1));
+        assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Empty);
+        drop(q);
+        assert_eq!(drops.count(), 1, "the payload is dropped exactly once");
+    });
+}
+
+/// Two consumers claim while a producer fills the open block (two slots
+/// under `cfg(rebound_loom)`) and opens the next one: every message is
+/// delivered exactly once.
+#[test]
+fn claims_race_a_producer_opening_the_next_block_each_message_once() {
+    model(|| {
+        let drops = Drops::new();
+        let q = queue(4);
+        q.produce(drops.msg("a")).unwrap();
+        let producer = {
+            let q = q.clone();
+            let (b, c) = (drops.msg("b"), drops.msg("c"));
+            thread::spawn(move || {
+                q.produce(b).unwrap(); // fills the block
+                q.produce(c).unwrap(); // opens the next one
+            })
+        };
+        let consumer = {
+            let q = q.clone();
+            thread::spawn(move || {
+                let d = q.try_consume().ok()?;
+                let name = d.name();
+                d.ack().unwrap();
+                Some(name)
+            })
+        };
+        let mut got: Vec<&str> = Vec::new();
+        if let Ok(d) = q.try_consume() {
+            got.push(d.name());
+            d.ack().unwrap();
+        }
+        producer.join().unwrap();
+        got.extend(consumer.join().unwrap());
+        while let Ok(d) = q.try_consume() {
+            got.push(d.name());
+            d.ack().unwrap();
+        }
+        got.sort_unstable();
+        assert_eq!(got, ["a", "b", "c"], "each message delivered exactly once");
+        drop(q);
+        assert_eq!(drops.count(), 3);
+    });
+}
