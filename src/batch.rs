@@ -125,6 +125,12 @@ impl<T> Batch<T> {
         }
     }
 
+    /// Whether this batch is a link of the chain of immediate messages,
+    /// whose messages are claimed in the order they were appended.
+    pub(crate) fn is_chained(&self) -> bool {
+        matches!(self, Batch::Fresh(block) if block.is_chained())
+    }
+
     /// Finds the first claimable entry, moving the cursor past settled ones.
     pub(crate) fn head(&self) -> Head {
         let start = self.cursor();

@@ -2,6 +2,7 @@
 //! skiplist orders, so one skiplist node, one allocation and one id base are
 //! shared by up to [`BLOCK_CAPACITY`] messages.
 
+use crate::index::Key;
 use crate::queue::Shared;
 use crate::slot::Slot;
 use crate::sync::{Arc, AtomicUsize, Ordering};
@@ -49,20 +50,49 @@ pub(crate) struct Block<T> {
     pub(crate) shared: Arc<Shared<T>>,
     /// Unique per queue; message ids are `seq << SLOT_BITS | slot`.
     seq: u64,
+    /// The timestamp in this block's index key; no message in it has an
+    /// earlier one.
+    key_ts: u64,
+    /// A link of the chain of blocks immediate messages are appended to (as
+    /// opposed to the block of one of a delayed message). Chain blocks are
+    /// keyed in the order they were opened, and their messages are claimed
+    /// in that order.
+    chained: bool,
     slots: Box<[Slot<T>]>,
 }
 
 impl<T> Block<T> {
-    /// A block of `len` empty slots whose first `reserved` are already owned
-    /// by the creating thread.
-    pub(crate) fn new(shared: Arc<Shared<T>>, seq: u64, len: usize, reserved: usize) -> Self {
+    /// A block of `len` empty slots, keyed `key`, whose first `reserved` are
+    /// already owned by the creating thread.
+    pub(crate) fn new(
+        shared: Arc<Shared<T>>,
+        key: Key,
+        len: usize,
+        reserved: usize,
+        chained: bool,
+    ) -> Self {
         Self {
             cursor: CachePadded::new(AtomicUsize::new(0)),
             reserved: CachePadded::new(AtomicUsize::new(reserved)),
             shared,
-            seq,
+            seq: key.seq,
+            key_ts: key.ts,
+            chained,
             slots: (0..len).map(|_| Slot::new()).collect(),
         }
+    }
+
+    /// The key this block is (or was) indexed under.
+    pub(crate) fn key(&self) -> Key {
+        Key {
+            ts: self.key_ts,
+            seq: self.seq,
+        }
+    }
+
+    /// Whether this block is a link of the chain of immediate messages.
+    pub(crate) fn is_chained(&self) -> bool {
+        self.chained
     }
 
     pub(crate) fn slot(&self, index: usize) -> &Slot<T> {

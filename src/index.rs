@@ -37,6 +37,151 @@ pub(crate) enum Poll<T> {
     },
 }
 
+/// The bookkeeping of a claim walk, shared by the skiplist and its loom
+/// model: fed the nodes in key order, it picks the message to claim.
+///
+/// The rule: the ready head with the smallest timestamp, except that the
+/// chain of immediate messages is claimed in the order it was appended. Only
+/// the first chain block that still has something to claim (ready, not yet
+/// due, or still being written) offers a candidate; later chain blocks wait
+/// behind it, so a producer's messages are never claimed out of order.
+/// A node's key is not later than any message in it, so once a key is not
+/// smaller than the best head found, no later node can beat it.
+struct Walk<N> {
+    now_ns: u64,
+    /// The node, the entry position and the timestamp of the best head.
+    best: Option<(N, usize, u64)>,
+    next_due: Option<u64>,
+    /// A producer is between reserving and publishing a slot that holds up
+    /// the rest of its block, or the rest of the chain.
+    busy: bool,
+    /// The first chain block with something left to claim, as met.
+    chain: Option<ChainHead>,
+}
+
+/// What the first chain block with something left to claim offered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChainHead {
+    /// A message, ready or not yet due.
+    Message,
+    /// Nothing yet: its next slot is being written, or, for a block that
+    /// looked not full, may be by the time later chain blocks are seen.
+    Writing,
+}
+
+/// What the walk does after a node.
+enum Step {
+    Next,
+    Stop,
+}
+
+impl<N> Walk<N> {
+    fn new(now_ns: u64) -> Self {
+        Self {
+            now_ns,
+            best: None,
+            next_due: None,
+            busy: false,
+            chain: None,
+        }
+    }
+
+    fn beaten_by_best(&self, ts: u64) -> bool {
+        self.best
+            .as_ref()
+            .is_some_and(|&(_, _, best_ts)| ts >= best_ts)
+    }
+
+    fn due_later(&mut self, ts: u64) {
+        self.next_due = Some(self.next_due.map_or(ts, |d| d.min(ts)));
+    }
+
+    /// Looks at one node. `node` makes the reference kept for the claim;
+    /// `unlink` removes a node nothing can be claimed from any more.
+    fn visit<T>(
+        &mut self,
+        key: &Key,
+        batch: &Batch<T>,
+        node: impl FnOnce() -> N,
+        unlink: impl FnOnce(),
+    ) -> Step {
+        if self.beaten_by_best(key.ts) {
+            return Step::Stop;
+        }
+        if key.ts > self.now_ns {
+            self.due_later(key.ts);
+            return Step::Stop;
+        }
+        let chained = batch.is_chained();
+        if chained && self.chain.is_some() {
+            // Behind an earlier chain block: its messages go first. If that
+            // one is being written, its producer will be done shortly.
+            if self.chain == Some(ChainHead::Writing) {
+                self.busy = true;
+            }
+            return Step::Next;
+        }
+        let chain_head = match batch.head() {
+            Head::Ready { pos, ts } if ts <= self.now_ns => {
+                if !self.beaten_by_best(ts) {
+                    self.best = Some((node(), pos, ts));
+                }
+                Some(ChainHead::Message)
+            }
+            Head::Ready { ts, .. } => {
+                self.due_later(ts);
+                Some(ChainHead::Message)
+            }
+            Head::Busy => {
+                self.busy = true;
+                Some(ChainHead::Writing)
+            }
+            // Usually the open tail. A block only looks drained while not
+            // full, but by the time a later chain block is seen it may have
+            // filled, with a slot still being written: it keeps the chain's
+            // place all the same.
+            Head::Drained => Some(ChainHead::Writing),
+            // Whoever unlinks it is irrelevant: nothing in it can be claimed
+            // again.
+            Head::Exhausted => {
+                unlink();
+                None
+            }
+        };
+        if chained {
+            self.chain = chain_head;
+        }
+        // Later keys are not smaller than this one: if the best head is due
+        // by this key, none of them can beat it. With the recent clock most
+        // heads share their block's key, so this usually saves visiting the
+        // next node.
+        if self.beaten_by_best(key.ts) {
+            Step::Stop
+        } else {
+            Step::Next
+        }
+    }
+}
+
+/// What a claim attempt does after its walk.
+enum Decision<N> {
+    Claim(N, usize),
+    /// Nothing offered now, but a producer is mid-write: look again soon.
+    /// Carries the earliest known future due time.
+    Retry(Option<u64>),
+    Empty(Option<u64>),
+}
+
+impl<N> Walk<N> {
+    fn decide(self) -> Decision<N> {
+        match self.best {
+            Some((node, pos, _)) => Decision::Claim(node, pos),
+            None if self.busy => Decision::Retry(self.next_due),
+            None => Decision::Empty(self.next_due),
+        }
+    }
+}
+
 #[cfg(not(rebound_loom))]
 pub(crate) struct Index<T> {
     list: SkipList<Key, Batch<T>>,
@@ -88,67 +233,40 @@ impl<T: Send + Sync + 'static> Index<T> {
         None
     }
 
-    /// The walk of [`Self::claim`]. The loom model (`model::Index::claim`
-    /// below) repeats it step for step: keep them in step.
+    /// One claim: walk, then try the pick, until a claim wins or nothing
+    /// is offered.
     fn claim_pinned(&self, guard: &epoch::Guard, now_ns: u64, deadline_tick: u64) -> Poll<T> {
         let backoff = Backoff::new();
         loop {
-            let mut best = None;
-            let mut next_due: Option<u64> = None;
-            let mut busy = false;
+            let mut walk = Walk::new(now_ns);
             let mut cursor = self.list.front(guard);
             while let Some(entry) = cursor {
-                let key = entry.key();
-                if best
-                    .as_ref()
-                    .is_some_and(|&(_, _, best_ts)| key.ts >= best_ts)
-                {
-                    break;
-                }
-                if key.ts > now_ns {
-                    next_due = Some(next_due.map_or(key.ts, |d| d.min(key.ts)));
-                    break;
-                }
-                match entry.value().head() {
-                    Head::Ready { pos, ts } if ts <= now_ns => {
-                        if best.as_ref().is_none_or(|&(_, _, best_ts)| ts < best_ts) {
-                            best = Some((entry.clone(), pos, ts));
-                        }
-                    }
-                    Head::Ready { ts, .. } => next_due = Some(next_due.map_or(ts, |d| d.min(ts))),
-                    Head::Busy => busy = true,
-                    Head::Drained => {}
-                    Head::Exhausted => {
-                        // Whoever unlinks it is irrelevant: nothing in it can
-                        // be claimed again, and the epoch frees the node.
+                let step = walk.visit(
+                    entry.key(),
+                    entry.value(),
+                    || entry.clone(),
+                    || {
                         let _ = entry.remove();
-                    }
-                }
-                // Later keys are not smaller than this one: if the best head
-                // is already due by this key, none of them can beat it. With
-                // the recent clock, most heads share their block's key, so
-                // this usually saves visiting the next node.
-                if best
-                    .as_ref()
-                    .is_some_and(|&(_, _, best_ts)| key.ts >= best_ts)
-                {
+                    },
+                );
+                if let Step::Stop = step {
                     break;
                 }
                 cursor = entry.next();
             }
-            match best {
-                Some((entry, pos, _)) => {
+            match walk.decide() {
+                Decision::Claim(entry, pos) => {
                     if let Some(claimed) = entry.value().claim(pos, deadline_tick) {
                         return Poll::Claimed(claimed);
                     }
                     // Another consumer won that message: look again.
                     backoff.spin();
                 }
-                None if busy && !backoff.is_completed() => {
-                    // A producer is between reserving and publishing a slot.
-                    backoff.snooze();
+                // A producer is between reserving and publishing a slot.
+                Decision::Retry(_) if !backoff.is_completed() => backoff.snooze(),
+                Decision::Retry(next_due) | Decision::Empty(next_due) => {
+                    return Poll::Empty { next_due };
                 }
-                None => return Poll::Empty { next_due },
             }
         }
     }
@@ -186,7 +304,7 @@ pub(crate) use model::Index;
 /// The loom-visible index: same API, same walk, a lock only around the map.
 #[cfg(rebound_loom)]
 mod model {
-    use super::{Backoff, Batch, Claimed, Head, Key, Poll};
+    use super::{Backoff, Batch, Claimed, Decision, Key, Poll, Step, Walk};
     use crate::sync::{Mutex, lock};
     use std::collections::BTreeMap;
     /// A reference to a node, like a skiplist `Entry`: it keeps the batch
@@ -235,57 +353,37 @@ mod model {
             None
         }
 
-        /// The skiplist `claim_pinned`'s walk, step for step, over a
-        /// snapshot of the nodes (a skiplist walk may also miss nodes
-        /// inserted behind it).
+        /// The skiplist `claim_pinned`, over a snapshot of the nodes (a
+        /// skiplist walk may also miss nodes inserted behind it), with the
+        /// same [`Walk`].
         pub(crate) fn claim(&self, now_ns: u64, deadline_tick: u64) -> Poll<T> {
             let backoff = Backoff::new();
             loop {
-                let mut best: Option<(Node<Batch<T>>, usize, u64)> = None;
-                let mut next_due: Option<u64> = None;
-                let mut busy = false;
+                let mut walk = Walk::new(now_ns);
                 for (key, batch) in self.nodes() {
-                    if best
-                        .as_ref()
-                        .is_some_and(|&(_, _, best_ts)| key.ts >= best_ts)
-                    {
-                        break;
-                    }
-                    if key.ts > now_ns {
-                        next_due = Some(next_due.map_or(key.ts, |d| d.min(key.ts)));
-                        break;
-                    }
-                    match batch.head() {
-                        Head::Ready { pos, ts } if ts <= now_ns => {
-                            if best.as_ref().is_none_or(|&(_, _, best_ts)| ts < best_ts) {
-                                best = Some((batch, pos, ts));
-                            }
-                        }
-                        Head::Ready { ts, .. } => {
-                            next_due = Some(next_due.map_or(ts, |d| d.min(ts)));
-                        }
-                        Head::Busy => busy = true,
-                        Head::Drained => {}
-                        Head::Exhausted => {
+                    let step = walk.visit(
+                        &key,
+                        &batch,
+                        || Node::clone(&batch),
+                        || {
                             lock(&self.map).remove(&key);
-                        }
-                    }
-                    if best
-                        .as_ref()
-                        .is_some_and(|&(_, _, best_ts)| key.ts >= best_ts)
-                    {
+                        },
+                    );
+                    if let Step::Stop = step {
                         break;
                     }
                 }
-                match best {
-                    Some((batch, pos, _)) => {
+                match walk.decide() {
+                    Decision::Claim(batch, pos) => {
                         if let Some(claimed) = batch.claim(pos, deadline_tick) {
                             return Poll::Claimed(claimed);
                         }
                         backoff.spin();
                     }
-                    None if busy && !backoff.is_completed() => backoff.snooze(),
-                    None => return Poll::Empty { next_due },
+                    Decision::Retry(_) if !backoff.is_completed() => backoff.snooze(),
+                    Decision::Retry(next_due) | Decision::Empty(next_due) => {
+                        return Poll::Empty { next_due };
+                    }
                 }
             }
         }

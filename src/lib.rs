@@ -32,9 +32,9 @@
 //!   carries its attempt number as a generation).
 //! - **Bounded retries.** With `max_attempts = N` a message is delivered at
 //!   most N times, then dead-lettered with `attempts() == N`.
-//! - **Order.** Ready messages are claimed in `(timestamp, id)` order: FIFO
-//!   for one producer and one consumer; delayed messages never before they
-//!   are due.
+//! - **Order.** Each producer's messages are claimed in the order it
+//!   produced them, whatever the number of producers; delayed and
+//!   redelivered messages in due-time order, never before they are due.
 //! - **At least once, not exactly once.** A handler that outlives its lease
 //!   may still be running when the message is redelivered; both can read
 //!   the payload (hence `T: Sync`), only the new one can settle it.

@@ -196,6 +196,8 @@ impl<T: Send + Sync + 'static> Shared<T> {
             // has unpinned (under `cfg(rebound_loom)`: kept until teardown).
             // So the block outlives this borrow.
             let tail = unsafe { &*tail_ptr };
+            // Never earlier than the block's key (see `open_block`).
+            let ts = ts.max(tail.key().ts);
             let Reserve { slots, next } = tail.reserve(values.len());
             // `reserve` hands out at most `values.len()` slots, so every
             // reserved slot gets a value.
@@ -215,7 +217,9 @@ impl<T: Send + Sync + 'static> Shared<T> {
     }
 
     /// Opens a new tail block holding the next values (as many as fit) and
-    /// retires `old`.
+    /// retires `old`. `ts` is not earlier than `old`'s key: chain keys
+    /// follow the order blocks are opened in, even when producers' clock
+    /// reads and reservations interleave differently.
     fn open_block(
         this: &Arc<Self>,
         values: &mut impl ExactSizeIterator<Item = T>,
@@ -225,7 +229,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         id: &mut impl FnMut(MessageId),
     ) {
         let count = values.len().min(BLOCK_CAPACITY);
-        let block = Self::new_block(this, values, count, ts, BLOCK_CAPACITY, id);
+        let block = Self::new_block(this, values, count, ts, BLOCK_CAPACITY, true, id);
         // Release: pairs with the Acquire load in `push_fresh`.
         this.tail
             .store(Arc::into_raw(block).cast_mut(), Ordering::Release);
@@ -258,27 +262,31 @@ impl<T: Send + Sync + 'static> Shared<T> {
         lock(&self.retired).push(old);
     }
 
-    /// A block of `len` slots holding the next `count` values (`count <=
-    /// len`, and `values` has that many), in the index and registered with
-    /// the redeliverer.
+    /// A block of `len` slots keyed at `ts`, holding the next `count` values
+    /// (`count <= len`, and `values` has that many) stamped `ts`, in the
+    /// index and registered with the redeliverer.
+    #[allow(clippy::too_many_arguments)]
     fn new_block(
         this: &Arc<Self>,
         values: &mut impl Iterator<Item = T>,
         count: usize,
         ts: u64,
         len: usize,
+        chained: bool,
         id: &mut impl FnMut(MessageId),
     ) -> Arc<Block<T>> {
-        let seq = this.next_seq();
-        let block = Arc::new(Block::new(Arc::clone(this), seq, len, count));
+        let key = Key {
+            ts,
+            seq: this.next_seq(),
+        };
+        let block = Arc::new(Block::new(Arc::clone(this), key, len, count, chained));
         for (index, value) in values.take(count).enumerate() {
             // SAFETY: the block is not shared yet, and its first `count`
             // slots were reserved for its creator by `Block::new`.
             unsafe { block.slot(index).write(value, ts) };
             id(this.message_id(&block, index));
         }
-        this.index
-            .insert(Key { ts, seq }, Batch::Fresh(Arc::clone(&block)));
+        this.index.insert(key, Batch::Fresh(Arc::clone(&block)));
         this.inbox.register(Arc::clone(&block));
         block
     }
@@ -390,11 +398,18 @@ impl<T: Send + Sync + 'static> Queue<T> {
             teardown: teardown::<T>,
         });
         // The first tail: an empty block, in the index and registered.
-        let seq = shared.next_seq();
-        let block = Arc::new(Block::new(Arc::clone(&shared), seq, BLOCK_CAPACITY, 0));
-        shared
-            .index
-            .insert(Key { ts: 0, seq }, Batch::Fresh(Arc::clone(&block)));
+        let key = Key {
+            ts: 0,
+            seq: shared.next_seq(),
+        };
+        let block = Arc::new(Block::new(
+            Arc::clone(&shared),
+            key,
+            BLOCK_CAPACITY,
+            0,
+            true,
+        ));
+        shared.index.insert(key, Batch::Fresh(Arc::clone(&block)));
         shared.inbox.register(Arc::clone(&block));
         // Release: pairs with the Acquire load in `push_fresh`.
         shared
@@ -481,7 +496,15 @@ impl<T: Send + Sync + 'static> Queue<T> {
         let mut set = |i| id = Some(i);
         match due {
             Some(due) if due > now_ns => {
-                Shared::new_block(shared, &mut std::iter::once(value), 1, due, 1, &mut set);
+                Shared::new_block(
+                    shared,
+                    &mut std::iter::once(value),
+                    1,
+                    due,
+                    1,
+                    false,
+                    &mut set,
+                );
                 // A sleeper may need a shorter timeout.
                 shared.waiters.notify(true);
             }
