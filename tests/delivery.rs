@@ -334,3 +334,34 @@ fn stats_balance_when_quiescent() {
     );
     drop(held);
 }
+
+/// With several producers racing over the same blocks, one consumer still
+/// sees each producer's messages in the order that producer produced them.
+#[test]
+fn each_producers_messages_arrive_in_its_order() {
+    const PRODUCERS: u64 = 3;
+    const EACH: u64 = 20_000;
+    let q: Queue<(u64, u64)> = Queue::new();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    q.produce((p, i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u64; PRODUCERS as usize];
+    for _ in 0..PRODUCERS * EACH {
+        let d = q.consume().unwrap();
+        let (p, i) = *d;
+        assert_eq!(i, next[p as usize], "producer {p} out of order");
+        next[p as usize] += 1;
+        d.ack().unwrap();
+    }
+    for h in producers {
+        h.join().unwrap();
+    }
+    assert_eq!(next, [EACH; PRODUCERS as usize]);
+}
