@@ -190,3 +190,31 @@ impl fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
+
+/// [`Processor::start`](crate::Processor::start) could not start.
+///
+/// ```
+/// use rebound::{Pool, Queue, StartError};
+/// let q = Queue::<u8>::new();
+/// let err = q.processor().concurrency(0).start(Pool::global(), |_| ()).unwrap_err();
+/// assert_eq!(err, StartError::ZeroConcurrency);
+/// ```
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A concurrency of 0 would never handle anything.
+    ZeroConcurrency,
+    /// The operating system refused to start the dispatcher thread.
+    Spawn(std::io::ErrorKind),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::ZeroConcurrency => f.write_str("concurrency must be at least 1"),
+            StartError::Spawn(kind) => write!(f, "could not start the dispatcher thread: {kind}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}

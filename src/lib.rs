@@ -50,8 +50,15 @@ mod delivery;
 mod error;
 mod id;
 mod index;
+mod outcome;
+#[cfg(not(rebound_loom))]
+mod pool;
+#[cfg(not(rebound_loom))]
+mod process;
 mod queue;
 mod redelivery;
+#[cfg(not(rebound_loom))]
+mod report;
 mod slot;
 mod state;
 mod stats;
@@ -62,10 +69,18 @@ pub use backoff::Backoff;
 pub use dead_letter::{DeadLetter, DeadLetterReason};
 pub use delivery::Delivery;
 pub use error::{
-    BuildError, Closed, ConsumeTimeoutError, LeaseExpired, ProduceError, TryConsumeError,
+    BuildError, Closed, ConsumeTimeoutError, LeaseExpired, ProduceError, StartError,
+    TryConsumeError,
 };
 pub use id::MessageId;
+pub use outcome::Outcome;
+#[cfg(not(rebound_loom))]
+pub use pool::Pool;
+#[cfg(not(rebound_loom))]
+pub use process::{Processing, Processor};
 pub use queue::{Builder, Queue};
+#[cfg(not(rebound_loom))]
+pub use report::Report;
 pub use stats::Stats;
 
 #[cfg(rebound_loom)]

@@ -694,7 +694,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.consume().is_err());
     /// ```
     pub fn consume(&self) -> Result<Delivery<T>, Closed> {
-        self.take_until(None, |precise| self.poll(precise))
+        self.take_until(None, None, |precise| self.poll(precise))
             .map_err(|_| Closed)
     }
 
@@ -727,7 +727,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert_eq!(consumer.join().unwrap(), 500_500);
     /// ```
     pub fn consume_batch(&self, max: usize) -> Result<Vec<Delivery<T>>, Closed> {
-        self.take_until(None, |precise| self.poll_many(precise, max))
+        self.take_until(None, None, |precise| self.poll_many(precise, max))
             .map_err(|_| Closed)
     }
 
@@ -745,16 +745,42 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.consume_timeout(Duration::from_millis(5)).is_err());
     /// ```
     pub fn consume_timeout(&self, timeout: Duration) -> Result<Delivery<T>, ConsumeTimeoutError> {
-        self.take_until(self.shared.clock.now().checked_add(timeout), |precise| {
-            self.poll(precise)
-        })
+        self.take_until(
+            self.shared.clock.now().checked_add(timeout),
+            None,
+            |precise| self.poll(precise),
+        )
+    }
+
+    /// Like [`Self::consume`], giving up (with `Timeout`) once `stop` is set
+    /// and [`Self::wake_consumers`] was called after setting it.
+    #[cfg_attr(rebound_loom, allow(dead_code))]
+    pub(crate) fn consume_unless(
+        &self,
+        stop: &AtomicBool,
+    ) -> Result<Delivery<T>, ConsumeTimeoutError> {
+        self.take_until(None, Some(stop), |precise| self.poll(precise))
+    }
+
+    /// Wakes every parked consumer, so that one waiting in
+    /// [`Self::consume_unless`] notices its stop flag.
+    #[cfg_attr(rebound_loom, allow(dead_code))]
+    pub(crate) fn wake_consumers(&self) {
+        self.shared.waiters.notify(true);
+    }
+
+    /// The queue's `max_attempts`.
+    #[cfg_attr(rebound_loom, allow(dead_code))]
+    pub(crate) fn max_attempts(&self) -> u32 {
+        self.shared.config.max_attempts
     }
 
     /// Polls with `poll` until it takes something, parking in between, until
-    /// `deadline` (forever with `None`).
+    /// `deadline` (forever with `None`) or until `stop` is set.
     fn take_until<R>(
         &self,
         deadline: Option<Instant>,
+        stop: Option<&AtomicBool>,
         poll: impl Fn(bool) -> Result<R, Option<u64>>,
     ) -> Result<R, ConsumeTimeoutError> {
         let spin = Spin::new();
@@ -776,6 +802,12 @@ impl<T: Send + Sync + 'static> Queue<T> {
             };
             if self.drained() {
                 return Err(ConsumeTimeoutError::Closed);
+            }
+            // SeqCst, after registering: pairs with the SeqCst store of the
+            // flag before `wake_consumers` (store-buffering, as in `Waiters`),
+            // so either this load sees the flag or the wake finds this sleeper.
+            if stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
+                return Err(ConsumeTimeoutError::Timeout);
             }
             let now = self.shared.clock.now();
             let mut wake = next_due.map(|due| self.shared.clock.instant(due));
