@@ -21,6 +21,22 @@
 //! assert_eq!(q.stats().acked, 1);
 //! ```
 //!
+//! Most programs do not write that loop: [`Queue::process`] runs a handler
+//! for every message on a rayon thread pool, acks, retries or dead-letters
+//! from what it returns ([`Outcome`]), contains panics, limits how many
+//! messages are in flight, and shuts down without losing any
+//! ([`Processing::shutdown`]).
+//!
+//! ```
+//! use rebound::{Pool, Queue};
+//!
+//! let q: Queue<u32> = Queue::new();
+//! let handle = q.process(Pool::global(), |n| if **n % 2 == 0 { Ok(()) } else { Err("odd") });
+//! q.produce(2).unwrap();
+//! q.close();
+//! assert_eq!(handle.join().acked, 1);
+//! ```
+//!
 //! # Guarantees
 //! - **Never lost.** A produced message is acked, dead-lettered, or still
 //!   in the queue (pending, held, or waiting to be redelivered). Dropping an
