@@ -14,8 +14,12 @@ use crossbeam_utils::CachePadded;
 /// is a snapshot (its `in_flight` is computed from the others).
 ///
 /// ```
-/// use rebound::Queue;
-/// let q: Queue<u32> = Queue::new();
+/// use rebound::{Backoff, Queue};
+/// use std::time::Duration;
+/// let q: Queue<u32> = Queue::builder()
+///     .backoff(Backoff::fixed(Duration::from_millis(1)))
+///     .max_attempts(3)
+///     .build();
 /// for i in 0..10 {
 ///     q.produce(i).unwrap();
 /// }
@@ -25,6 +29,8 @@ use crossbeam_utils::CachePadded;
 ///     .join();
 /// assert_eq!(report.claimed, report.acked + report.retried + report.dead_lettered);
 /// assert_eq!(report.acked, 7);
+/// // Three failing messages, each tried 3 times: 2 retries, then dead-lettered.
+/// assert_eq!((report.retried, report.dead_lettered), (6, 3));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
