@@ -869,9 +869,13 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// ```
     pub fn stats(&self) -> Stats {
         let shared = &self.shared;
-        let (ready, delayed) = shared.index.count_pending(shared.clock.precise());
+        // Settles first, then the index, then `produced`: under traffic a
+        // message is then counted at most once among acked, dead-lettered,
+        // ready and delayed, so `in_flight` errs high (by messages produced
+        // during the walk), never low.
         let c = &shared.counters;
         let (acked, dead_lettered) = (c.get(Counter::Acked), c.get(Counter::DeadLettered));
+        let (ready, delayed) = shared.index.count_pending(shared.clock.precise());
         let produced = c.get(Counter::Produced);
         Stats {
             produced,
