@@ -5,7 +5,9 @@
 //! - latency and punctuality: `target/bench-data/latency.json` (`--bench latency`);
 //! - memory: `target/bench-data/memory.json` (`--bench memory`).
 //!
-//! Writes `docs/plots/*.svg` and `target/bench-data/report.md` (also printed).
+//! Writes `docs/plots/*.svg` and `target/bench-data/report.md` (also printed),
+//! and puts the report between the `report:start` / `report:end` markers of
+//! docs/benchmarks.md.
 //! Run after the other benches: `cargo bench --bench report`, or everything
 //! at once with `benches/run-all.sh`.
 
@@ -107,6 +109,22 @@ fn throughput_tables(out: &mut String, rates: &Rates) {
             ("backlog/8B/10k".to_string(), "10 000 queued, 2 consumers"),
             ("backlog/8B/1M".to_string(), "1 000 000 queued, 2 consumers"),
         ]);
+    let groups: Vec<(String, &str)> = groups.collect();
+    let _ = writeln!(
+        out,
+        "\nSummary, rebound in every group:\n\n| group | rebound M msg/s | vs crossbeam-channel | vs mutex-heap-map |\n|---|---:|---:|---:|"
+    );
+    for (group, _) in &groups {
+        if let Some(r) = rate(rates, group, "rebound") {
+            let _ = writeln!(
+                out,
+                "| `{group}` | {} | {} | {} |",
+                mps(r),
+                ratio(Some(r), rate(rates, group, CEILING)),
+                ratio(Some(r), rate(rates, group, BASELINE)),
+            );
+        }
+    }
     for (group, what) in groups {
         let Some(row) = rates.get(&group) else {
             continue;
@@ -430,6 +448,25 @@ fn plot_latency(path: &Path, latency: &Value) -> PlotResult {
     Ok(())
 }
 
+const START: &str = "<!-- report:start -->";
+const END: &str = "<!-- report:end -->";
+
+/// Replaces what stands between the report markers of docs/benchmarks.md
+/// with `report`, so that the figures there are the measured ones.
+fn splice_into_docs(report: &str) -> std::io::Result<()> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+    let doc = std::fs::read_to_string(&path)?;
+    let (Some(start), Some(end)) = (doc.find(START), doc.find(END)) else {
+        println!("{} has no report markers: left alone", path.display());
+        return Ok(());
+    };
+    if end < start {
+        return Ok(());
+    }
+    let spliced = format!("{}{START}\n{report}\n{}", &doc[..start], &doc[end..]);
+    std::fs::write(&path, spliced)
+}
+
 fn main() -> PlotResult {
     let target = target_dir();
     let mut rates = Rates::new();
@@ -473,6 +510,7 @@ fn main() -> PlotResult {
         plot_latency(&plots.join("latency.svg"), latency)?;
     }
     std::fs::write(data.join("report.md"), &out)?;
+    splice_into_docs(&out)?;
     println!("{out}");
     println!(
         "wrote {} and {}",
