@@ -31,12 +31,16 @@ const CONTENDERS: [(&str, RGBColor); 6] = [
 const CEILING: &str = "crossbeam-channel";
 const BASELINE: &str = "mutex-heap-map";
 /// Streaming scenarios (`<scenario>/<payload>`), each at 1, 2 and 4 pairs.
-const STREAMING: [(&str, &str); 5] = [
+const STREAMING: [(&str, &str); 6] = [
     ("clean/8B", "no rollback, 8 B payload"),
     ("clean/1KiB", "no rollback, 1 KiB payload"),
     ("rollback10-0ms/8B", "10% rolled back once, no backoff"),
     ("rollback10-1ms/8B", "10% rolled back once, 1 ms backoff"),
     ("delayed10/8B", "10% produced 1 ms delayed"),
+    (
+        "batch64/8B",
+        "batches of 64 (channels have none: per message)",
+    ),
 ];
 const PAIRS: [u32; 3] = [1, 2, 4];
 
@@ -159,7 +163,7 @@ fn bars(out: &mut String, rates: &Rates, latency: Option<&Value>) {
         "| bar | scenario | figure | verdict |\n|---|---|---|---|"
     );
     // Core bars in every scenario without rollback.
-    let no_rollback = ["clean/8B", "clean/1KiB", "delayed10/8B"]
+    let no_rollback = ["clean/8B", "clean/1KiB", "delayed10/8B", "batch64/8B"]
         .iter()
         .flat_map(|s| PAIRS.map(|p| format!("{s}/{p}p{p}c")))
         .chain(["backlog/8B/10k".into(), "backlog/8B/1M".into()]);

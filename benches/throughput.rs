@@ -14,6 +14,9 @@
 //! - `rollback10-1ms/8B/..`: the same with a 1 ms backoff (channels left out);
 //! - `delayed10/8B/..`: every 10th message produced 1 ms in the future
 //!   (channels left out);
+//! - `batch64/8B/..`: produce and consume in batches of 64 (rebound's
+//!   `produce_batch` / `consume_batch`; the hand-written queues take their
+//!   lock once per batch; channels have no batch API and run per message);
 //! - `backlog/8B/{10k,1M}`: a backlog queued beforehand (not timed), drained
 //!   by 2 consumers.
 //!
@@ -83,6 +86,7 @@ fn backlog<Q: Contender<u64>>(group: &mut BenchmarkGroup<'_, WallTime>, messages
         messages,
         rollback: None,
         delay: None,
+        batch: 1,
     };
     group.bench_function(Q::NAME, |b| {
         b.iter_custom(|iters| {
@@ -115,6 +119,7 @@ fn suite(c: &mut Criterion) {
         messages: MESSAGES,
         rollback: None,
         delay: None,
+        batch: 1,
     };
     all_streaming::<u64>(c, "clean", clean);
     all_streaming::<Kib>(c, "clean", clean);
@@ -133,6 +138,7 @@ fn suite(c: &mut Criterion) {
             messages: MESSAGES_BACKOFF,
             rollback: Some(Duration::from_millis(1)),
             delay: None,
+            batch: 1,
         },
     );
     all_streaming::<u64>(
@@ -142,8 +148,10 @@ fn suite(c: &mut Criterion) {
             messages: MESSAGES_BACKOFF,
             rollback: None,
             delay: Some(Duration::from_millis(1)),
+            batch: 1,
         },
     );
+    all_streaming::<u64>(c, "batch64", Job { batch: 64, ..clean });
     all_backlog(c);
 }
 

@@ -78,6 +78,20 @@ pub(crate) trait Contender<T: Payload>: Send + Sync + 'static {
     /// Redeliver after `delay` (channels: re-send now; only called with a
     /// zero delay when not `DELAYS`).
     fn rollback(&self, claim: Self::Claim, delay: Duration);
+    /// Batch calls; without a batch API, the per-message calls.
+    fn produce_batch(&self, values: Vec<T>) {
+        for value in values {
+            self.produce(value);
+        }
+    }
+    /// Adds up to `max` ready claims to `out`, without waiting.
+    fn try_consume_batch(&self, _max: usize, out: &mut Vec<Self::Claim>) {
+        out.extend(self.try_consume());
+    }
+    /// Adds up to `max` claims to `out`, waiting for at least one.
+    fn consume_batch(&self, _max: usize, out: &mut Vec<Self::Claim>) {
+        out.push(self.consume());
+    }
 }
 
 /// rebound: produce -> consume -> ack, rollback via `rollback_after`.
@@ -113,6 +127,17 @@ impl<T: Payload> Contender<T> for Rebound<T> {
     }
     fn rollback(&self, claim: Self::Claim, delay: Duration) {
         claim.rollback_after(delay).expect("30 s lease");
+    }
+    fn produce_batch(&self, values: Vec<T>) {
+        self.0.produce_batch(values).expect("queue open");
+    }
+    fn try_consume_batch(&self, max: usize, out: &mut Vec<Self::Claim>) {
+        if let Ok(batch) = self.0.try_consume_batch(max) {
+            out.extend(batch);
+        }
+    }
+    fn consume_batch(&self, max: usize, out: &mut Vec<Self::Claim>) {
+        out.extend(self.0.consume_batch(max).expect("queue open"));
     }
 }
 
@@ -363,6 +388,17 @@ impl<T: Payload, S: Store<T>> Locked<T, S> {
         }
     }
 
+    /// Claims up to `max` due messages into `out` under the caller's lock.
+    fn claim_many(&self, st: &mut LockedState<T, S>, max: usize, out: &mut Vec<LockedClaim<T>>) {
+        let now = Instant::now();
+        for _ in 0..max {
+            match Self::claim(st, now, self.lease) {
+                Some(claim) => out.push(claim),
+                None => break,
+            }
+        }
+    }
+
     fn claim(st: &mut LockedState<T, S>, now: Instant, lease: Duration) -> Option<LockedClaim<T>> {
         let (id, entry) = st.store.pop_due(now)?;
         let claim = LockedClaim {
@@ -442,6 +478,35 @@ impl<T: Payload, S: Store<T> + StoreName> Contender<T> for Locked<T, S> {
     fn ack(&self, claim: Self::Claim) {
         lock(&self.state).in_flight.remove(&claim.id);
     }
+    /// One lock for the whole batch.
+    fn produce_batch(&self, values: Vec<T>) {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        for value in values {
+            let id = st.next_id;
+            st.next_id += 1;
+            let entry = Entry {
+                payload: value,
+                attempt: 1,
+            };
+            st.store.push(now, id, entry);
+        }
+        let wake = st.waiting > 0;
+        drop(st);
+        if wake {
+            self.ready.notify_all();
+        }
+    }
+    fn try_consume_batch(&self, max: usize, out: &mut Vec<Self::Claim>) {
+        let mut st = lock(&self.state);
+        self.claim_many(&mut st, max, out);
+    }
+    fn consume_batch(&self, max: usize, out: &mut Vec<Self::Claim>) {
+        let first = self.consume();
+        out.push(first);
+        let mut st = lock(&self.state);
+        self.claim_many(&mut st, max - 1, out);
+    }
     fn rollback(&self, claim: Self::Claim, delay: Duration) {
         let mut st = lock(&self.state);
         let (mut entry, _lease) = st.in_flight.remove(&claim.id).expect("claimed");
@@ -470,6 +535,8 @@ pub(crate) struct Job {
     pub(crate) rollback: Option<Duration>,
     /// Every 10th message is produced with this delay.
     pub(crate) delay: Option<Duration>,
+    /// Messages per produce and per consume call (1: no batches).
+    pub(crate) batch: usize,
 }
 
 struct RigShared<T, Q> {
@@ -511,6 +578,7 @@ impl<T: Payload, Q: Contender<T>> Rig<T, Q> {
                 messages: 0,
                 rollback: None,
                 delay: None,
+                batch: 1,
             }),
             start: Barrier::new(producers + consumers + 1),
             end: Barrier::new(producers + consumers + 1),
@@ -590,7 +658,15 @@ impl<T: Payload, Q: Contender<T>> Drop for Rig<T, Q> {
 fn produce<T: Payload, Q: Contender<T>>(shared: &RigShared<T, Q>, index: usize, job: Job) {
     let per = job.messages / shared.producers as u64;
     let q = &shared.queue;
-    for seq in index as u64 * per..(index as u64 + 1) * per {
+    let seqs = index as u64 * per..(index as u64 + 1) * per;
+    if job.batch > 1 {
+        let mut seqs = seqs.peekable();
+        while seqs.peek().is_some() {
+            q.produce_batch(seqs.by_ref().take(job.batch).map(T::new).collect());
+        }
+        return;
+    }
+    for seq in seqs {
         match job.delay {
             Some(delay) if seq % 10 == 0 => q.produce_after(T::new(seq), delay),
             _ => q.produce(T::new(seq)),
@@ -617,6 +693,33 @@ fn consume<T: Payload, Q: Contender<T>>(shared: &RigShared<T, Q>, job: Job) {
         }
         false
     };
+    if job.batch > 1 {
+        let mut claims = Vec::with_capacity(job.batch);
+        loop {
+            q.try_consume_batch(job.batch, &mut claims);
+            if claims.is_empty() {
+                if flush(&mut acked) {
+                    return;
+                }
+                q.consume_batch(job.batch, &mut claims);
+            }
+            let mut stops = 0;
+            for claim in claims.drain(..) {
+                stops += u64::from(settle(q, job, claim, &mut acked));
+            }
+            if stops > 0 {
+                // Stops go one per consumer: hand back any extra ones.
+                for _ in 1..stops {
+                    q.produce(T::new(STOP));
+                }
+                flush(&mut acked);
+                return;
+            }
+            if acked >= FLUSH && flush(&mut acked) {
+                return;
+            }
+        }
+    }
     loop {
         let claim = match q.try_consume() {
             Some(claim) => claim,
@@ -627,25 +730,34 @@ fn consume<T: Payload, Q: Contender<T>>(shared: &RigShared<T, Q>, job: Job) {
                 q.consume()
             }
         };
-        let word = Q::payload(&claim).word();
-        std::hint::black_box(Q::payload(&claim));
-        if word == STOP {
-            q.ack(claim);
+        if settle(q, job, claim, &mut acked) {
             flush(&mut acked);
             return;
         }
-        if let Some(delay) = job.rollback {
-            if word % 10 == 0 && Q::first_attempt(&claim) {
-                q.rollback(claim, delay);
-                continue;
-            }
-        }
-        q.ack(claim);
-        acked += 1;
         if acked == FLUSH && flush(&mut acked) {
             return;
         }
     }
+}
+
+/// Acks, or rolls back, one claim; true if it was a stop message.
+#[inline]
+fn settle<T: Payload, Q: Contender<T>>(q: &Q, job: Job, claim: Q::Claim, acked: &mut u64) -> bool {
+    let word = Q::payload(&claim).word();
+    std::hint::black_box(Q::payload(&claim));
+    if word == STOP {
+        q.ack(claim);
+        return true;
+    }
+    if let Some(delay) = job.rollback {
+        if word % 10 == 0 && Q::first_attempt(&claim) {
+            q.rollback(claim, delay);
+            return false;
+        }
+    }
+    q.ack(claim);
+    *acked += 1;
+    false
 }
 
 /// Where the benches leave their results for `benches/report.rs`:
