@@ -2,7 +2,7 @@
 # Runs the whole benchmark suite in one go and regenerates docs/plots/*.svg
 # and target/bench-data/report.md (the tables of docs/benchmarks.md).
 #
-#   benches/run-all.sh           # full run, about 10 minutes on 2 cores
+#   benches/run-all.sh           # full run, about 7 minutes on 2 cores
 #   benches/run-all.sh --quick   # criterion's --quick, for a smoke test
 #
 # Earlier results are removed first, so that every figure comes from this run.

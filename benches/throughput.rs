@@ -43,8 +43,8 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>, messages: u64) {
         .throughput(Throughput::Elements(messages))
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1));
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
 }
 
 /// Benchmarks one contender in `group`, unless the job needs delayed
