@@ -23,6 +23,7 @@ mkdir -p "$data"
     echo "cpu:     $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "memory:  $(free -g | awk '/Mem:/ {print $2}') GiB"
     echo "rustc:   $(rustc --version)"
+    echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$data/machine.txt"
 
