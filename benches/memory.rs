@@ -1,76 +1,87 @@
 //! Resident bytes per queued `u64` message with 1M messages queued, for
-//! rebound and the peers. Each contender runs in a fresh child process so
-//! that one's freed memory does not flatter the next.
+//! rebound and every contender of the throughput suite. Each contender runs
+//! in a fresh child process so that one's freed memory does not flatter the
+//! next. Prints a table and writes `target/bench-data/memory.json` for
+//! `benches/report.rs`.
 //!
 //! Run: `cargo bench --bench memory`
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::time::Instant;
+mod common;
+
+use common::{BTree, Contender, CrossbeamChannel, Flume, HeapMap, Rebound, StdMpsc};
+use serde_json::json;
 
 const MESSAGES: u64 = 1_000_000;
+
+const CONTENDERS: [&str; 6] = [
+    "rebound",
+    "crossbeam-channel",
+    "flume",
+    "std-mpsc",
+    "mutex-heap-map",
+    "mutex-btree",
+];
 
 /// Resident set size of this process, in bytes (Linux).
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("statm resident field");
     pages * 4096
 }
 
-fn measure(contender: &str) -> u64 {
+/// RSS growth with `MESSAGES` messages queued (and the queue still alive).
+fn measure<Q: Contender<u64>>() -> u64 {
     let before = rss();
-    let after = match contender {
-        "rebound" => {
-            let q: rebound::Queue<u64> = rebound::Queue::new();
-            for i in 0..MESSAGES {
-                q.produce(i).unwrap();
-            }
-            let after = rss();
-            assert_eq!(q.stats().ready, MESSAGES);
-            after
-        }
-        "crossbeam-channel" => {
-            let (tx, rx) = crossbeam_channel::unbounded::<u64>();
-            for i in 0..MESSAGES {
-                tx.send(i).unwrap();
-            }
-            let after = rss();
-            assert_eq!(rx.len() as u64, MESSAGES);
-            after
-        }
-        "mutex-heap-map" => {
-            let mut heap = BinaryHeap::new();
-            let mut payloads = HashMap::new();
-            let now = Instant::now();
-            for i in 0..MESSAGES {
-                heap.push(Reverse((now, i)));
-                payloads.insert(i, i);
-            }
-            let after = rss();
-            assert_eq!(payloads.len() as u64, MESSAGES);
-            after
-        }
-        other => panic!("unknown contender {other}"),
-    };
+    let q = Q::new();
+    for i in 0..MESSAGES {
+        q.produce(i);
+    }
+    let after = rss();
+    // Everything is still there: the first message comes out first.
+    let first = q.consume();
+    assert_eq!(*Q::payload(&first), 0);
+    q.ack(first);
     after.saturating_sub(before)
 }
 
 fn main() {
     if let Some(contender) = std::env::args().nth(1).filter(|a| !a.starts_with('-')) {
-        println!("{}", measure(&contender));
+        let bytes = match contender.as_str() {
+            "rebound" => measure::<Rebound<u64>>(),
+            "crossbeam-channel" => measure::<CrossbeamChannel<u64>>(),
+            "flume" => measure::<Flume<u64>>(),
+            "std-mpsc" => measure::<StdMpsc<u64>>(),
+            "mutex-heap-map" => measure::<HeapMap<u64>>(),
+            "mutex-btree" => measure::<BTree<u64>>(),
+            other => panic!("unknown contender {other}"),
+        };
+        println!("{bytes}");
         return;
     }
-    let exe = std::env::current_exe().unwrap();
+    let exe = std::env::current_exe().expect("own path");
     println!("resident bytes per queued u64 message, {MESSAGES} queued");
-    for contender in ["rebound", "crossbeam-channel", "mutex-heap-map"] {
+    let mut rows = Vec::new();
+    for contender in CONTENDERS {
         let out = std::process::Command::new(&exe)
             .arg(contender)
             .output()
-            .unwrap();
-        let bytes: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        println!(
-            "  {contender:<20} {:>7.1} B/msg",
-            bytes as f64 / MESSAGES as f64
-        );
+            .expect("run child");
+        assert!(out.status.success(), "{contender}: {out:?}");
+        let bytes: u64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("child prints bytes");
+        let per = bytes as f64 / MESSAGES as f64;
+        println!("  {contender:<20} {per:>7.1} B/msg");
+        rows.push(json!({ "contender": contender, "bytes_per_message": per }));
     }
+    let path = common::data_dir().join("memory.json");
+    let doc = json!({ "messages": MESSAGES, "memory": rows });
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json"))
+        .expect("write memory.json");
+    println!("wrote {}", path.display());
 }

@@ -1,219 +1,159 @@
-//! Produce -> consume -> ack throughput: rebound against crossbeam-channel
-//! (the speed ceiling, no ack) and the hand-written `Mutex<BinaryHeap>` +
-//! `HashMap` in-flight queue that users write when they need acks and
-//! redelivery. Every contender moves the same `u64` payloads through the same
-//! producer and consumer thread counts, in the same criterion group.
+//! Throughput, messages per second, of rebound against the queues a user
+//! would pick instead, in the same criterion groups doing the same work:
+//! rebound (produce -> consume -> ack), crossbeam-channel, flume and
+//! `std::sync::mpsc` unbounded (send -> recv, no ack), and two hand-written
+//! lock-based queues with acks and delayed redelivery (`Mutex<BinaryHeap>` +
+//! `HashMap`, `Mutex<BTreeMap>`). Producer and consumer threads are started
+//! once per contender and scenario; a measured run releases them on a
+//! barrier and ends when every message was acked.
 //!
-//! Run: `cargo bench --bench throughput`
+//! Groups (`<scenario>/<payload>/<threads>`):
+//! - `clean/{8B,1KiB}/{1p1c,2p2c,4p4c}`: no rollback, no delay;
+//! - `rollback10-0ms/8B/..`: every 10th message rolled back once, redelivered
+//!   at once (channels re-send it);
+//! - `rollback10-1ms/8B/..`: the same with a 1 ms backoff (channels left out);
+//! - `delayed10/8B/..`: every 10th message produced 1 ms in the future
+//!   (channels left out);
+//! - `batch64/8B/..`: produce and consume in batches of 64 (rebound's
+//!   `produce_batch` / `consume_batch`; the hand-written queues take their
+//!   lock once per batch; channels have no batch API and run per message);
+//! - `backlog/8B/{10k,1M}`: a backlog queued beforehand (not timed), drained
+//!   by 2 consumers.
+//!
+//! Run: `cargo bench --bench throughput` (add `-- clean/8B` to filter).
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Condvar, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
 
-/// Messages per measured iteration batch are `iters`; each producer sends
-/// `iters / producers`.
-trait Contender: Sync {
-    fn name(&self) -> &'static str;
-    fn run(&self, producers: usize, consumers: usize, messages: u64) -> Duration;
+use common::{
+    BTree, Contender, CrossbeamChannel, Flume, HeapMap, Job, Kib, Payload, Rebound, Rig, StdMpsc,
+};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
+use std::time::Duration;
+
+/// Messages per measured run in the streaming scenarios.
+const MESSAGES: u64 = 100_000;
+/// Larger runs with a 1 ms backoff, so that the last redelivery's wait is a
+/// small part of the run.
+const MESSAGES_BACKOFF: u64 = 200_000;
+const THREADS: [usize; 3] = [1, 2, 4];
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>, messages: u64) {
+    group
+        .throughput(Throughput::Elements(messages))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
 }
 
-struct Rebound;
-impl Contender for Rebound {
-    fn name(&self) -> &'static str {
-        "rebound"
+/// Benchmarks one contender in `group`, unless the job needs delayed
+/// delivery and the contender has none.
+fn streaming<T: Payload, Q: Contender<T>>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    pairs: usize,
+    job: Job,
+) {
+    let needs_delay = job.delay.is_some() || job.rollback.is_some_and(|d| !d.is_zero());
+    if needs_delay && !Q::DELAYS {
+        return;
     }
-    fn run(&self, producers: usize, consumers: usize, messages: u64) -> Duration {
-        let q: rebound::Queue<u64> = rebound::Queue::new();
-        let per = messages / producers as u64;
-        let start = Instant::now();
-        thread::scope(|s| {
-            for _ in 0..consumers {
-                let q = q.clone();
-                s.spawn(move || {
-                    while let Ok(d) = q.consume() {
-                        std::hint::black_box(*d);
-                        d.ack().unwrap();
-                    }
-                });
-            }
-            let ps: Vec<_> = (0..producers)
-                .map(|_| {
-                    let q = q.clone();
-                    s.spawn(move || {
-                        for i in 0..per {
-                            q.produce(i).unwrap();
-                        }
-                    })
-                })
-                .collect();
-            for p in ps {
-                p.join().unwrap();
-            }
-            q.close();
-        });
-        start.elapsed()
-    }
+    let rig = Rig::<T, Q>::new(pairs, pairs);
+    group.bench_function(Q::NAME, |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| rig.run(job)).sum())
+    });
 }
 
-struct Channel;
-impl Contender for Channel {
-    fn name(&self) -> &'static str {
-        "crossbeam-channel"
-    }
-    fn run(&self, producers: usize, consumers: usize, messages: u64) -> Duration {
-        let (tx, rx) = crossbeam_channel::unbounded::<u64>();
-        let per = messages / producers as u64;
-        let start = Instant::now();
-        thread::scope(|s| {
-            for _ in 0..consumers {
-                let rx = rx.clone();
-                s.spawn(move || {
-                    while let Ok(v) = rx.recv() {
-                        std::hint::black_box(v);
-                    }
-                });
-            }
-            for _ in 0..producers {
-                let tx = tx.clone();
-                s.spawn(move || {
-                    for i in 0..per {
-                        tx.send(i).unwrap();
-                    }
-                });
-            }
-            drop(tx);
-        });
-        start.elapsed()
-    }
-}
-
-/// What users write by hand: a due-time heap and an in-flight map under one
-/// lock, with a condvar for blocked consumers, acks and lease deadlines.
-struct HandWritten;
-
-#[derive(Default)]
-struct HandState {
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    payloads: HashMap<u64, u64>,
-    in_flight: HashMap<u64, (u64, Instant)>,
-    next_id: u64,
-    closed: bool,
-}
-
-struct HandQueue {
-    state: Mutex<HandState>,
-    ready: Condvar,
-    lease: Duration,
-}
-
-impl HandQueue {
-    fn produce(&self, v: u64) {
-        let now = Instant::now();
-        let mut st = self.state.lock().unwrap();
-        let id = st.next_id;
-        st.next_id += 1;
-        st.heap.push(Reverse((now, id)));
-        st.payloads.insert(id, v);
-        drop(st);
-        self.ready.notify_one();
-    }
-    fn consume(&self) -> Option<(u64, u64)> {
-        let mut st = self.state.lock().unwrap();
-        loop {
-            let now = Instant::now();
-            if let Some(&Reverse((ts, id))) = st.heap.peek() {
-                if ts <= now {
-                    st.heap.pop();
-                    let v = st.payloads.remove(&id).unwrap();
-                    st.in_flight.insert(id, (v, now + self.lease));
-                    return Some((id, v));
-                }
-            }
-            if st.closed && st.heap.is_empty() && st.in_flight.is_empty() {
-                return None;
-            }
-            st = self
-                .ready
-                .wait_timeout(st, Duration::from_millis(1))
-                .unwrap()
-                .0;
-        }
-    }
-    fn ack(&self, id: u64) {
-        let mut st = self.state.lock().unwrap();
-        st.in_flight.remove(&id);
-        let done = st.closed && st.heap.is_empty() && st.in_flight.is_empty();
-        drop(st);
-        if done {
-            self.ready.notify_all();
-        }
-    }
-    fn close(&self) {
-        self.state.lock().unwrap().closed = true;
-        self.ready.notify_all();
-    }
-}
-
-impl Contender for HandWritten {
-    fn name(&self) -> &'static str {
-        "mutex-heap-map"
-    }
-    fn run(&self, producers: usize, consumers: usize, messages: u64) -> Duration {
-        let q = HandQueue {
-            state: Mutex::default(),
-            ready: Condvar::new(),
-            lease: Duration::from_secs(30),
-        };
-        let per = messages / producers as u64;
-        let start = Instant::now();
-        thread::scope(|s| {
-            for _ in 0..consumers {
-                s.spawn(|| {
-                    while let Some((id, v)) = q.consume() {
-                        std::hint::black_box(v);
-                        q.ack(id);
-                    }
-                });
-            }
-            let ps: Vec<_> = (0..producers)
-                .map(|_| {
-                    s.spawn(|| {
-                        for i in 0..per {
-                            q.produce(i);
-                        }
-                    })
-                })
-                .collect();
-            for p in ps {
-                p.join().unwrap();
-            }
-            q.close();
-        });
-        start.elapsed()
-    }
-}
-
-fn throughput(c: &mut Criterion) {
-    let contenders: [&dyn Contender; 3] = [&Rebound, &Channel, &HandWritten];
-    for (p, cons) in [(1, 1), (2, 2)] {
-        let mut group = c.benchmark_group(format!("produce_consume_ack/{p}p{cons}c"));
-        const BATCH: u64 = 200_000;
-        group.throughput(Throughput::Elements(BATCH));
-        group
-            .sample_size(10)
-            .measurement_time(Duration::from_secs(3))
-            .warm_up_time(Duration::from_millis(500));
-        for contender in contenders {
-            group.bench_function(BenchmarkId::from_parameter(contender.name()), |b| {
-                b.iter_custom(|iters| (0..iters).map(|_| contender.run(p, cons, BATCH)).sum())
-            });
-        }
+fn all_streaming<T: Payload>(c: &mut Criterion, scenario: &str, job: Job) {
+    for pairs in THREADS {
+        let mut group = c.benchmark_group(format!("{scenario}/{}/{pairs}p{pairs}c", T::NAME));
+        configure(&mut group, job.messages);
+        streaming::<T, Rebound<T>>(&mut group, pairs, job);
+        streaming::<T, CrossbeamChannel<T>>(&mut group, pairs, job);
+        streaming::<T, Flume<T>>(&mut group, pairs, job);
+        streaming::<T, StdMpsc<T>>(&mut group, pairs, job);
+        streaming::<T, HeapMap<T>>(&mut group, pairs, job);
+        streaming::<T, BTree<T>>(&mut group, pairs, job);
         group.finish();
     }
 }
 
-criterion_group!(benches, throughput);
-criterion_main!(benches);
+/// Drains a backlog of `messages`, queued before the timer starts, with two
+/// consumers.
+fn backlog<Q: Contender<u64>>(group: &mut BenchmarkGroup<'_, WallTime>, messages: u64) {
+    let rig = Rig::<u64, Q>::new(0, 2);
+    let job = Job {
+        messages,
+        rollback: None,
+        delay: None,
+        batch: 1,
+    };
+    group.bench_function(Q::NAME, |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    rig.prefill(messages);
+                    rig.run(job)
+                })
+                .sum()
+        })
+    });
+}
+
+fn all_backlog(c: &mut Criterion) {
+    for (label, messages) in [("10k", 10_000), ("1M", 1_000_000)] {
+        let mut group = c.benchmark_group(format!("backlog/8B/{label}"));
+        configure(&mut group, messages);
+        backlog::<Rebound<u64>>(&mut group, messages);
+        backlog::<CrossbeamChannel<u64>>(&mut group, messages);
+        backlog::<Flume<u64>>(&mut group, messages);
+        backlog::<StdMpsc<u64>>(&mut group, messages);
+        backlog::<HeapMap<u64>>(&mut group, messages);
+        backlog::<BTree<u64>>(&mut group, messages);
+        group.finish();
+    }
+}
+
+fn suite(c: &mut Criterion) {
+    let clean = Job {
+        messages: MESSAGES,
+        rollback: None,
+        delay: None,
+        batch: 1,
+    };
+    all_streaming::<u64>(c, "clean", clean);
+    all_streaming::<Kib>(c, "clean", clean);
+    all_streaming::<u64>(
+        c,
+        "rollback10-0ms",
+        Job {
+            rollback: Some(Duration::ZERO),
+            ..clean
+        },
+    );
+    all_streaming::<u64>(
+        c,
+        "rollback10-1ms",
+        Job {
+            messages: MESSAGES_BACKOFF,
+            rollback: Some(Duration::from_millis(1)),
+            delay: None,
+            batch: 1,
+        },
+    );
+    all_streaming::<u64>(
+        c,
+        "delayed10",
+        Job {
+            messages: MESSAGES_BACKOFF,
+            rollback: None,
+            delay: Some(Duration::from_millis(1)),
+            batch: 1,
+        },
+    );
+    all_streaming::<u64>(c, "batch64", Job { batch: 64, ..clean });
+    all_backlog(c);
+}
+
+criterion::criterion_group!(benches, suite);
+criterion::criterion_main!(benches);
