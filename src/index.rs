@@ -163,21 +163,32 @@ impl<N> Walk<N> {
     }
 }
 
-/// What a claim attempt does after its walk.
-enum Decision<N> {
-    Claim(N, usize),
-    /// Nothing offered now, but a producer is mid-write: look again soon.
-    /// Carries the earliest known future due time.
-    Retry(Option<u64>),
-    Empty(Option<u64>),
-}
-
 impl<N> Walk<N> {
-    fn decide(self) -> Decision<N> {
+    /// Ends a walk: tries its pick with `claim`, and says whether the claim
+    /// is over (`Some`) or the caller must walk again (`None`), after the
+    /// right pause on `backoff`.
+    fn finish<T>(
+        self,
+        backoff: &Backoff,
+        claim: impl FnOnce(N, usize) -> Option<Claimed<T>>,
+    ) -> Option<Poll<T>> {
         match self.best {
-            Some((node, pos, _)) => Decision::Claim(node, pos),
-            None if self.busy => Decision::Retry(self.next_due),
-            None => Decision::Empty(self.next_due),
+            Some((node, pos, _)) => match claim(node, pos) {
+                Some(claimed) => Some(Poll::Claimed(claimed)),
+                None => {
+                    // Another consumer won that message: look again.
+                    backoff.spin();
+                    None
+                }
+            },
+            // A producer is between reserving and publishing a slot.
+            None if self.busy && !backoff.is_completed() => {
+                backoff.snooze();
+                None
+            }
+            None => Some(Poll::Empty {
+                next_due: self.next_due,
+            }),
         }
     }
 }
@@ -254,19 +265,10 @@ impl<T: Send + Sync + 'static> Index<T> {
                 }
                 cursor = entry.next();
             }
-            match walk.decide() {
-                Decision::Claim(entry, pos) => {
-                    if let Some(claimed) = entry.value().claim(pos, deadline_tick) {
-                        return Poll::Claimed(claimed);
-                    }
-                    // Another consumer won that message: look again.
-                    backoff.spin();
-                }
-                // A producer is between reserving and publishing a slot.
-                Decision::Retry(_) if !backoff.is_completed() => backoff.snooze(),
-                Decision::Retry(next_due) | Decision::Empty(next_due) => {
-                    return Poll::Empty { next_due };
-                }
+            if let Some(poll) = walk.finish(&backoff, |entry, pos| {
+                entry.value().claim(pos, deadline_tick)
+            }) {
+                return poll;
             }
         }
     }
@@ -304,7 +306,7 @@ pub(crate) use model::Index;
 /// The loom-visible index: same API, same walk, a lock only around the map.
 #[cfg(rebound_loom)]
 mod model {
-    use super::{Backoff, Batch, Claimed, Decision, Key, Poll, Step, Walk};
+    use super::{Backoff, Batch, Claimed, Key, Poll, Step, Walk};
     use crate::sync::{Mutex, lock};
     use std::collections::BTreeMap;
     /// A reference to a node, like a skiplist `Entry`: it keeps the batch
@@ -373,17 +375,10 @@ mod model {
                         break;
                     }
                 }
-                match walk.decide() {
-                    Decision::Claim(batch, pos) => {
-                        if let Some(claimed) = batch.claim(pos, deadline_tick) {
-                            return Poll::Claimed(claimed);
-                        }
-                        backoff.spin();
-                    }
-                    Decision::Retry(_) if !backoff.is_completed() => backoff.snooze(),
-                    Decision::Retry(next_due) | Decision::Empty(next_due) => {
-                        return Poll::Empty { next_due };
-                    }
+                if let Some(poll) =
+                    walk.finish(&backoff, |batch, pos| batch.claim(pos, deadline_tick))
+                {
+                    return poll;
                 }
             }
         }
