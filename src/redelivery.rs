@@ -154,6 +154,8 @@ pub(crate) struct Redeliverer<T> {
     prune_at: usize,
     backtracked: Vec<MessageRef<T>>,
     ready: Vec<MessageRef<T>>,
+    /// Blocks the last scan found dead, on their way to [`Shared::recycle`].
+    dead: Vec<Arc<Block<T>>>,
 }
 
 impl<T: Send + Sync + 'static> Redeliverer<T> {
@@ -164,6 +166,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
             prune_at: REGISTER_WAKE,
             backtracked: Vec::new(),
             ready: Vec::new(),
+            dead: Vec::new(),
         }
     }
 
@@ -194,10 +197,12 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         let config = shared.config;
         let mut earliest = shared.deadline_tick(now, config.lease);
         let ready = &mut self.ready;
+        let dead = &mut self.dead;
         self.watched.retain(|block| {
             // Only the watch list holds it: not in the index, not held by any
             // delivery or batch, so every message in it is final.
             if Arc::strong_count(block) == 1 {
+                dead.push(Arc::clone(block));
                 return false;
             }
             if !expire {
@@ -235,6 +240,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
             }
             true
         });
+        shared.recycle(&mut self.dead);
         if expire {
             self.next_scan = earliest;
         }
