@@ -25,6 +25,10 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+/// Leases shorter than this are timed from a precise clock reading (see
+/// `Shared::claim_deadline`).
+const SHORT_LEASE: Duration = Duration::from_secs(1);
+
 /// Dead chain blocks kept for reuse, at most (about 2 MiB for `u64`).
 const SPARE_BLOCKS: usize = 1024;
 
@@ -106,6 +110,24 @@ impl<T> Shared<T> {
     /// rounded up so it never ends early.
     pub(crate) fn deadline_tick(&self, now_ns: u64, lease: Duration) -> u64 {
         clock::tick_ceil(clock::add(now_ns, lease.min(MAX_LEASE))) & TICK_MASK
+    }
+
+    /// The lease deadline of a claim made now, given the time `now_ns` the
+    /// claim was polled at and whether it was a precise reading. A recent
+    /// reading lags the real time by up to about an upkeep interval, which
+    /// would shorten the lease by as much: short leases (under
+    /// [`SHORT_LEASE`]) are timed from a precise reading instead, long ones
+    /// get the interval added.
+    fn claim_deadline(&self, now_ns: u64, precise: bool) -> u64 {
+        let lease = self.config.lease;
+        let from = if precise {
+            now_ns
+        } else if lease < SHORT_LEASE {
+            self.clock.precise()
+        } else {
+            clock::add(now_ns, clock::UPKEEP_INTERVAL)
+        };
+        self.deadline_tick(from, lease)
     }
 
     pub(crate) fn message_id(&self, block: &Block<T>, slot: usize) -> MessageId {
@@ -618,7 +640,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     fn poll(&self, precise: bool) -> Result<Delivery<T>, Option<u64>> {
         let shared = &self.shared;
         let now_ns = self.poll_time(precise);
-        let deadline = shared.deadline_tick(now_ns, shared.config.lease);
+        let deadline = shared.claim_deadline(now_ns, precise);
         match shared.index.claim(now_ns, deadline) {
             Poll::Claimed(claimed) => {
                 shared.counters.bump(Counter::Delivered, 1);
@@ -632,7 +654,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     fn poll_many(&self, precise: bool, max: usize) -> Result<Vec<Delivery<T>>, Option<u64>> {
         let shared = &self.shared;
         let now_ns = self.poll_time(precise);
-        let deadline = shared.deadline_tick(now_ns, shared.config.lease);
+        let deadline = shared.claim_deadline(now_ns, precise);
         let mut claimed = Vec::with_capacity(max.min(BLOCK_CAPACITY));
         let next_due = shared.index.claim_many(now_ns, deadline, max, &mut claimed);
         if claimed.is_empty() && max > 0 {

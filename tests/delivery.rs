@@ -365,3 +365,30 @@ fn each_producers_messages_arrive_in_its_order() {
     }
     assert_eq!(next, [EACH; PRODUCERS as usize]);
 }
+
+/// A lease never ends before it has run its full length, even when the
+/// claim was timed with the queue's recent (slightly lagging) clock: the
+/// expired message's redelivery never comes sooner than the lease after the
+/// claim.
+#[test]
+fn a_lease_never_ends_early() {
+    let lease = Duration::from_millis(5);
+    let q: Queue<u8> = Queue::builder()
+        .lease(lease)
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .max_attempts(1000)
+        .build();
+    q.produce(1).unwrap();
+    let mut claimed_at = Instant::now();
+    let mut held = q.consume().unwrap();
+    for attempt in 2..=100 {
+        // Never settled: the lease runs out and the message comes back.
+        let again = q.consume().unwrap();
+        let lasted = claimed_at.elapsed();
+        assert_eq!(again.attempt(), attempt);
+        assert!(lasted >= lease, "the lease ended after {lasted:?}");
+        claimed_at = Instant::now();
+        held = again;
+    }
+    drop(held);
+}
