@@ -69,6 +69,10 @@ enum ChainHead {
     Writing,
 }
 
+/// How long a consumer that found the chain held up by a slot still being
+/// written parks before it looks again (nanoseconds).
+const WRITING_RECHECK_NS: u64 = 1_000_000;
+
 /// What the walk does after a node.
 enum Step {
     Next,
@@ -185,6 +189,16 @@ impl<N> Walk<N> {
             None if self.busy && !backoff.is_completed() => {
                 backoff.snooze();
                 None
+            }
+            // Still being written (its producer was preempted, say): look
+            // again soon rather than park until the next wake-up. The
+            // producer's own wake-up may go to another consumer, which takes
+            // the message it wrote and leaves the ones queued behind it.
+            None if self.busy => {
+                let recheck = self.now_ns.saturating_add(WRITING_RECHECK_NS);
+                Some(Poll::Empty {
+                    next_due: Some(self.next_due.map_or(recheck, |d| d.min(recheck))),
+                })
             }
             None => Some(Poll::Empty {
                 next_due: self.next_due,
@@ -399,6 +413,36 @@ mod model {
         pub(crate) fn clear(&self) {
             let nodes = std::mem::take(&mut *lock(&self.map));
             drop(nodes);
+        }
+    }
+}
+
+#[cfg(all(test, not(rebound_loom)))]
+mod tests {
+    use super::*;
+
+    /// A walk that found nothing to claim but a slot still being written
+    /// must not let the consumer park without a timeout: the producer's
+    /// wake-up may go to another consumer.
+    #[test]
+    fn a_walk_held_up_by_a_slot_being_written_asks_to_look_again_soon() {
+        let backoff = Backoff::new();
+        while !backoff.is_completed() {
+            backoff.snooze();
+        }
+        let mut walk: Walk<()> = Walk::new(5_000);
+        walk.busy = true;
+        match walk.finish::<u8>(&backoff, |_, _| None) {
+            Some(Poll::Empty { next_due }) => {
+                assert_eq!(next_due, Some(5_000 + WRITING_RECHECK_NS));
+            }
+            _ => panic!("expected Empty with a recheck time"),
+        }
+        // With nothing being written, no timeout is invented.
+        let walk: Walk<()> = Walk::new(5_000);
+        match walk.finish::<u8>(&backoff, |_, _| None) {
+            Some(Poll::Empty { next_due }) => assert_eq!(next_due, None),
+            _ => panic!("expected Empty"),
         }
     }
 }
