@@ -165,14 +165,12 @@ impl<N> Walk<N> {
             Step::Next
         }
     }
-}
 
-impl<N> Walk<N> {
     /// Ends a walk: tries its pick with `claim`, and says whether the claim
     /// is over (`Some`) or the caller must walk again (`None`), after the
     /// right pause on `backoff`.
     fn finish<T>(
-        self,
+        mut self,
         backoff: &Backoff,
         claim: impl FnOnce(N, usize) -> Option<Claimed<T>>,
     ) -> Option<Poll<T>> {
@@ -195,9 +193,9 @@ impl<N> Walk<N> {
             // producer's own wake-up may go to another consumer, which takes
             // the message it wrote and leaves the ones queued behind it.
             None if self.busy => {
-                let recheck = self.now_ns.saturating_add(WRITING_RECHECK_NS);
+                self.due_later(self.now_ns.saturating_add(WRITING_RECHECK_NS));
                 Some(Poll::Empty {
-                    next_due: Some(self.next_due.map_or(recheck, |d| d.min(recheck))),
+                    next_due: self.next_due,
                 })
             }
             None => Some(Poll::Empty {

@@ -193,13 +193,23 @@ impl<T> Shared<T> {
     /// contended with the producers' allocations and showed in the tail
     /// latency.
     pub(crate) fn recycle(&self, dead: &mut Vec<Arc<Block<T>>>) {
-        dead.retain(|block| block.is_chained() && block.len() == BLOCK_CAPACITY);
+        // Chain blocks only: a delayed message's block of one is not reused.
+        dead.retain(|block| block.is_chained());
         let mut spare = lock(&self.spare);
         let keep = dead.len().min(SPARE_BLOCKS.saturating_sub(spare.len()));
         spare.extend(dead.drain(..keep));
         drop(spare);
         // The rest are freed here, outside the lock.
         dead.clear();
+    }
+
+    /// A spare chain block made fresh (see [`Block::reuse`]), if any.
+    fn reuse_spare(&self, key: Key, reserved: usize) -> Option<Arc<Block<T>>> {
+        let mut block = lock(&self.spare).pop()?;
+        // The spare list holds the only reference, so this always succeeds;
+        // if it did not, the block is dropped and the caller allocates.
+        Arc::get_mut(&mut block)?.reuse(key, reserved);
+        Some(block)
     }
 
     /// Hands a rolled-back message to the redeliverer, or discards it if the
@@ -322,18 +332,13 @@ impl<T: Send + Sync + 'static> Shared<T> {
             ts,
             seq: this.next_seq(),
         };
-        let block = match chained.then(|| lock(&this.spare).pop()).flatten() {
-            Some(mut spare) => match Arc::get_mut(&mut spare) {
-                Some(block) => {
-                    block.reuse(key, count);
-                    spare
-                }
-                // Unreachable: a spare block is referenced by the spare
-                // list alone. Allocate rather than trust it.
-                None => Arc::new(Block::new(Arc::clone(this), key, len, count, chained)),
-            },
-            None => Arc::new(Block::new(Arc::clone(this), key, len, count, chained)),
+        let spare = if chained {
+            this.reuse_spare(key, count)
+        } else {
+            None
         };
+        let block = spare
+            .unwrap_or_else(|| Arc::new(Block::new(Arc::clone(this), key, len, count, chained)));
         for (index, value) in values.take(count).enumerate() {
             // SAFETY: the block is not shared yet, and its first `count`
             // slots were reserved for its creator by `Block::new`.
