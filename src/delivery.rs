@@ -250,9 +250,8 @@ impl<T> Delivery<T> {
         let shared = self.shared();
         match outcome {
             Settle::Done { release, .. } => {
-                shared.counters.add(counter, 1);
+                shared.count_settle(counter);
                 shared.release(&self.block, self.index(), release);
-                shared.settled();
                 Ok(())
             }
             Settle::Stale => {

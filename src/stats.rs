@@ -166,6 +166,29 @@ impl Counters {
         }
     }
 
+    /// Adds `n` to a settle counter (`acked`, `dead_lettered`) outside the
+    /// close protocol, that is while the queue is open (see
+    /// `Shared::count_settle`): a plain store on a stripe this thread owns.
+    #[inline]
+    pub(crate) fn add_release(&self, counter: Counter, n: u64) {
+        let at = stripe_index();
+        let cell = self.cell(at, counter);
+        if at.owned {
+            // Relaxed load: this thread is the stripe's only writer. Release
+            // store: pairs with the SeqCst loads in `get`, so a reader that
+            // sees this settle also sees the `produced` increment made before
+            // the message was published, and `outstanding` never counts a
+            // settle without its produce.
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Release,
+            );
+        } else {
+            // Release: as above.
+            cell.fetch_add(n, Ordering::Release);
+        }
+    }
+
     /// The sum over stripes. SeqCst: see [`Self::add`].
     pub(crate) fn get(&self, counter: Counter) -> u64 {
         self.stripes

@@ -1,0 +1,60 @@
+//! Race 8: an ack versus `close`, with another consumer blocked in
+//! `consume` waiting for the queue to drain. While the queue is open an ack
+//! is counted with a plain store and wakes nobody, so an ack that saw the
+//! queue open just before it closed can go unseen by the blocked consumer;
+//! that consumer then parks for a bounded recheck interval instead of for
+//! good. The model fires the timers (moves the mock clock past the recheck)
+//! until the consumer is done: a consumer parked without a timeout, or one
+//! that returned `Closed` before the ack, fails it.
+#![cfg(rebound_loom)]
+
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::thread;
+use rebound::Closed;
+use rebound::__loom::advance;
+use rebound_loom_tests::{Drops, model, queue};
+use std::time::Duration;
+
+#[test]
+fn ack_vs_close_lets_a_blocked_consumer_see_closed_after_the_ack() {
+    model(|| {
+        let drops = Drops::new();
+        let q = queue(4);
+        q.produce(drops.msg("a")).unwrap();
+        let d = q.consume().unwrap();
+        let acked = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let acker = {
+            let acked = Arc::clone(&acked);
+            thread::spawn(move || {
+                // SeqCst (here and below): model bookkeeping, not the queue's.
+                acked.store(true, Ordering::SeqCst);
+                d.ack().unwrap();
+            })
+        };
+        let consumer = {
+            let (q, acked, done) = (q.clone(), Arc::clone(&acked), Arc::clone(&done));
+            thread::spawn(move || {
+                let got = q.consume().map(|d| d.name());
+                assert_eq!(got, Err(Closed), "nothing else was ever pending");
+                assert!(
+                    acked.load(Ordering::SeqCst),
+                    "Closed only once the message in flight is settled"
+                );
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        q.close();
+        acker.join().unwrap();
+        // The recheck interval passes, as often as it takes.
+        while !done.load(Ordering::SeqCst) {
+            advance(&q, Duration::from_millis(1));
+            thread::yield_now();
+        }
+        consumer.join().unwrap();
+        assert_eq!(q.stats().acked, 1);
+        drop(q);
+        assert_eq!(drops.count(), 1);
+    });
+}
