@@ -183,8 +183,15 @@ impl<T> Batch<T> {
         {
             Claim::Won { attempt } => {
                 self.advance_cursor(pos + 1);
+                let block = match self {
+                    // SAFETY: this claim moved the slot from attempt 0 to 1
+                    // (a fresh entry expects attempt 0), which happens once
+                    // per slot: its prepaid reference is this claim's.
+                    Batch::Fresh(_) => unsafe { crate::block::adopt_prepaid(entry.block) },
+                    Batch::Redelivery(_) => Arc::clone(entry.block),
+                };
                 Some(Claimed {
-                    block: Arc::clone(entry.block),
+                    block,
                     slot: entry.slot as u32,
                     attempt,
                     ts: entry.ts.unwrap_or_else(|| slot.ts()),

@@ -40,6 +40,18 @@ pub(crate) enum Next {
     Wait,
 }
 
+/// A block of message slots, owned through `Arc`s: its index entry, the
+/// open-tail pointer, the redeliverer's watch list, redelivery entries and
+/// deliveries each hold one.
+///
+/// The first delivery of each message does not clone an `Arc`: every slot
+/// holds one *prepaid* reference from the moment the block is made or reused
+/// ([`prepay`]), and the claim that moves the slot from attempt 0 to 1,
+/// which happens once per slot, adopts it ([`adopt_prepaid`]). That moves
+/// the reference-count increment from each claim to one batch per block on
+/// the producer. Teardown releases the prepaid references of slots never
+/// claimed ([`release_prepaid`]). A block whose only reference is the watch
+/// list's has therefore no message left to claim or settle.
 pub(crate) struct Block<T> {
     /// Consumers: the first slot that may still be claimable. Only a hint:
     /// the state words decide ownership.
@@ -63,15 +75,16 @@ pub(crate) struct Block<T> {
 
 impl<T> Block<T> {
     /// A block of `len` empty slots, keyed `key`, whose first `reserved` are
-    /// already owned by the creating thread.
+    /// already owned by the creating thread; its slots hold their prepaid
+    /// references.
     pub(crate) fn new(
         shared: Arc<Shared<T>>,
         key: Key,
         len: usize,
         reserved: usize,
         chained: bool,
-    ) -> Self {
-        Self {
+    ) -> Arc<Self> {
+        let block = Arc::new(Self {
             cursor: CachePadded::new(AtomicUsize::new(0)),
             reserved: CachePadded::new(AtomicUsize::new(reserved)),
             shared,
@@ -79,13 +92,16 @@ impl<T> Block<T> {
             key_ts: key.ts,
             chained,
             slots: (0..len).map(|_| Slot::new()).collect(),
-        }
+        });
+        prepay(&block);
+        block
     }
 
     /// Makes a dead block (every message final, nobody else referencing it)
     /// a fresh one keyed `key`, whose first `reserved` slots are owned by the
     /// caller: recycling skips an allocation on the producer and a free on
-    /// the redeliverer.
+    /// the redeliverer. The caller then gives the slots their prepaid
+    /// references ([`prepay`]).
     pub(crate) fn reuse(&mut self, key: Key, reserved: usize) {
         self.cursor = CachePadded::new(AtomicUsize::new(0));
         self.reserved = CachePadded::new(AtomicUsize::new(reserved));
@@ -156,6 +172,47 @@ impl<T> Block<T> {
 
     pub(crate) fn advance_cursor(&self, to: usize) {
         crate::batch::advance(&self.cursor, to);
+    }
+}
+
+/// Gives every slot of `block` its prepaid reference (see [`Block`]).
+/// Called once on a new ([`Block::new`]) or reused block, before it is shared.
+pub(crate) fn prepay<T>(block: &Arc<Block<T>>) {
+    for _ in 0..block.len() {
+        // SAFETY: `block` is a live `Arc`, so the pointer is valid and the
+        // count is at least one while it is incremented.
+        unsafe { Arc::increment_strong_count(Arc::as_ptr(block)) };
+    }
+}
+
+/// The prepaid reference of one slot of `block`, as an `Arc`.
+///
+/// # Safety
+/// The caller won the claim that moved that slot from attempt 0 to 1: that
+/// happens once per slot, so each prepaid reference is adopted at most once,
+/// and it has not been released (only teardown releases them, and only for
+/// slots still at attempt 0).
+pub(crate) unsafe fn adopt_prepaid<T>(block: &Arc<Block<T>>) -> Arc<Block<T>> {
+    // SAFETY: by the contract the count includes a reference nobody else
+    // owns, which this `Arc` now owns.
+    unsafe { Arc::from_raw(Arc::as_ptr(block)) }
+}
+
+/// Releases the prepaid references of the slots of `block` never claimed
+/// (still at attempt 0).
+///
+/// # Safety
+/// No claim can happen any more (teardown: no handle is left), and this is
+/// called once per block.
+pub(crate) unsafe fn release_prepaid<T>(block: &Arc<Block<T>>) {
+    let unclaimed = (0..block.len())
+        .filter(|&index| block.slot(index).state.load().attempt() == 0)
+        .count();
+    for _ in 0..unclaimed {
+        // SAFETY: each of these slots still holds its prepaid reference (it
+        // was never claimed, and by the contract never will be, nor released
+        // twice); `block` itself keeps the count above zero.
+        unsafe { Arc::decrement_strong_count(Arc::as_ptr(block)) };
     }
 }
 

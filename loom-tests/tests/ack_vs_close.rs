@@ -11,8 +11,8 @@
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
-use rebound::Closed;
 use rebound::__loom::advance;
+use rebound::Closed;
 use rebound_loom_tests::{Drops, model, queue};
 use std::time::Duration;
 
