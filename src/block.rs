@@ -5,7 +5,7 @@
 use crate::index::Key;
 use crate::queue::Shared;
 use crate::slot::Slot;
-use crate::sync::{Arc, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicPtr, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// Slots per block for immediate messages. 64 amortises the skiplist node,
@@ -71,6 +71,11 @@ pub(crate) struct Block<T> {
     /// in that order.
     chained: bool,
     slots: Box<[Slot<T>]>,
+    /// The next block in the redeliverer's [`Registrations`] stack while
+    /// this one waits there.
+    ///
+    /// [`Registrations`]: crate::registrations::Registrations
+    pub(crate) next_registered: AtomicPtr<Block<T>>,
 }
 
 impl<T> Block<T> {
@@ -92,6 +97,7 @@ impl<T> Block<T> {
             key_ts: key.ts,
             chained,
             slots: (0..len).map(|_| Slot::new()).collect(),
+            next_registered: AtomicPtr::new(std::ptr::null_mut()),
         });
         prepay(&block);
         block

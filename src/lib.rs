@@ -73,6 +73,7 @@ mod pool;
 mod process;
 mod queue;
 mod redelivery;
+mod registrations;
 #[cfg(not(rebound_loom))]
 mod report;
 mod slot;

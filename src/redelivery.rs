@@ -15,6 +15,7 @@ use crate::clock;
 use crate::clock::UPKEEP_INTERVAL;
 use crate::index::Key;
 use crate::queue::Shared;
+use crate::registrations::Registrations;
 use crate::state::{Expire, MAX_TICK_SPAN, Reinsert, TICK_MASK, tick_reached};
 use crate::stats::Counter;
 use crate::sync::{Arc, Condvar, Mutex, lock};
@@ -29,7 +30,6 @@ const BATCH_SPAN_NS: u64 = 1_000_000;
 
 struct InboxState<T> {
     backtracked: Vec<MessageRef<T>>,
-    blocks: Vec<Arc<Block<T>>>,
     /// The redeliverer is idle (no clock upkeep) and waits on `cond`: new
     /// work must notify it. While busy it looks at the inbox every upkeep
     /// interval anyway.
@@ -43,6 +43,8 @@ struct InboxState<T> {
 pub(crate) struct Inbox<T> {
     state: Mutex<InboxState<T>>,
     cond: Condvar,
+    /// New blocks, pushed without the lock.
+    blocks: Registrations<T>,
 }
 
 impl<T> Inbox<T> {
@@ -50,12 +52,12 @@ impl<T> Inbox<T> {
         Self {
             state: Mutex::new(InboxState {
                 backtracked: Vec::new(),
-                blocks: Vec::new(),
                 idle: false,
                 kicked: false,
                 stopped: false,
             }),
             cond: Condvar::new(),
+            blocks: Registrations::new(),
         }
     }
 
@@ -85,39 +87,40 @@ impl<T> Inbox<T> {
     }
 
     /// Tells the redeliverer about a new block whose leases it must watch.
+    /// Takes the lock only to wake an idle redeliverer, once per
+    /// [`REGISTER_WAKE`] blocks.
     pub(crate) fn register(&self, block: Arc<Block<T>>) {
-        let mut state = lock(&self.state);
-        if state.stopped {
-            return;
-        }
-        state.blocks.push(block);
-        if state.idle && state.blocks.len() >= REGISTER_WAKE {
-            state.idle = false;
-            self.cond.notify_one();
+        if self.blocks.push(block) == REGISTER_WAKE {
+            // The lock orders this with an idle redeliverer's last look at
+            // the count: either it saw `REGISTER_WAKE` blocks or it is
+            // waiting by the time this takes the lock.
+            let mut state = lock(&self.state);
+            if state.idle {
+                state.idle = false;
+                self.cond.notify_one();
+            }
         }
     }
 
     #[cfg(not(rebound_loom))]
     fn has_work(&self) -> bool {
-        let state = lock(&self.state);
-        !state.backtracked.is_empty() || state.blocks.len() >= REGISTER_WAKE
+        self.blocks.len() >= REGISTER_WAKE || !lock(&self.state).backtracked.is_empty()
     }
 
     fn take(&self, backtracked: &mut Vec<MessageRef<T>>, blocks: &mut Vec<Arc<Block<T>>>) {
-        let mut state = lock(&self.state);
-        std::mem::swap(&mut state.backtracked, backtracked);
-        blocks.append(&mut state.blocks);
+        std::mem::swap(&mut lock(&self.state).backtracked, backtracked);
+        self.blocks.take(blocks);
     }
 
     /// Stops the redeliverer and returns what was still waiting for it.
+    /// (No handle is left, so no producer registers a block any more.)
     pub(crate) fn stop(&self) -> (Vec<Arc<Block<T>>>, Vec<MessageRef<T>>) {
         let mut state = lock(&self.state);
         state.stopped = true;
         self.cond.notify_all();
-        (
-            std::mem::take(&mut state.blocks),
-            std::mem::take(&mut state.backtracked),
-        )
+        let mut blocks = Vec::new();
+        self.blocks.take(&mut blocks);
+        (blocks, std::mem::take(&mut state.backtracked))
     }
 
     /// Sleeps until `until` (forever with `None`). An idle sleep is cut
@@ -132,7 +135,7 @@ impl<T> Inbox<T> {
             }
             let woken = std::mem::take(&mut state.kicked)
                 || !state.backtracked.is_empty()
-                || state.blocks.len() >= REGISTER_WAKE;
+                || self.blocks.len() >= REGISTER_WAKE;
             let now = now();
             if (idle && woken) || until.is_some_and(|u| now >= u) {
                 return Some(woken);
