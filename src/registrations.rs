@@ -55,6 +55,7 @@ impl<T> Registrations<T> {
     }
 
     /// Blocks waiting (a hint: pushes and takes may be in progress).
+    #[cfg_attr(rebound_loom, allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         // Relaxed: see `push`.
         self.len.load(Ordering::Relaxed)
