@@ -6,7 +6,7 @@
 //! possible lease deadline has come, scans the blocks that may hold claims
 //! and expires those whose lease ran out; (3) forgets blocks nobody else
 //! references any more. Reinserted messages go into the index as batches of
-//! references, one batch per millisecond of due time.
+//! references, one batch per 100 microseconds of due time.
 
 use crate::batch::{Batch, MessageRef, RefBatch};
 use crate::block::Block;
@@ -24,9 +24,9 @@ use crate::sync::{Instant, now, wait};
 
 /// Wake the redeliverer to prune once this many new blocks are waiting.
 const REGISTER_WAKE: usize = 256;
-/// Nanoseconds per index batch of redelivered messages. Redelivery due
-/// times are rounded up to a multiple of it, so a batch falls due whole.
-const BATCH_SPAN_NS: u64 = 1_000_000;
+/// Nanoseconds per index batch of redelivered messages (100 us). Redelivery
+/// due times are rounded up to a multiple of it, so a batch falls due whole.
+const BATCH_SPAN_NS: u64 = 100_000;
 
 struct InboxState<T> {
     backtracked: Vec<MessageRef<T>>,
@@ -251,13 +251,14 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         self.prune_at = (self.watched.len() * 2).max(REGISTER_WAKE);
     }
 
-    /// Puts `ready` into the index, one batch per millisecond of due time.
+    /// Puts `ready` into the index, one batch per [`BATCH_SPAN_NS`] of due
+    /// time.
     ///
-    /// Due times are first rounded up to the millisecond, so every message
-    /// of a batch falls due at once: a batch whose head was not due yet
-    /// stayed in every claim walk's way until it was, which cost 10% of
-    /// the one-consumer rate with 10% of messages rolled back for 1 ms
-    /// (see docs/design.md). Never early; at most 1 ms late.
+    /// Due times are first rounded up to a multiple of the span, so every
+    /// message of a batch falls due at once: a batch whose head was due and
+    /// the rest not stayed in every claim walk's way until it was, which
+    /// cost 10% of the one-consumer rate with 10% of messages rolled back
+    /// for 1 ms (see docs/design.md). Never early; at most 100 us late.
     fn reinsert(&mut self, shared: &Shared<T>) {
         if self.ready.is_empty() {
             return;
