@@ -150,20 +150,9 @@ impl Counters {
     /// detection read them, and neither needs them ordered with anything.
     #[inline]
     pub(crate) fn bump(&self, counter: Counter, n: u64) {
-        let at = stripe_index();
-        let cell = self.cell(at, counter);
-        if at.owned {
-            // Relaxed: this thread is the stripe's only writer (ownership
-            // passed with Acquire/Release in `stripe_index`); readers only
-            // need the value to be atomic.
-            cell.store(
-                cell.load(Ordering::Relaxed).wrapping_add(n),
-                Ordering::Relaxed,
-            );
-        } else {
-            // Relaxed: a statistic, ordered with nothing.
-            cell.fetch_add(n, Ordering::Relaxed);
-        }
+        // Relaxed: a statistic, ordered with nothing; readers only need the
+        // value to be atomic.
+        self.add_unlocked(counter, n, Ordering::Relaxed);
     }
 
     /// Adds `n` to a settle counter (`acked`, `dead_lettered`) outside the
@@ -171,21 +160,26 @@ impl Counters {
     /// `Shared::count_settle`): a plain store on a stripe this thread owns.
     #[inline]
     pub(crate) fn add_release(&self, counter: Counter, n: u64) {
+        // Release: pairs with the SeqCst loads in `get`, so a reader that
+        // sees this settle also sees the `produced` increment made before
+        // the message was published, and `outstanding` never counts a
+        // settle without its produce.
+        self.add_unlocked(counter, n, Ordering::Release);
+    }
+
+    /// Adds `n` with a plain load and a store of ordering `order` on a stripe
+    /// this thread owns, or with a read-modify-write of that ordering on the
+    /// shared stripe.
+    #[inline]
+    fn add_unlocked(&self, counter: Counter, n: u64, order: Ordering) {
         let at = stripe_index();
         let cell = self.cell(at, counter);
         if at.owned {
-            // Relaxed load: this thread is the stripe's only writer. Release
-            // store: pairs with the SeqCst loads in `get`, so a reader that
-            // sees this settle also sees the `produced` increment made before
-            // the message was published, and `outstanding` never counts a
-            // settle without its produce.
-            cell.store(
-                cell.load(Ordering::Relaxed).wrapping_add(n),
-                Ordering::Release,
-            );
+            // Relaxed load: this thread is the stripe's only writer
+            // (ownership passed with Acquire/Release in `stripe_index`).
+            cell.store(cell.load(Ordering::Relaxed).wrapping_add(n), order);
         } else {
-            // Release: as above.
-            cell.fetch_add(n, Ordering::Release);
+            cell.fetch_add(n, order);
         }
     }
 
