@@ -250,8 +250,10 @@ impl<T> Delivery<T> {
         let shared = self.shared();
         match outcome {
             Settle::Done { release, .. } => {
-                shared.count_settle(counter);
+                // Release first: a consumer woken by the count on a closed
+                // queue may return `Closed` and drain the dead letters.
                 shared.release(&self.block, self.index(), release);
+                shared.count_settle(counter);
                 Ok(())
             }
             Settle::Stale => {

@@ -888,10 +888,16 @@ impl<T: Send + Sync + 'static> Queue<T> {
                 spin.snooze();
                 continue;
             }
-            // Then keep yielding for up to `SPIN_BEFORE_PARK`: see there.
-            if !SPIN_BEFORE_PARK.is_zero() {
+            // Then, while the queue is open, keep yielding for up to
+            // `SPIN_BEFORE_PARK` (see there), once per call and never past
+            // `deadline`. (A stop flag set meanwhile is seen after it.)
+            if !SPIN_BEFORE_PARK.is_zero() && !self.shared.is_closed() {
                 let now = self.shared.clock.now();
-                if now < *spin_until.get_or_insert(now + SPIN_BEFORE_PARK) {
+                let until = *spin_until.get_or_insert_with(|| {
+                    let until = now + SPIN_BEFORE_PARK;
+                    deadline.map_or(until, |deadline| deadline.min(until))
+                });
+                if now < until {
                     spin.snooze();
                     continue;
                 }
@@ -929,8 +935,6 @@ impl<T: Send + Sync + 'static> Queue<T> {
                 wake = Some(wake.map_or(deadline, |w| w.min(deadline)));
             }
             sleeper.wait(wake.map(|w| w.saturating_duration_since(now)));
-            // Woken: traffic may have resumed, spin again before parking.
-            spin_until = None;
         }
     }
 
@@ -1083,13 +1087,17 @@ fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
             }
         }
     }
-    // Every live block is in the watch list or the inbox; the index and the
-    // rolled-back messages only add duplicates.
+    // A block may be listed more than once. Every block that still holds a
+    // prepaid reference is in the index: a slot at attempt 0 (never claimed)
+    // keeps its block from being exhausted, so its `Fresh` entry is still
+    // there. (The watch list alone would not do: under loom the model keeps
+    // it, and teardown on the redeliverer thread does not get it back.)
     blocks.sort_unstable_by_key(Arc::as_ptr);
     blocks.dedup_by(|a, b| Arc::ptr_eq(a, b));
     for block in &blocks {
-        // SAFETY: no handle is left, so nothing claims any more, and
-        // `blocks` holds each block once.
+        // SAFETY: no handle is left, so nothing claims any more; `blocks`
+        // holds each block once, and every block with a slot at attempt 0
+        // (see above).
         unsafe { crate::block::release_prepaid(block) };
     }
     drop(blocks);
@@ -1250,6 +1258,17 @@ mod tests {
             .backoff(Backoff::fixed(Duration::ZERO))
             .build();
         let shared = Arc::downgrade(&q.shared);
+        // Enough traffic for the redeliverer to find dead blocks and keep
+        // them as spares, so that the blocks below are reused ones.
+        // (The redeliverer prunes as new blocks come in, so keep them coming.)
+        let start = std::time::Instant::now();
+        while lock(&q.shared.spare).len() < 4 && start.elapsed() < Duration::from_secs(5) {
+            q.produce_batch((0..1000).map(|i| i.to_string())).unwrap();
+            while let Ok(batch) = q.try_consume_batch(1000) {
+                batch.into_iter().for_each(|d| d.ack().unwrap());
+            }
+        }
+        assert!(lock(&q.shared.spare).len() >= 4, "no spare blocks to reuse");
         // A rollback, redelivered and claimed again, then left pending.
         q.produce("again".to_string()).unwrap();
         q.try_consume().unwrap().rollback().unwrap();

@@ -9,6 +9,7 @@
 
 use crate::block::Block;
 use crate::sync::{Arc, AtomicPtr, AtomicUsize, Ordering};
+use std::marker::PhantomData;
 use std::ptr;
 
 pub(crate) struct Registrations<T> {
@@ -17,6 +18,9 @@ pub(crate) struct Registrations<T> {
     head: AtomicPtr<Block<T>>,
     /// Blocks pushed and not taken yet.
     len: AtomicUsize,
+    /// The stack owns `Arc<Block<T>>`s (made raw): it is `Send`/`Sync`
+    /// only as they are.
+    _owns: PhantomData<Arc<Block<T>>>,
 }
 
 impl<T> Registrations<T> {
@@ -24,12 +28,18 @@ impl<T> Registrations<T> {
         Self {
             head: AtomicPtr::new(ptr::null_mut()),
             len: AtomicUsize::new(0),
+            _owns: PhantomData,
         }
     }
 
     /// Pushes `block`; returns how many blocks are waiting, this one
     /// included.
     pub(crate) fn push(&self, block: Arc<Block<T>>) -> usize {
+        // Counted before the node is published, so that a `take` that
+        // removes it always subtracts after this add: `len` never wraps.
+        // Relaxed: a count for deciding when to wake the redeliverer; the
+        // inbox lock orders it with the redeliverer's decision to sleep.
+        let waiting = self.len.fetch_add(1, Ordering::Relaxed) + 1;
         let node = Arc::into_raw(block).cast_mut();
         // Relaxed: the compare-exchange below publishes the link.
         let mut head = self.head.load(Ordering::Relaxed);
@@ -40,7 +50,8 @@ impl<T> Registrations<T> {
             // Relaxed: published by the Release compare-exchange below.
             next.store(head, Ordering::Relaxed);
             // Release: pairs with the Acquire swap in `take`, so the taker
-            // sees the link and the block's fields.
+            // sees the link and the block's fields. Relaxed on failure: the
+            // head read back is only stored as a link, never dereferenced.
             match self
                 .head
                 .compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed)
@@ -49,9 +60,7 @@ impl<T> Registrations<T> {
                 Err(current) => head = current,
             }
         }
-        // Relaxed: a count for deciding when to wake the redeliverer; the
-        // inbox lock orders it with the redeliverer's decision to sleep.
-        self.len.fetch_add(1, Ordering::Relaxed) + 1
+        waiting
     }
 
     /// Blocks waiting (a hint: pushes and takes may be in progress).
