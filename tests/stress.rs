@@ -14,7 +14,6 @@ use std::time::Duration;
 const PRODUCERS: usize = 3;
 const CONSUMERS: usize = 3;
 const PER_PRODUCER: u32 = 8_000;
-const MESSAGES: u32 = PRODUCERS as u32 * PER_PRODUCER;
 const MAX_ATTEMPTS: u32 = 4;
 
 fn is_poison(n: u32) -> bool {
@@ -42,8 +41,8 @@ struct Ledger {
 }
 
 impl Ledger {
-    fn new() -> Self {
-        let n = MESSAGES as usize;
+    fn new(messages: u32) -> Self {
+        let n = messages as usize;
         Self {
             holding: (0..n).map(|_| AtomicBool::new(false)).collect(),
             deliveries: (0..n).map(|_| AtomicU32::new(0)).collect(),
@@ -63,13 +62,29 @@ fn quiet_panics() {
 
 #[test]
 fn mixed_failures_lose_nothing_and_never_double_hold() {
+    mixed_failures(PER_PRODUCER);
+}
+
+/// The same, long: 100 rounds of 50 000 messages per producer (about 8 s
+/// here in release). Run with
+/// `cargo test --release --test stress -- --ignored`.
+#[test]
+#[ignore = "long: run by hand with --release -- --ignored"]
+fn mixed_failures_long() {
+    for _ in 0..100 {
+        mixed_failures(50_000);
+    }
+}
+
+fn mixed_failures(per_producer: u32) {
+    let messages = PRODUCERS as u32 * per_producer;
     quiet_panics();
     let q: Queue<u32> = Queue::builder()
         .lease(Duration::from_secs(60))
         .backoff(Backoff::fixed(Duration::ZERO))
         .max_attempts(MAX_ATTEMPTS)
         .build();
-    let ledger = Ledger::new();
+    let ledger = Ledger::new(messages);
     thread::scope(|s| {
         for c in 0..CONSUMERS {
             let (q, ledger) = (q.clone(), &ledger);
@@ -114,8 +129,8 @@ fn mixed_failures_lose_nothing_and_never_double_hold() {
             .map(|p| {
                 let q = q.clone();
                 s.spawn(move || {
-                    for i in 0..PER_PRODUCER {
-                        q.produce(p * PER_PRODUCER + i).unwrap();
+                    for i in 0..per_producer {
+                        q.produce(p * per_producer + i).unwrap();
                     }
                 })
             })
@@ -131,7 +146,7 @@ fn mixed_failures_lose_nothing_and_never_double_hold() {
         .into_iter()
         .map(|d| (*d.payload(), (d.attempts(), d.reason())))
         .collect();
-    for n in 0..MESSAGES {
+    for n in 0..messages {
         let acks = ledger.acks[n as usize].load(Ordering::SeqCst);
         let deliveries = ledger.deliveries[n as usize].load(Ordering::SeqCst);
         if is_rejected(n) {
@@ -153,7 +168,7 @@ fn mixed_failures_lose_nothing_and_never_double_hold() {
         }
     }
     let s = q.stats();
-    assert_eq!(s.produced, u64::from(MESSAGES));
+    assert_eq!(s.produced, u64::from(messages));
     assert_eq!(s.acked + s.dead_lettered, s.produced);
     assert_eq!((s.ready, s.delayed, s.in_flight), (0, 0, 0));
     // Every delivery ended in exactly one ack, rollback (drop and panic
