@@ -58,3 +58,41 @@ fn ack_vs_close_lets_a_blocked_consumer_see_closed_after_the_ack() {
         assert_eq!(drops.count(), 1);
     });
 }
+
+#[test]
+fn dead_letter_vs_close_is_in_the_list_when_the_blocked_consumer_sees_closed() {
+    model(|| {
+        let drops = Drops::new();
+        let q = queue(4);
+        q.produce(drops.msg("a")).unwrap();
+        let d = q.consume().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let rejecter = thread::spawn(move || d.dead_letter().unwrap());
+        let consumer = {
+            let (q, done) = (q.clone(), Arc::clone(&done));
+            thread::spawn(move || {
+                assert_eq!(q.consume().map(|d| d.name()), Err(Closed));
+                let letters = q.drain_dead_letters();
+                assert_eq!(
+                    letters
+                        .iter()
+                        .map(|l| l.payload().name())
+                        .collect::<Vec<_>>(),
+                    ["a"],
+                    "the dead letter is in the list once the queue is drained"
+                );
+                // SeqCst: model bookkeeping, not the queue's.
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        q.close();
+        rejecter.join().unwrap();
+        while !done.load(Ordering::SeqCst) {
+            advance(&q, Duration::from_millis(1));
+            thread::yield_now();
+        }
+        consumer.join().unwrap();
+        drop(q);
+        assert_eq!(drops.count(), 1);
+    });
+}
