@@ -33,8 +33,13 @@ const SHORT_LEASE: Duration = Duration::from_secs(1);
 const SPARE_BLOCKS: usize = 1024;
 
 /// How long a consumer blocked on a closed queue with messages still in
-/// flight parks at most before it looks again (see `Shared::count_settle`).
+/// flight parks at most before it looks again (see `Shared::count_settle`),
+/// the first time; the interval doubles each time it parks again, up to
+/// [`CLOSED_RECHECK_MAX`], so that a consumer waiting out a long handler
+/// does not wake a thousand times a second.
 const CLOSED_RECHECK: Duration = Duration::from_millis(1);
+/// The longest interval between two such looks.
+const CLOSED_RECHECK_MAX: Duration = Duration::from_millis(64);
 
 /// How long a consumer that found nothing keeps polling (yielding the CPU
 /// in between) before it parks. Parking is expensive for the producer that
@@ -878,6 +883,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     ) -> Result<R, ConsumeTimeoutError> {
         let spin = Spin::new();
         let mut spin_until = None;
+        let mut closed_recheck = CLOSED_RECHECK;
         loop {
             if let Ok(taken) = poll(false) {
                 return Ok(taken);
@@ -925,8 +931,9 @@ impl<T: Send + Sync + 'static> Queue<T> {
             // this: see docs/verification.md.)
             #[cfg(not(all(rebound_loom, rebound_loom_mutant = "no_closed_recheck")))]
             if self.shared.is_closed() {
-                let recheck = now + CLOSED_RECHECK;
+                let recheck = now + closed_recheck;
                 wake = Some(wake.map_or(recheck, |w| w.min(recheck)));
+                closed_recheck = (closed_recheck * 2).min(CLOSED_RECHECK_MAX);
             }
             if let Some(deadline) = deadline {
                 if now >= deadline {
