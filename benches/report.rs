@@ -351,25 +351,47 @@ fn plot_throughput(path: &Path, scenario: &str, title: &str, rates: &Rates) -> P
         .y_label_formatter(&|y| format!("{y:.1}"))
         .draw()?;
     for (name, colour, points) in series {
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-            });
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, 3, colour.filled())),
-        )?;
+        draw_line(&mut chart, name, colour, points)?;
     }
+    draw_legend(&mut chart)?;
+    root.present()?;
+    Ok(())
+}
+
+/// Both plots: a `u32` x axis, a logarithmic `f64` y axis.
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordu32, LogCoord<f64>>,
+>;
+
+/// One contender's line, with a dot per point, labelled for the legend.
+fn draw_line<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    name: &'static str,
+    colour: RGBColor,
+    points: Vec<(u32, f64)>,
+) -> PlotResult {
+    chart
+        .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+    chart.draw_series(
+        points
+            .into_iter()
+            .map(|p| Circle::new(p, 3, colour.filled())),
+    )?;
+    Ok(())
+}
+
+/// The legend, top right.
+fn draw_legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> PlotResult {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
@@ -429,24 +451,9 @@ fn plot_latency(path: &Path, latency: &Value) -> PlotResult {
                 .zip(quantiles)
                 .filter_map(|(i, q)| Some((i, row[q].as_f64()?)))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                });
-            chart.draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, colour.filled())),
-            )?;
+            draw_line(&mut chart, name, colour, points)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart)?;
     }
     root.present()?;
     Ok(())

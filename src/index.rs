@@ -205,6 +205,23 @@ impl<N> Walk<N> {
     }
 }
 
+/// `Index::claim_many` for both indexes: claims with `claim` into `out`
+/// until it holds `max` or nothing is ready; then the earliest known future
+/// due time.
+fn claim_up_to<T>(
+    max: usize,
+    out: &mut Vec<Claimed<T>>,
+    mut claim: impl FnMut() -> Poll<T>,
+) -> Option<u64> {
+    for _ in 0..max {
+        match claim() {
+            Poll::Claimed(claimed) => out.push(claimed),
+            Poll::Empty { next_due } => return next_due,
+        }
+    }
+    None
+}
+
 #[cfg(not(rebound_loom))]
 pub(crate) struct Index<T> {
     list: SkipList<Key, Batch<T>>,
@@ -247,13 +264,9 @@ impl<T: Send + Sync + 'static> Index<T> {
         out: &mut Vec<Claimed<T>>,
     ) -> Option<u64> {
         let guard = epoch::pin();
-        for _ in 0..max {
-            match self.claim_pinned(&guard, now_ns, deadline_tick) {
-                Poll::Claimed(claimed) => out.push(claimed),
-                Poll::Empty { next_due } => return next_due,
-            }
-        }
-        None
+        claim_up_to(max, out, || {
+            self.claim_pinned(&guard, now_ns, deadline_tick)
+        })
     }
 
     /// One claim: walk, then try the pick, until a claim wins or nothing
@@ -358,13 +371,7 @@ mod model {
             max: usize,
             out: &mut Vec<Claimed<T>>,
         ) -> Option<u64> {
-            for _ in 0..max {
-                match self.claim(now_ns, deadline_tick) {
-                    Poll::Claimed(claimed) => out.push(claimed),
-                    Poll::Empty { next_due } => return next_due,
-                }
-            }
-            None
+            super::claim_up_to(max, out, || self.claim(now_ns, deadline_tick))
         }
 
         /// The skiplist `claim_pinned`, over a snapshot of the nodes (a

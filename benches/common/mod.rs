@@ -146,28 +146,39 @@ fn retried<T: Payload>(mut value: T) -> T {
     value
 }
 
-/// crossbeam-channel unbounded: send -> recv, the speed ceiling.
-pub(crate) struct CrossbeamChannel<T>(crossbeam_channel::Sender<T>, crossbeam_channel::Receiver<T>);
+/// A channel: no acks, no delays. As a [`Contender`] (wrapped in
+/// [`Chan`]), `ack` drops the message and `rollback` re-sends it at once,
+/// marked [`RETRIED`].
+pub(crate) trait Channel<T>: Send + Sync + 'static {
+    const NAME: &'static str;
+    fn new() -> Self;
+    fn send(&self, value: T);
+    fn try_recv(&self) -> Option<T>;
+    /// Blocks until a message is ready.
+    fn recv(&self) -> T;
+}
 
-impl<T: Payload> Contender<T> for CrossbeamChannel<T> {
-    const NAME: &'static str = "crossbeam-channel";
+/// A [`Channel`] as a [`Contender`].
+pub(crate) struct Chan<C>(C);
+
+impl<T: Payload, C: Channel<T>> Contender<T> for Chan<C> {
+    const NAME: &'static str = C::NAME;
     const DELAYS: bool = false;
     type Claim = T;
     fn new() -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        CrossbeamChannel(tx, rx)
+        Chan(C::new())
     }
     fn produce(&self, value: T) {
-        self.0.send(value).expect("receiver alive");
+        self.0.send(value);
     }
     fn produce_after(&self, _: T, _: Duration) {
         unreachable!("channels have no delayed delivery")
     }
     fn try_consume(&self) -> Option<T> {
-        self.1.try_recv().ok()
+        self.0.try_recv()
     }
     fn consume(&self) -> T {
-        self.1.recv().expect("sender alive")
+        self.0.recv()
     }
     fn payload(claim: &T) -> &T {
         claim
@@ -179,88 +190,77 @@ impl<T: Payload> Contender<T> for CrossbeamChannel<T> {
         drop(claim);
     }
     fn rollback(&self, claim: T, _: Duration) {
-        self.produce(retried(claim));
+        self.0.send(retried(claim));
+    }
+}
+
+/// crossbeam-channel unbounded: send -> recv, the speed ceiling.
+pub(crate) type CrossbeamChannel<T> = Chan<Crossbeam<T>>;
+pub(crate) struct Crossbeam<T>(crossbeam_channel::Sender<T>, crossbeam_channel::Receiver<T>);
+
+impl<T: Payload> Channel<T> for Crossbeam<T> {
+    const NAME: &'static str = "crossbeam-channel";
+    fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Crossbeam(tx, rx)
+    }
+    fn send(&self, value: T) {
+        self.0.send(value).expect("receiver alive");
+    }
+    fn try_recv(&self) -> Option<T> {
+        self.1.try_recv().ok()
+    }
+    fn recv(&self) -> T {
+        self.1.recv().expect("sender alive")
     }
 }
 
 /// flume unbounded: send -> recv.
-pub(crate) struct Flume<T>(flume::Sender<T>, flume::Receiver<T>);
+pub(crate) type Flume<T> = Chan<FlumeChannel<T>>;
+pub(crate) struct FlumeChannel<T>(flume::Sender<T>, flume::Receiver<T>);
 
-impl<T: Payload> Contender<T> for Flume<T> {
+impl<T: Payload> Channel<T> for FlumeChannel<T> {
     const NAME: &'static str = "flume";
-    const DELAYS: bool = false;
-    type Claim = T;
     fn new() -> Self {
         let (tx, rx) = flume::unbounded();
-        Flume(tx, rx)
+        FlumeChannel(tx, rx)
     }
-    fn produce(&self, value: T) {
+    fn send(&self, value: T) {
         self.0.send(value).expect("receiver alive");
     }
-    fn produce_after(&self, _: T, _: Duration) {
-        unreachable!("channels have no delayed delivery")
-    }
-    fn try_consume(&self) -> Option<T> {
+    fn try_recv(&self) -> Option<T> {
         self.1.try_recv().ok()
     }
-    fn consume(&self) -> T {
+    fn recv(&self) -> T {
         self.1.recv().expect("sender alive")
-    }
-    fn payload(claim: &T) -> &T {
-        claim
-    }
-    fn first_attempt(claim: &T) -> bool {
-        claim.word() & RETRIED == 0
-    }
-    fn ack(&self, claim: T) {
-        drop(claim);
-    }
-    fn rollback(&self, claim: T, _: Duration) {
-        self.produce(retried(claim));
     }
 }
 
 /// `std::sync::mpsc` unbounded. Its receiver is single-consumer, so the
 /// consumers share it behind a `Mutex` (uncontended at one consumer).
-pub(crate) struct StdMpsc<T>(mpsc::Sender<T>, Mutex<mpsc::Receiver<T>>);
+pub(crate) type StdMpsc<T> = Chan<Mpsc<T>>;
+pub(crate) struct Mpsc<T>(mpsc::Sender<T>, Mutex<mpsc::Receiver<T>>);
 
-impl<T: Payload> Contender<T> for StdMpsc<T> {
+impl<T: Payload> Channel<T> for Mpsc<T> {
     const NAME: &'static str = "std-mpsc";
-    const DELAYS: bool = false;
-    type Claim = T;
     fn new() -> Self {
         let (tx, rx) = mpsc::channel();
-        StdMpsc(tx, Mutex::new(rx))
+        Mpsc(tx, Mutex::new(rx))
     }
-    fn produce(&self, value: T) {
+    fn send(&self, value: T) {
         self.0.send(value).expect("receiver alive");
-    }
-    fn produce_after(&self, _: T, _: Duration) {
-        unreachable!("channels have no delayed delivery")
     }
     /// Never waits for the receiver's lock: another consumer may hold it
     /// while blocked in `recv`.
-    fn try_consume(&self) -> Option<T> {
+    fn try_recv(&self) -> Option<T> {
         match self.1.try_lock() {
             Ok(rx) => rx.try_recv().ok(),
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().try_recv().ok(),
             Err(std::sync::TryLockError::WouldBlock) => None,
         }
     }
-    fn consume(&self) -> T {
+    fn recv(&self) -> T {
         lock(&self.1).recv().expect("sender alive")
-    }
-    fn payload(claim: &T) -> &T {
-        claim
-    }
-    fn first_attempt(claim: &T) -> bool {
-        claim.word() & RETRIED == 0
-    }
-    fn ack(&self, claim: T) {
-        drop(claim);
-    }
-    fn rollback(&self, claim: T, _: Duration) {
-        self.produce(retried(claim));
     }
 }
 

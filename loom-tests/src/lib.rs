@@ -6,7 +6,8 @@
 //! This library holds what every model shares; see `docs/verification.md`.
 #![cfg(rebound_loom)]
 
-use rebound::{Backoff, Queue};
+use rebound::__loom::{Redeliverer, advance};
+use rebound::{Backoff, Delivery, Queue};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +26,21 @@ pub fn queue(max_attempts: u32) -> Queue<Msg> {
         .backoff(Backoff::fixed(Duration::ZERO))
         .max_attempts(max_attempts)
         .build()
+}
+
+/// Where the lease-expiry models start: a [`queue`] of `max_attempts`
+/// holding one message `m`, claimed as `d`, a redeliverer that has not run
+/// yet, and the mock clock moved to the end of `d`'s lease.
+pub fn claimed_at_lease_end(
+    drops: &Drops,
+    max_attempts: u32,
+) -> (Queue<Msg>, Redeliverer<Msg>, Delivery<Msg>) {
+    let q = queue(max_attempts);
+    q.produce(drops.msg("m")).unwrap();
+    let redeliverer = Redeliverer::new();
+    let d = q.try_consume().unwrap();
+    advance(&q, LEASE);
+    (q, redeliverer, d)
 }
 
 /// Counts the drops of the payloads of one execution, so that a model can

@@ -5,19 +5,15 @@
 #![cfg(rebound_loom)]
 
 use loom::thread;
-use rebound::__loom::{Redeliverer, advance};
 use rebound::TryConsumeError;
-use rebound_loom_tests::{Drops, LEASE, model, queue};
+use rebound_loom_tests::{Drops, claimed_at_lease_end, model};
 
 #[test]
 fn ack_vs_lease_expiry_exactly_one_wins() {
     model(|| {
         let drops = Drops::new();
-        let q = queue(4);
-        q.produce(drops.msg("m")).unwrap();
-        let mut redeliverer = Redeliverer::new();
-        let d = q.try_consume().unwrap();
-        advance(&q, LEASE); // the lease has just ended
+        // `m` claimed, and its lease has just ended.
+        let (q, mut redeliverer, d) = claimed_at_lease_end(&drops, 4);
         let acker = thread::spawn(move || {
             assert_eq!(d.name(), "m");
             d.ack().is_ok()
@@ -48,11 +44,7 @@ fn ack_vs_lease_expiry_exactly_one_wins() {
 fn expired_holder_reads_while_the_redelivery_is_acked() {
     model(|| {
         let drops = Drops::new();
-        let q = queue(4);
-        q.produce(drops.msg("m")).unwrap();
-        let mut redeliverer = Redeliverer::new();
-        let stale = q.try_consume().unwrap();
-        advance(&q, LEASE);
+        let (q, mut redeliverer, stale) = claimed_at_lease_end(&drops, 4);
         redeliverer.redeliver_due(&q);
         let fresh = q.try_consume().unwrap();
         assert_eq!(fresh.attempt(), 2);

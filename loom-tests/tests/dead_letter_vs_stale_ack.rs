@@ -5,19 +5,14 @@
 #![cfg(rebound_loom)]
 
 use loom::thread;
-use rebound::__loom::{Redeliverer, advance};
 use rebound::{DeadLetterReason, TryConsumeError};
-use rebound_loom_tests::{Drops, LEASE, model, queue};
+use rebound_loom_tests::{Drops, claimed_at_lease_end, model};
 
 #[test]
 fn last_attempt_rollback_vs_stale_ack_dead_letters_once() {
     model(|| {
         let drops = Drops::new();
-        let q = queue(2);
-        q.produce(drops.msg("m")).unwrap();
-        let mut redeliverer = Redeliverer::new();
-        let stale = q.try_consume().unwrap();
-        advance(&q, LEASE);
+        let (q, mut redeliverer, stale) = claimed_at_lease_end(&drops, 2);
         redeliverer.redeliver_due(&q); // attempt 1 expires
         let last = q.try_consume().unwrap();
         assert_eq!(last.attempt(), 2);
@@ -52,11 +47,7 @@ fn last_attempt_rollback_vs_stale_ack_dead_letters_once() {
 fn last_attempt_expiry_vs_ack_dead_letters_or_acks() {
     model(|| {
         let drops = Drops::new();
-        let q = queue(1);
-        q.produce(drops.msg("m")).unwrap();
-        let mut redeliverer = Redeliverer::new();
-        let d = q.try_consume().unwrap();
-        advance(&q, LEASE);
+        let (q, mut redeliverer, d) = claimed_at_lease_end(&drops, 1);
         let acker = thread::spawn(move || {
             assert_eq!(d.name(), "m");
             d.ack().is_ok()

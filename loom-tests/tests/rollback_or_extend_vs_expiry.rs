@@ -6,19 +6,14 @@
 #![cfg(rebound_loom)]
 
 use loom::thread;
-use rebound::__loom::{Redeliverer, advance};
 use rebound::TryConsumeError;
-use rebound_loom_tests::{Drops, LEASE, model, queue};
+use rebound_loom_tests::{Drops, LEASE, claimed_at_lease_end, model};
 
 #[test]
 fn rollback_vs_lease_expiry_redelivers_exactly_once() {
     model(|| {
         let drops = Drops::new();
-        let q = queue(4);
-        q.produce(drops.msg("m")).unwrap();
-        let mut redeliverer = Redeliverer::new();
-        let d = q.try_consume().unwrap();
-        advance(&q, LEASE);
+        let (q, mut redeliverer, d) = claimed_at_lease_end(&drops, 4);
         let holder = thread::spawn(move || d.rollback().is_ok());
         redeliverer.redeliver_due(&q);
         let rolled_back = holder.join().unwrap();
@@ -45,11 +40,7 @@ fn rollback_vs_lease_expiry_redelivers_exactly_once() {
 fn extend_lease_vs_lease_expiry_exactly_one_wins() {
     model(|| {
         let drops = Drops::new();
-        let q = queue(4);
-        q.produce(drops.msg("m")).unwrap();
-        let mut redeliverer = Redeliverer::new();
-        let d = q.try_consume().unwrap();
-        advance(&q, LEASE);
+        let (q, mut redeliverer, d) = claimed_at_lease_end(&drops, 4);
         let holder = thread::spawn(move || {
             let extended = d.extend_lease(LEASE).is_ok();
             (d, extended)
