@@ -103,7 +103,7 @@ impl<T> Delivery<T> {
     /// q.produce(1).unwrap();
     /// let d = q.consume().unwrap();
     /// // A recent reading of the clock: never later than the real time, at
-    /// // most about a millisecond earlier while the queue is busy.
+    /// // most about 10 ms earlier while the queue is busy.
     /// assert!(d.timestamp() <= Instant::now());
     /// assert!(before.saturating_duration_since(d.timestamp()) < std::time::Duration::from_millis(50));
     /// # d.ack().unwrap();

@@ -327,6 +327,9 @@ impl<T: Send + Sync + 'static> Shared<T> {
         id: &mut impl FnMut(MessageId),
     ) {
         let count = values.len().min(BLOCK_CAPACITY);
+        // Once per block: a fresh reading for the clock (see `clock`) and
+        // for the timestamps of the messages going into this block.
+        let ts = ts.max(this.clock.refresh_from_traffic());
         let block = Self::new_block(this, values, count, ts, BLOCK_CAPACITY, true, id);
         // Release: pairs with the Acquire load in `push_fresh`.
         this.tail

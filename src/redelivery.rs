@@ -12,7 +12,7 @@ use crate::batch::{Batch, MessageRef, RefBatch};
 use crate::block::Block;
 use crate::clock;
 #[cfg(not(rebound_loom))]
-use crate::clock::UPKEEP_INTERVAL;
+use crate::clock::{Clock, UPKEEP_INTERVAL};
 use crate::index::Key;
 use crate::queue::Shared;
 use crate::registrations::Registrations;
@@ -20,16 +20,30 @@ use crate::state::{Expire, MAX_TICK_SPAN, Reinsert, TICK_MASK, tick_reached};
 use crate::stats::Counter;
 use crate::sync::{Arc, Condvar, Mutex, lock};
 #[cfg(not(rebound_loom))]
-use crate::sync::{Instant, now, wait};
+use crate::sync::{now, wait};
+#[cfg(not(rebound_loom))]
+use std::time::Duration;
 
 /// Wake the redeliverer to prune once this many new blocks are waiting.
 const REGISTER_WAKE: usize = 256;
 /// Nanoseconds per index batch of redelivered messages (100 us). Redelivery
 /// due times are rounded up to a multiple of it, so a batch falls due whole.
 const BATCH_SPAN_NS: u64 = 100_000;
+/// While rollbacks arrive, a busy redeliverer looks at them at most this
+/// often (1 ms, in nanoseconds), and at least this often while any is due.
+const INBOX_INTERVAL_NS: u64 = 1_000_000;
 
 struct InboxState<T> {
     backtracked: Vec<MessageRef<T>>,
+    /// The earliest due time in `backtracked` (`u64::MAX` if empty).
+    earliest: u64,
+    /// When the busy redeliverer, asleep, looks at the inbox next
+    /// (nanoseconds); 0 while it is awake or idle.
+    wake_at: u64,
+    /// The earliest it may look again: its last look plus
+    /// [`INBOX_INTERVAL_NS`], so that a stream of rollbacks wakes it at
+    /// most once per interval.
+    floor: u64,
     /// The redeliverer is idle (no clock upkeep) and waits on `cond`: new
     /// work must notify it. While busy it looks at the inbox every upkeep
     /// interval anyway.
@@ -52,6 +66,9 @@ impl<T> Inbox<T> {
         Self {
             state: Mutex::new(InboxState {
                 backtracked: Vec::new(),
+                earliest: u64::MAX,
+                wake_at: 0,
+                floor: 0,
                 idle: false,
                 kicked: false,
                 stopped: false,
@@ -68,10 +85,20 @@ impl<T> Inbox<T> {
         if state.stopped {
             return Err(message);
         }
+        let due = message.ts;
+        state.earliest = state.earliest.min(due);
         state.backtracked.push(message);
         if state.idle {
             state.idle = false;
             self.cond.notify_one();
+        } else {
+            // Asleep until later than this message needs: bring the look
+            // forward (never closer than the floor to the last one).
+            let look = due.max(state.floor);
+            if look < state.wake_at {
+                state.wake_at = look;
+                self.cond.notify_one();
+            }
         }
         Ok(())
     }
@@ -107,8 +134,18 @@ impl<T> Inbox<T> {
         self.blocks.len() >= REGISTER_WAKE || !lock(&self.state).backtracked.is_empty()
     }
 
-    fn take(&self, backtracked: &mut Vec<MessageRef<T>>, blocks: &mut Vec<Arc<Block<T>>>) {
-        std::mem::swap(&mut lock(&self.state).backtracked, backtracked);
+    /// Takes the rolled-back messages and new blocks, at `now`.
+    fn take(
+        &self,
+        now: u64,
+        backtracked: &mut Vec<MessageRef<T>>,
+        blocks: &mut Vec<Arc<Block<T>>>,
+    ) {
+        let mut state = lock(&self.state);
+        std::mem::swap(&mut state.backtracked, backtracked);
+        state.earliest = u64::MAX;
+        state.floor = now.saturating_add(INBOX_INTERVAL_NS);
+        drop(state);
         self.blocks.take(blocks);
     }
 
@@ -123,11 +160,13 @@ impl<T> Inbox<T> {
         (blocks, std::mem::take(&mut state.backtracked))
     }
 
-    /// Sleeps until `until` (forever with `None`). An idle sleep is cut
-    /// short by new work or a kick. Returns `None` once stopped, else whether
-    /// the redeliverer was kicked or has work waiting.
+    /// Sleeps until `until` (nanoseconds on `clock`; `u64::MAX`: forever).
+    /// An idle sleep is cut short by new work or a kick; a busy one ends
+    /// early when a rolled-back message falls due, but no earlier than the
+    /// floor. Returns `None` once stopped, else whether the redeliverer was
+    /// kicked or has work waiting.
     #[cfg(not(rebound_loom))]
-    fn sleep(&self, until: Option<Instant>, idle: bool) -> Option<bool> {
+    fn sleep(&self, clock: &Clock, until: u64, idle: bool) -> Option<bool> {
         let mut state = lock(&self.state);
         loop {
             if state.stopped {
@@ -136,12 +175,20 @@ impl<T> Inbox<T> {
             let woken = std::mem::take(&mut state.kicked)
                 || !state.backtracked.is_empty()
                 || self.blocks.len() >= REGISTER_WAKE;
-            let now = now();
-            if (idle && woken) || until.is_some_and(|u| now >= u) {
+            let until = if idle {
+                until
+            } else {
+                until.min(state.earliest.max(state.floor))
+            };
+            let now = clock.nanos(now());
+            if (idle && woken) || now >= until {
+                state.wake_at = 0;
                 return Some(woken);
             }
             state.idle = idle;
-            state = wait(&self.cond, state, until.map(|u| u - now));
+            state.wake_at = if idle { 0 } else { until };
+            let timeout = (until != u64::MAX).then(|| Duration::from_nanos(until - now));
+            state = wait(&self.cond, state, timeout);
             state.idle = false;
         }
     }
@@ -179,7 +226,9 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
     /// needs one sooner.
     pub(crate) fn redeliver_due(&mut self, shared: &Shared<T>, now: u64) -> u64 {
         let now_tick = clock::tick_floor(now) & TICK_MASK;
-        shared.inbox.take(&mut self.backtracked, &mut self.watched);
+        shared
+            .inbox
+            .take(now, &mut self.backtracked, &mut self.watched);
         for message in self.backtracked.drain(..) {
             let state = &message.block.slot(message.slot as usize).state;
             if let Reinsert::Pending { attempt } = state.transition_to_pending() {
@@ -190,9 +239,17 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         if scan || self.watched.len() >= self.prune_at {
             self.scan(shared, now, now_tick, scan);
         }
-        self.reinsert(shared);
-        let ahead = self.next_scan.wrapping_sub(now_tick) & TICK_MASK;
-        clock::tick_nanos(clock::tick_floor(now) + ahead.min(MAX_TICK_SPAN))
+        let next_scan = {
+            let ahead = self.next_scan.wrapping_sub(now_tick) & TICK_MASK;
+            clock::tick_nanos(clock::tick_floor(now) + ahead.min(MAX_TICK_SPAN))
+        };
+        match self.reinsert(shared, now) {
+            // Be awake when they fall due (at most once per inbox interval)
+            // to refresh the recent clock: consumers polling with it see
+            // them only then, and producers stamp later messages after them.
+            Some(due) => next_scan.min(due.max(now.saturating_add(INBOX_INTERVAL_NS))),
+            None => next_scan,
+        }
     }
 
     /// Drops blocks only the watch list references and, if `expire`,
@@ -259,9 +316,10 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
     /// the rest not stayed in every claim walk's way until it was, which
     /// cost 10% of the one-consumer rate with 10% of messages rolled back
     /// for 1 ms (see docs/design.md). Never early; at most 100 us late.
-    fn reinsert(&mut self, shared: &Shared<T>) {
+    /// Returns the earliest due time after `now`, if any.
+    fn reinsert(&mut self, shared: &Shared<T>, now: u64) -> Option<u64> {
         if self.ready.is_empty() {
-            return;
+            return None;
         }
         for message in &mut self.ready {
             // A due time within a span of the clock's end stays as it is.
@@ -273,6 +331,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         let count = self.ready.len() as u64;
         self.ready
             .sort_unstable_by_key(|m| (m.ts, m.block.message_number(m.slot as usize)));
+        let later = self.ready.iter().map(|m| m.ts).find(|&ts| ts > now);
         let mut rest = self.ready.drain(..).peekable();
         while let Some(first) = rest.next() {
             let span = first.ts / BATCH_SPAN_NS;
@@ -290,6 +349,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         }
         shared.counters.bump(Counter::Redelivered, count);
         shared.waiters.notify(true);
+        later
     }
 
     #[cfg(not(rebound_loom))]
@@ -298,25 +358,29 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
     }
 }
 
-/// Upkeep intervals without traffic before the redeliverer goes idle.
+/// How long without traffic before the redeliverer goes idle (64 ms, in
+/// nanoseconds).
 #[cfg(not(rebound_loom))]
-const IDLE_AFTER: u32 = 64;
+const IDLE_AFTER_NS: u64 = 64_000_000;
 
 /// The redeliverer thread, until the queue is torn down; then it hands back
 /// the blocks it watched.
 ///
-/// While the queue sees traffic it wakes every [`UPKEEP_INTERVAL`]: it
-/// refreshes the recent clock and runs a pass if rollbacks are waiting or a
-/// lease may have ended. After [`IDLE_AFTER`] quiet intervals it stops the
-/// upkeep and sleeps until the next possible lease end, new work, or a kick.
+/// While the queue sees traffic it wakes every [`UPKEEP_INTERVAL`], when a
+/// lease may have ended, and when a rolled-back message falls due (at most
+/// once per [`INBOX_INTERVAL_NS`]): it refreshes the recent clock and runs a
+/// pass if rollbacks or enough new blocks are waiting or a lease may have
+/// ended. After [`IDLE_AFTER_NS`] without traffic it stops the upkeep and
+/// sleeps until the next possible lease end, new work, or a kick.
 /// Not under `cfg(rebound_loom)`: there the models run the passes.
 #[cfg(not(rebound_loom))]
 pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<Block<T>>> {
     let mut redeliverer = Redeliverer::new();
     let mut next_pass = 0;
     let mut busy = true;
-    let mut quiet = 0;
+    let mut quiet_since = 0;
     let mut traffic = shared.counters.traffic();
+    let upkeep = clock::add(0, UPKEEP_INTERVAL);
     loop {
         let at = now();
         let now = if busy {
@@ -329,22 +393,24 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
         }
         if busy {
             let seen = shared.counters.traffic();
-            quiet = if seen == traffic { quiet + 1 } else { 0 };
+            if seen != traffic {
+                quiet_since = now;
+            }
             traffic = seen;
-            if quiet >= IDLE_AFTER && shared.clock.stop_upkeep(now) {
+            if now.saturating_sub(quiet_since) >= IDLE_AFTER_NS && shared.clock.stop_upkeep(now) {
                 busy = false;
             }
         }
         let until = if busy {
-            at + UPKEEP_INTERVAL
+            now.saturating_add(upkeep).min(next_pass)
         } else {
-            shared.clock.instant(next_pass)
+            next_pass
         };
-        match shared.inbox.sleep(Some(until), !busy) {
+        match shared.inbox.sleep(&shared.clock, until, !busy) {
             None => break,
             Some(true) => {
                 busy = true;
-                quiet = 0;
+                quiet_since = now;
             }
             Some(false) => {}
         }

@@ -271,7 +271,8 @@ fn a_due_redelivery_goes_before_later_fresh_messages() {
     while q.stats().redelivered == 0 {
         std::thread::sleep(Duration::from_millis(1));
     }
-    // Let the recent clock (refreshed every millisecond) move past it.
+    // Let the recent clock move past it (the redeliverer refreshes it when
+    // a redelivery falls due).
     std::thread::sleep(Duration::from_millis(5));
     q.produce("second").unwrap();
     assert_eq!(*q.consume().unwrap(), "first");
