@@ -63,6 +63,17 @@ pub(crate) enum Head {
     Exhausted,
 }
 
+/// Pending messages, as counted by `Index::count_pending`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PendingCount {
+    /// Due now.
+    pub(crate) ready: u64,
+    /// Not due yet.
+    pub(crate) delayed: u64,
+    /// Of those, never delivered (attempt 0).
+    pub(crate) never_claimed: u64,
+}
+
 /// A claim won through a batch: what a `Delivery` is built from.
 pub(crate) struct Claimed<T> {
     pub(crate) block: Arc<Block<T>>,
@@ -76,7 +87,7 @@ struct Entry<'a, T> {
     block: &'a Arc<Block<T>>,
     slot: usize,
     expected_attempt: u32,
-    /// `None` for fresh slots: their timestamp is read after their state.
+    /// `None` for fresh slots: their timestamp is in their state word.
     ts: Option<u64>,
 }
 
@@ -149,7 +160,9 @@ impl<T> Batch<T> {
                 Tag::Pending if word.attempt() == entry.expected_attempt => {
                     break Head::Ready {
                         pos,
-                        ts: entry.ts.unwrap_or_else(|| slot.ts()),
+                        ts: entry
+                            .ts
+                            .unwrap_or_else(|| entry.block.fresh_ts(word.tick())),
                     };
                 }
                 Tag::Empty => break self.unwritten(pos),
@@ -173,8 +186,10 @@ impl<T> Batch<T> {
         }
     }
 
-    /// Tries to claim entry `pos` (as returned by [`Self::head`]).
-    pub(crate) fn claim(&self, pos: usize, deadline_tick: u64) -> Option<Claimed<T>> {
+    /// Tries to claim entry `pos`, due at `ts` (both as returned by
+    /// [`Self::head`]: a fresh message's timestamp does not change while it
+    /// waits for its first claim, nor does a redelivery entry's).
+    pub(crate) fn claim(&self, pos: usize, ts: u64, deadline_tick: u64) -> Option<Claimed<T>> {
         let entry = self.entry(pos)?;
         let slot = entry.block.slot(entry.slot);
         match slot
@@ -194,16 +209,15 @@ impl<T> Batch<T> {
                     block,
                     slot: entry.slot as u32,
                     attempt,
-                    ts: entry.ts.unwrap_or_else(|| slot.ts()),
+                    ts,
                 })
             }
             Claim::Taken => None,
         }
     }
 
-    /// Counts entries pending now: `(due by now_ns, due later)`.
-    pub(crate) fn count_pending(&self, now_ns: u64) -> (u64, u64) {
-        let (mut ready, mut delayed) = (0, 0);
+    /// Counts the entries pending now into `count`.
+    pub(crate) fn count_pending(&self, now_ns: u64, count: &mut PendingCount) {
         let mut pos = self.cursor();
         while let Some(entry) = self.entry(pos) {
             let slot = entry.block.slot(entry.slot);
@@ -212,14 +226,20 @@ impl<T> Batch<T> {
                 break;
             }
             if word.tag() == Tag::Pending && word.attempt() == entry.expected_attempt {
-                if entry.ts.unwrap_or_else(|| slot.ts()) <= now_ns {
-                    ready += 1;
+                if entry.expected_attempt == 0 {
+                    count.never_claimed += 1;
+                }
+                if entry
+                    .ts
+                    .unwrap_or_else(|| entry.block.fresh_ts(word.tick()))
+                    <= now_ns
+                {
+                    count.ready += 1;
                 } else {
-                    delayed += 1;
+                    count.delayed += 1;
                 }
             }
             pos += 1;
         }
-        (ready, delayed)
     }
 }

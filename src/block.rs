@@ -5,6 +5,7 @@
 use crate::index::Key;
 use crate::queue::Shared;
 use crate::slot::Slot;
+use crate::state::MAX_TS_OFFSET_US;
 use crate::sync::{Arc, AtomicPtr, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 
@@ -124,6 +125,22 @@ impl<T> Block<T> {
             ts: self.key_ts,
             seq: self.seq,
         }
+    }
+
+    /// The timestamp of a message written now with timestamp `ts` (not
+    /// earlier than this block's key), as the offset its state word keeps:
+    /// whole microseconds after the key, so rounded down (a due check made
+    /// with it is at most 1 us early for a message that was due when it was
+    /// produced), and capped at [`MAX_TS_OFFSET_US`] (about 38 hours after
+    /// the block was opened; a later message of a slowly filling block gets
+    /// an earlier timestamp, never a later one).
+    pub(crate) fn ts_offset_us(&self, ts: u64) -> u64 {
+        (ts.saturating_sub(self.key_ts) / 1_000).min(MAX_TS_OFFSET_US)
+    }
+
+    /// The timestamp of a fresh message from its state word's offset.
+    pub(crate) fn fresh_ts(&self, ts_offset_us: u64) -> u64 {
+        self.key_ts.saturating_add(ts_offset_us * 1_000)
     }
 
     /// Whether this block is a link of the chain of immediate messages.

@@ -13,7 +13,7 @@
 //! shared batch references, walked outside the lock exactly as the skiplist
 //! is, so that claims still race on the messages' state words.
 
-use crate::batch::{Batch, Claimed, Head};
+use crate::batch::{Batch, Claimed, Head, PendingCount};
 use crate::sync::Backoff;
 #[cfg(not(rebound_loom))]
 use crossbeam_epoch as epoch;
@@ -172,10 +172,10 @@ impl<N> Walk<N> {
     fn finish<T>(
         mut self,
         backoff: &Backoff,
-        claim: impl FnOnce(N, usize) -> Option<Claimed<T>>,
+        claim: impl FnOnce(N, usize, u64) -> Option<Claimed<T>>,
     ) -> Option<Poll<T>> {
         match self.best {
-            Some((node, pos, _)) => match claim(node, pos) {
+            Some((node, pos, ts)) => match claim(node, pos, ts) {
                 Some(claimed) => Some(Poll::Claimed(claimed)),
                 None => {
                     // Another consumer won that message: look again.
@@ -290,21 +290,22 @@ impl<T: Send + Sync + 'static> Index<T> {
                 }
                 cursor = entry.next();
             }
-            if let Some(poll) = walk.finish(&backoff, |entry, pos| {
-                entry.value().claim(pos, deadline_tick)
+            if let Some(poll) = walk.finish(&backoff, |entry, pos, ts| {
+                entry.value().claim(pos, ts, deadline_tick)
             }) {
                 return poll;
             }
         }
     }
 
-    /// Counts pending messages: `(ready by now_ns, delayed)`.
-    pub(crate) fn count_pending(&self, now_ns: u64) -> (u64, u64) {
+    /// Counts pending messages, ready meaning due by `now_ns`.
+    pub(crate) fn count_pending(&self, now_ns: u64) -> PendingCount {
         let guard = epoch::pin();
-        self.list.iter(&guard).fold((0, 0), |(r, d), entry| {
-            let (ready, delayed) = entry.value().count_pending(now_ns);
-            (r + ready, d + delayed)
-        })
+        let mut count = PendingCount::default();
+        for entry in self.list.iter(&guard) {
+            entry.value().count_pending(now_ns, &mut count);
+        }
+        count
     }
 
     /// Calls `f` on every batch (teardown).
@@ -331,7 +332,7 @@ pub(crate) use model::Index;
 /// The loom-visible index: same API, same walk, a lock only around the map.
 #[cfg(rebound_loom)]
 mod model {
-    use super::{Backoff, Batch, Claimed, Key, Poll, Step, Walk};
+    use super::{Backoff, Batch, Claimed, Key, PendingCount, Poll, Step, Walk};
     use crate::sync::{Mutex, lock};
     use std::collections::BTreeMap;
     /// A reference to a node, like a skiplist `Entry`: it keeps the batch
@@ -394,19 +395,20 @@ mod model {
                         break;
                     }
                 }
-                if let Some(poll) =
-                    walk.finish(&backoff, |batch, pos| batch.claim(pos, deadline_tick))
-                {
+                if let Some(poll) = walk.finish(&backoff, |batch, pos, ts| {
+                    batch.claim(pos, ts, deadline_tick)
+                }) {
                     return poll;
                 }
             }
         }
 
-        pub(crate) fn count_pending(&self, now_ns: u64) -> (u64, u64) {
-            self.nodes().iter().fold((0, 0), |(r, d), (_, batch)| {
-                let (ready, delayed) = batch.count_pending(now_ns);
-                (r + ready, d + delayed)
-            })
+        pub(crate) fn count_pending(&self, now_ns: u64) -> PendingCount {
+            let mut count = PendingCount::default();
+            for (_, batch) in self.nodes() {
+                batch.count_pending(now_ns, &mut count);
+            }
+            count
         }
 
         pub(crate) fn for_each(&self, mut f: impl FnMut(&Batch<T>)) {
@@ -437,7 +439,7 @@ mod tests {
         }
         let mut walk: Walk<()> = Walk::new(5_000);
         walk.busy = true;
-        match walk.finish::<u8>(&backoff, |_, _| None) {
+        match walk.finish::<u8>(&backoff, |_, _, _| None) {
             Some(Poll::Empty { next_due }) => {
                 assert_eq!(next_due, Some(5_000 + WRITING_RECHECK_NS));
             }
@@ -445,7 +447,7 @@ mod tests {
         }
         // With nothing being written, no timeout is invented.
         let walk: Walk<()> = Walk::new(5_000);
-        match walk.finish::<u8>(&backoff, |_, _| None) {
+        match walk.finish::<u8>(&backoff, |_, _, _| None) {
             Some(Poll::Empty { next_due }) => assert_eq!(next_due, None),
             _ => panic!("expected Empty"),
         }

@@ -302,7 +302,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
             for (index, value) in slots.zip(&mut values) {
                 // SAFETY: `reserve` handed this index to this thread only,
                 // and a fresh slot is `Empty`.
-                unsafe { tail.slot(index).write(value, ts) };
+                unsafe { tail.slot(index).write(value, tail.ts_offset_us(ts)) };
                 id(this.message_id(tail, index));
             }
             match next {
@@ -388,8 +388,9 @@ impl<T: Send + Sync + 'static> Shared<T> {
         let block = spare.unwrap_or_else(|| Block::new(Arc::clone(this), key, len, count, chained));
         for (index, value) in values.take(count).enumerate() {
             // SAFETY: the block is not shared yet, and its first `count`
-            // slots were reserved for its creator by `Block::new`.
-            unsafe { block.slot(index).write(value, ts) };
+            // slots were reserved for its creator by `Block::new`. Their
+            // timestamp is the block's key: offset 0.
+            unsafe { block.slot(index).write(value, 0) };
             id(this.message_id(&block, index));
         }
         this.index.insert(key, Batch::Fresh(Arc::clone(&block)));
@@ -689,7 +690,9 @@ impl<T: Send + Sync + 'static> Queue<T> {
         let deadline = shared.claim_deadline(now_ns, precise);
         match shared.index.claim(now_ns, deadline) {
             Poll::Claimed(claimed) => {
-                shared.counters.bump(Counter::Delivered, 1);
+                if claimed.attempt > 1 {
+                    shared.counters.bump(Counter::Reclaimed, 1);
+                }
                 Ok(Delivery::new(claimed))
             }
             Poll::Empty { next_due } => Err(next_due),
@@ -706,9 +709,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
         if claimed.is_empty() && max > 0 {
             return Err(next_due);
         }
-        shared
-            .counters
-            .bump(Counter::Delivered, claimed.len() as u64);
+        let reclaimed = claimed.iter().filter(|c| c.attempt > 1).count();
+        if reclaimed > 0 {
+            shared.counters.bump(Counter::Reclaimed, reclaimed as u64);
+        }
         Ok(claimed.into_iter().map(Delivery::new).collect())
     }
 
@@ -1002,11 +1006,16 @@ impl<T: Send + Sync + 'static> Queue<T> {
         // during the walk), never low.
         let c = &shared.counters;
         let (acked, dead_lettered) = (c.get(Counter::Acked), c.get(Counter::DeadLettered));
-        let (ready, delayed) = shared.index.count_pending(shared.clock.precise());
+        let reclaimed = c.get(Counter::Reclaimed);
+        let pending = shared.index.count_pending(shared.clock.precise());
+        let (ready, delayed) = (pending.ready, pending.delayed);
         let produced = c.get(Counter::Produced);
         Stats {
             produced,
-            delivered: c.get(Counter::Delivered),
+            // First deliveries are every message produced except those never
+            // claimed yet (see `Counter::Reclaimed`); under traffic this errs
+            // high, like `in_flight`.
+            delivered: produced.saturating_sub(pending.never_claimed) + reclaimed,
             acked,
             rolled_back: c.get(Counter::RolledBack),
             expired: c.get(Counter::Expired),

@@ -1,4 +1,5 @@
-//! One message: its state word, its timestamp and its payload cell.
+//! One message: its state word (which also holds a fresh message's
+//! timestamp) and its payload cell.
 //!
 //! This is the only file with `unsafe`. The payload cell is written once by
 //! the producer that reserved the slot, read through shared references by
@@ -6,15 +7,12 @@
 //! last one out (see [`crate::state::Release`]).
 
 use crate::state::MessageState;
-use crate::sync::{AtomicU64, Ordering, UnsafeCell};
+use crate::sync::UnsafeCell;
 use std::mem::MaybeUninit;
 
 pub(crate) struct Slot<T> {
     /// The message's state word for its whole life.
     pub(crate) state: MessageState,
-    /// Produce timestamp, in nanoseconds since the queue's origin. Written
-    /// before [`MessageState::publish`], read after seeing `Pending`.
-    ts: AtomicU64,
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
@@ -30,32 +28,22 @@ impl<T> Slot<T> {
     pub(crate) fn new() -> Self {
         Self {
             state: MessageState::new(),
-            ts: AtomicU64::new(0),
             value: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
 
-    /// Writes the payload and timestamp, then publishes the slot as pending.
+    /// Writes the payload, then publishes the slot as pending with its
+    /// timestamp, `ts_offset_us` microseconds after its block's key.
     ///
     /// # Safety
     /// The caller reserved this slot exclusively (its index came from the
     /// block's reservation counter, or the block is not shared yet) and the
     /// slot is `Empty`: nobody else reads or writes the cell.
-    pub(crate) unsafe fn write(&self, value: T, ts: u64) {
+    pub(crate) unsafe fn write(&self, value: T, ts_offset_us: u64) {
         // SAFETY: by the contract, this thread is the only one touching the
         // cell, and it is uninitialised, so overwriting loses nothing.
         self.value.with_mut(|cell| unsafe { (*cell).write(value) });
-        // Relaxed: published by the Release store in `publish` below.
-        self.ts.store(ts, Ordering::Relaxed);
-        self.state.publish();
-    }
-
-    /// Produce timestamp. Only meaningful after the state word read `Pending`
-    /// (Acquire), which orders this load after the producer's store.
-    pub(crate) fn ts(&self) -> u64 {
-        // Relaxed: ordered by the Acquire load of the state word that the
-        // caller did first, which pairs with the Release in `publish`.
-        self.ts.load(Ordering::Relaxed)
+        self.state.publish(ts_offset_us);
     }
 
     /// Borrows the payload.

@@ -92,6 +92,37 @@ fn attempts_count_every_kind_of_redelivery() {
 }
 
 #[test]
+fn stats_count_deliveries_held_settled_and_redelivered_but_not_pending_ones() {
+    let q: Queue<u32> = fast_retry(16);
+    for n in 0..10 {
+        q.produce(n).unwrap();
+    }
+    q.produce_after(10, Duration::from_secs(60)).unwrap();
+    q.consume().unwrap().ack().unwrap();
+    let held = q.consume().unwrap();
+    q.consume().unwrap().rollback().unwrap();
+    let s = q.stats();
+    assert_eq!((s.produced, s.delivered), (11, 3));
+    // The other seven, then the rolled-back one a second time.
+    for n in 3..10 {
+        let d = q.consume().unwrap();
+        assert_eq!((*d, d.attempt()), (n, 1));
+        d.ack().unwrap();
+    }
+    assert_eq!(q.stats().delivered, 10);
+    let again = q.consume().unwrap();
+    assert_eq!((*again, again.attempt()), (2, 2));
+    assert_eq!(q.stats().delivered, 11);
+    again.ack().unwrap();
+    held.ack().unwrap();
+    let s = q.stats();
+    assert_eq!(
+        (s.delivered, s.acked, s.delayed, s.in_flight),
+        (11, 10, 1, 0)
+    );
+}
+
+#[test]
 fn expired_delivery_cannot_act_and_the_redelivery_wins() {
     let q: Queue<String> = Queue::builder()
         .lease(Duration::from_millis(10))
