@@ -135,12 +135,18 @@ impl<T> Block<T> {
     /// the block was opened; a later message of a slowly filling block gets
     /// an earlier timestamp, never a later one).
     pub(crate) fn ts_offset_us(&self, ts: u64) -> u64 {
-        (ts.saturating_sub(self.key_ts) / 1_000).min(MAX_TS_OFFSET_US)
+        self.us_after_key(ts).min(MAX_TS_OFFSET_US)
     }
 
-    /// The timestamp of a fresh message from its state word's offset.
-    pub(crate) fn fresh_ts(&self, ts_offset_us: u64) -> u64 {
-        self.key_ts.saturating_add(ts_offset_us * 1_000)
+    /// Whole microseconds from this block's key to `ts` (0 if earlier).
+    pub(crate) fn us_after_key(&self, ts: u64) -> u64 {
+        ts.saturating_sub(self.key_ts) / 1_000
+    }
+
+    /// The timestamp `us` microseconds after this block's key: a fresh
+    /// message's from its state word's offset, or a claim's.
+    pub(crate) fn fresh_ts(&self, us: u64) -> u64 {
+        self.key_ts.saturating_add(us.saturating_mul(1_000))
     }
 
     /// Whether this block is a link of the chain of immediate messages.

@@ -1,6 +1,6 @@
 //! `Delivery`: one claim on one message, and the ways to settle it.
 
-use crate::batch::{Claimed, MessageRef};
+use crate::batch::{ClaimBits, Claimed, MessageRef};
 use crate::block::Block;
 use crate::clock;
 use crate::error::LeaseExpired;
@@ -39,23 +39,24 @@ use std::time::Duration;
 /// ```
 pub struct Delivery<T> {
     block: Arc<Block<T>>,
-    slot: u32,
-    /// This claim's generation: the attempt it was delivered as.
-    attempt: u32,
-    /// Timestamp in nanoseconds since the queue's origin.
-    ts: u64,
-    /// Not yet settled: `Drop` must roll back.
-    live: bool,
+    /// The slot, this claim's generation (the attempt it was delivered as),
+    /// its timestamp, and whether it is not settled yet (then `Drop` must
+    /// roll back).
+    bits: ClaimBits,
 }
+
+// Two words: returned in registers by `consume` and friends. (Not under
+// `cfg(rebound_loom)`, whose `Arc` is larger.)
+#[cfg(not(rebound_loom))]
+const _: () = assert!(std::mem::size_of::<Delivery<u64>>() == 16);
+#[cfg(not(rebound_loom))]
+const _: () = assert!(std::mem::size_of::<Result<Delivery<u64>, crate::Closed>>() == 16);
 
 impl<T> Delivery<T> {
     pub(crate) fn new(claimed: Claimed<T>) -> Self {
         Self {
             block: claimed.block,
-            slot: claimed.slot,
-            attempt: claimed.attempt,
-            ts: claimed.ts,
-            live: true,
+            bits: claimed.bits,
         }
     }
 
@@ -64,7 +65,16 @@ impl<T> Delivery<T> {
     }
 
     fn index(&self) -> usize {
-        self.slot as usize
+        self.bits.slot()
+    }
+
+    fn generation(&self) -> u32 {
+        self.bits.attempt()
+    }
+
+    /// Marks this delivery settled (or being settled): `Drop` does nothing.
+    fn settle(&mut self) {
+        self.bits = self.bits.settled();
     }
 
     /// The message's id, the same on every delivery of it.
@@ -90,7 +100,7 @@ impl<T> Delivery<T> {
     /// # d.ack().unwrap();
     /// ```
     pub fn attempt(&self) -> u32 {
-        self.attempt
+        self.generation()
     }
 
     /// When the message became due for this delivery: when it was produced,
@@ -109,7 +119,8 @@ impl<T> Delivery<T> {
     /// # d.ack().unwrap();
     /// ```
     pub fn timestamp(&self) -> Instant {
-        self.shared().clock.instant(self.ts)
+        let ts = self.block.fresh_ts(self.bits.ts_us());
+        self.shared().clock.instant(ts)
     }
 
     /// The message is done: it will not be delivered again.
@@ -125,8 +136,8 @@ impl<T> Delivery<T> {
     /// assert_eq!(q.stats().acked, 1);
     /// ```
     pub fn ack(mut self) -> Result<(), LeaseExpired> {
-        self.live = false;
-        let outcome = self.slot_state().transition_to_acked(self.attempt);
+        self.settle();
+        let outcome = self.slot_state().transition_to_acked(self.generation());
         self.finish(outcome, Counter::Acked)
     }
 
@@ -188,7 +199,7 @@ impl<T> Delivery<T> {
     pub fn extend_lease(&self, extension: Duration) -> Result<(), LeaseExpired> {
         let shared = self.shared();
         let deadline = shared.deadline_tick(shared.clock.precise(), extension);
-        if self.slot_state().extend_lease(self.attempt, deadline) {
+        if self.slot_state().extend_lease(self.generation(), deadline) {
             Ok(())
         } else {
             Err(LeaseExpired)
@@ -208,8 +219,8 @@ impl<T> Delivery<T> {
     /// assert_eq!(q.stats().dead_lettered, 1);
     /// ```
     pub fn dead_letter(mut self) -> Result<(), LeaseExpired> {
-        self.live = false;
-        let outcome = self.slot_state().transition_to_rejected(self.attempt);
+        self.settle();
+        let outcome = self.slot_state().transition_to_rejected(self.generation());
         self.finish(outcome, Counter::DeadLettered)
     }
 
@@ -218,22 +229,23 @@ impl<T> Delivery<T> {
     }
 
     fn roll_back(&mut self, delay: Option<Duration>) -> Result<(), LeaseExpired> {
-        self.live = false;
+        self.settle();
         let shared = self.shared();
+        let attempt = self.generation();
         let outcome = self
             .slot_state()
-            .transition_to_backtracked(self.attempt, shared.config.max_attempts);
+            .transition_to_backtracked(attempt, shared.config.max_attempts);
         if let Settle::Done {
             to: Tag::Backtracked,
             ..
         } = outcome
         {
             shared.counters.bump(Counter::RolledBack, 1);
-            let delay = delay.unwrap_or_else(|| shared.config.backoff.delay(self.attempt));
+            let delay = delay.unwrap_or_else(|| shared.config.backoff.delay(attempt));
             shared.backtrack(MessageRef {
                 block: Arc::clone(&self.block),
-                slot: self.slot,
-                attempt: self.attempt,
+                slot: self.index() as u32,
+                attempt,
                 ts: clock::add(shared.clock.precise(), delay),
             });
             return Ok(());
@@ -279,7 +291,7 @@ impl<T> Deref for Delivery<T> {
 
 impl<T> Drop for Delivery<T> {
     fn drop(&mut self) {
-        if self.live {
+        if self.bits.is_live() {
             // An unsettled drop (handler returned early, or panicked) is a
             // rollback; if the lease had expired, it just lets go.
             let _ = self.roll_back(None);
@@ -291,7 +303,7 @@ impl<T> fmt::Debug for Delivery<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Delivery")
             .field("id", &self.id())
-            .field("attempt", &self.attempt)
+            .field("attempt", &self.generation())
             .field("timestamp", &self.timestamp())
             .finish_non_exhaustive()
     }

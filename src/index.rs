@@ -28,13 +28,37 @@ pub(crate) struct Key {
     pub(crate) seq: u64,
 }
 
-/// Outcome of [`Index::claim`].
+/// Outcome of [`Index::claim`]. Two words, returned in registers.
 pub(crate) enum Poll<T> {
     Claimed(Claimed<T>),
     /// Nothing is ready. `next_due` is the earliest known future due time.
     Empty {
-        next_due: Option<u64>,
+        next_due: NextDue,
     },
+}
+
+#[cfg(not(rebound_loom))]
+const _: () = assert!(std::mem::size_of::<Poll<u64>>() == 16);
+
+/// An optional due time in one word (`Option<u64>` takes two, and a poll
+/// result carrying one would be returned through memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NextDue(u64);
+
+impl NextDue {
+    /// No known due time. (`u64::MAX` nanoseconds, 584 years, is not a
+    /// due time anyone waits for: a saturated one is as good as none.)
+    pub(crate) const NONE: NextDue = NextDue(u64::MAX);
+
+    pub(crate) fn get(self) -> Option<u64> {
+        (self != Self::NONE).then_some(self.0)
+    }
+}
+
+impl From<Option<u64>> for NextDue {
+    fn from(due: Option<u64>) -> Self {
+        due.map_or(Self::NONE, NextDue)
+    }
 }
 
 /// The bookkeeping of a claim walk, shared by the skiplist and its loom
@@ -195,11 +219,11 @@ impl<N> Walk<N> {
             None if self.busy => {
                 self.due_later(self.now_ns.saturating_add(WRITING_RECHECK_NS));
                 Some(Poll::Empty {
-                    next_due: self.next_due,
+                    next_due: self.next_due.into(),
                 })
             }
             None => Some(Poll::Empty {
-                next_due: self.next_due,
+                next_due: self.next_due.into(),
             }),
         }
     }
@@ -216,7 +240,7 @@ fn claim_up_to<T>(
     for _ in 0..max {
         match claim() {
             Poll::Claimed(claimed) => out.push(claimed),
-            Poll::Empty { next_due } => return next_due,
+            Poll::Empty { next_due } => return next_due.get(),
         }
     }
     None
@@ -441,14 +465,14 @@ mod tests {
         walk.busy = true;
         match walk.finish::<u8>(&backoff, |_, _, _| None) {
             Some(Poll::Empty { next_due }) => {
-                assert_eq!(next_due, Some(5_000 + WRITING_RECHECK_NS));
+                assert_eq!(next_due.get(), Some(5_000 + WRITING_RECHECK_NS));
             }
             _ => panic!("expected Empty with a recheck time"),
         }
         // With nothing being written, no timeout is invented.
         let walk: Walk<()> = Walk::new(5_000);
         match walk.finish::<u8>(&backoff, |_, _, _| None) {
-            Some(Poll::Empty { next_due }) => assert_eq!(next_due, None),
+            Some(Poll::Empty { next_due }) => assert_eq!(next_due.get(), None),
             _ => panic!("expected Empty"),
         }
     }

@@ -8,7 +8,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::delivery::Delivery;
 use crate::error::{BuildError, Closed, ConsumeTimeoutError, ProduceError, TryConsumeError};
 use crate::id::MessageId;
-use crate::index::{Index, Key, Poll};
+use crate::index::{Index, Key, NextDue, Poll};
 #[cfg(not(rebound_loom))]
 use crate::redelivery;
 use crate::redelivery::Inbox;
@@ -683,14 +683,14 @@ impl<T: Send + Sync + 'static> Queue<T> {
 
     /// Claims the earliest ready message as of a recent time, or, with
     /// `precise`, as of a fresh clock reading. `Err` carries the earliest
-    /// known future due time.
-    fn poll(&self, precise: bool) -> Result<Delivery<T>, Option<u64>> {
+    /// known future due time. (Two words, returned in registers.)
+    fn poll(&self, precise: bool) -> Result<Delivery<T>, NextDue> {
         let shared = &self.shared;
         let now_ns = self.poll_time(precise);
         let deadline = shared.claim_deadline(now_ns, precise);
         match shared.index.claim(now_ns, deadline) {
             Poll::Claimed(claimed) => {
-                if claimed.attempt > 1 {
+                if claimed.bits.attempt() > 1 {
                     shared.counters.bump(Counter::Reclaimed, 1);
                 }
                 Ok(Delivery::new(claimed))
@@ -709,7 +709,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         if claimed.is_empty() && max > 0 {
             return Err(next_due);
         }
-        let reclaimed = claimed.iter().filter(|c| c.attempt > 1).count();
+        let reclaimed = claimed.iter().filter(|c| c.bits.attempt() > 1).count();
         if reclaimed > 0 {
             shared.counters.bump(Counter::Reclaimed, reclaimed as u64);
         }
@@ -748,7 +748,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.try_consume().is_err());
     /// ```
     pub fn try_consume(&self) -> Result<Delivery<T>, TryConsumeError> {
-        self.try_take(|precise| self.poll(precise))
+        self.try_take(|precise| self.poll(precise).map_err(NextDue::get))
     }
 
     /// Claims up to `max` ready messages, earliest first, without waiting.
@@ -799,8 +799,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.consume().is_err());
     /// ```
     pub fn consume(&self) -> Result<Delivery<T>, Closed> {
-        self.take_until(None, None, |precise| self.poll(precise))
-            .map_err(|_| Closed)
+        self.take_until(None, None, |precise| {
+            self.poll(precise).map_err(NextDue::get)
+        })
+        .map_err(|_| Closed)
     }
 
     /// Claims up to `max` ready messages, earliest first, parking until at
@@ -853,7 +855,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         self.take_until(
             self.shared.clock.now().checked_add(timeout),
             None,
-            |precise| self.poll(precise),
+            |precise| self.poll(precise).map_err(NextDue::get),
         )
     }
 
@@ -864,7 +866,9 @@ impl<T: Send + Sync + 'static> Queue<T> {
         &self,
         stop: &AtomicBool,
     ) -> Result<Delivery<T>, ConsumeTimeoutError> {
-        self.take_until(None, Some(stop), |precise| self.poll(precise))
+        self.take_until(None, Some(stop), |precise| {
+            self.poll(precise).map_err(NextDue::get)
+        })
     }
 
     /// Wakes every parked consumer, so that one waiting in
