@@ -594,8 +594,9 @@ impl<T: Send + Sync + 'static> Queue<T> {
             return Err(ProduceError::Closed(value));
         }
         let now_ns = shared.recent_ns();
-        let mut id = None;
-        let mut set = |i| id = Some(i);
+        // Not an `Option`: see `MessageId::new` on store-to-load forwarding.
+        let mut id = MessageId::PLACEHOLDER;
+        let mut set = |i| id = i;
         match due {
             Some(due) if due > now_ns => {
                 Shared::new_block(
@@ -616,7 +617,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
             }
         }
         // Both paths above call `set` exactly once.
-        Ok(id.unwrap_or_else(|| unreachable!("every produced message gets an id")))
+        Ok(id)
     }
 
     /// Counts `n` messages as produced, unless the queue is closed.
