@@ -146,10 +146,16 @@ impl Clock {
     }
 
     /// Upkeep: store a fresh reading taken at `at`.
+    /// Replaces a stale reading, or an older one (a producer may have
+    /// stored a newer one since `at` was read).
     pub(crate) fn refresh(&self, at: Instant) -> u64 {
         let nanos = self.nanos(at);
         // Relaxed: see `recent`.
-        self.recent.store(nanos, Ordering::Relaxed);
+        let _ = self
+            .recent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+                (current == STALE || current < nanos).then_some(nanos)
+            });
         nanos
     }
 

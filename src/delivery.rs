@@ -104,7 +104,8 @@ impl<T> Delivery<T> {
     }
 
     /// When the message became due for this delivery: when it was produced,
-    /// the time asked of `produce_after`/`produce_at`, or the redelivery time.
+    /// the time asked of `produce_after`/`produce_at`, or the redelivery time
+    /// (to the microsecond, rounded down).
     ///
     /// ```
     /// use std::time::Instant;

@@ -21,6 +21,8 @@ use crate::stats::Counter;
 use crate::sync::{Arc, Condvar, Mutex, lock};
 #[cfg(not(rebound_loom))]
 use crate::sync::{now, wait};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 #[cfg(not(rebound_loom))]
 use std::time::Duration;
 
@@ -29,6 +31,12 @@ const REGISTER_WAKE: usize = 256;
 /// Nanoseconds per index batch of redelivered messages (100 us). Redelivery
 /// due times are rounded up to a multiple of it, so a batch falls due whole.
 const BATCH_SPAN_NS: u64 = 100_000;
+/// `ts` rounded up to a multiple of [`BATCH_SPAN_NS`] (unchanged within a
+/// span of the clock's end).
+fn round_up_to_span(ts: u64) -> u64 {
+    ts.checked_next_multiple_of(BATCH_SPAN_NS).unwrap_or(ts)
+}
+
 /// While rollbacks arrive, a busy redeliverer looks at them at most this
 /// often (1 ms, in nanoseconds), and at least this often while any is due.
 const INBOX_INTERVAL_NS: u64 = 1_000_000;
@@ -85,7 +93,9 @@ impl<T> Inbox<T> {
         if state.stopped {
             return Err(message);
         }
-        let due = message.ts;
+        // Reinserted at its due time rounded up (see `reinsert`): looking
+        // earlier would find it not due yet and need another look.
+        let due = round_up_to_span(message.ts);
         state.earliest = state.earliest.min(due);
         state.backtracked.push(message);
         if state.idle {
@@ -207,6 +217,31 @@ pub(crate) struct Redeliverer<T> {
     ready: Vec<MessageRef<T>>,
     /// Blocks the last scan found dead, on their way to [`Shared::recycle`].
     dead: Vec<Arc<Block<T>>>,
+    /// The due times of the redelivery batches put into the index that may
+    /// not have fallen due yet (see [`Self::next_redelivery_due`]).
+    falling_due: FallingDue,
+}
+
+/// Due times still to come, kept across passes: a pass that puts back only
+/// later (or no) redeliveries must not forget an earlier one.
+#[derive(Default)]
+struct FallingDue(BinaryHeap<Reverse<u64>>);
+
+impl FallingDue {
+    fn push(&mut self, due: u64) {
+        self.0.push(Reverse(due));
+    }
+
+    /// The earliest due time after `now`, forgetting those reached.
+    fn next_after(&mut self, now: u64) -> Option<u64> {
+        while let Some(&Reverse(due)) = self.0.peek() {
+            if due > now {
+                return Some(due);
+            }
+            self.0.pop();
+        }
+        None
+    }
 }
 
 impl<T: Send + Sync + 'static> Redeliverer<T> {
@@ -218,6 +253,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
             backtracked: Vec::new(),
             ready: Vec::new(),
             dead: Vec::new(),
+            falling_due: FallingDue::default(),
         }
     }
 
@@ -239,17 +275,18 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         if scan || self.watched.len() >= self.prune_at {
             self.scan(shared, now, now_tick, scan);
         }
-        let next_scan = {
-            let ahead = self.next_scan.wrapping_sub(now_tick) & TICK_MASK;
-            clock::tick_nanos(clock::tick_floor(now) + ahead.min(MAX_TICK_SPAN))
-        };
-        match self.reinsert(shared, now) {
-            // Be awake when they fall due (at most once per inbox interval)
-            // to refresh the recent clock: consumers polling with it see
-            // them only then, and producers stamp later messages after them.
-            Some(due) => next_scan.min(due.max(now.saturating_add(INBOX_INTERVAL_NS))),
-            None => next_scan,
-        }
+        self.reinsert(shared, now);
+        let ahead = self.next_scan.wrapping_sub(now_tick) & TICK_MASK;
+        clock::tick_nanos(clock::tick_floor(now) + ahead.min(MAX_TICK_SPAN))
+    }
+
+    /// When the next redelivery put back into the index falls due (after
+    /// `now`), if any. A busy redeliverer wakes then (at most once per inbox
+    /// interval) to refresh the recent clock: consumers polling with it see
+    /// the message only then, and producers stamp later messages after it.
+    #[cfg_attr(rebound_loom, allow(dead_code))]
+    pub(crate) fn next_redelivery_due(&mut self, now: u64) -> Option<u64> {
+        self.falling_due.next_after(now)
     }
 
     /// Drops blocks only the watch list references and, if `expire`,
@@ -316,22 +353,17 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
     /// the rest not stayed in every claim walk's way until it was, which
     /// cost 10% of the one-consumer rate with 10% of messages rolled back
     /// for 1 ms (see docs/design.md). Never early; at most 100 us late.
-    /// Returns the earliest due time after `now`, if any.
-    fn reinsert(&mut self, shared: &Shared<T>, now: u64) -> Option<u64> {
+    /// Remembers the batches due after `now` in `falling_due`.
+    fn reinsert(&mut self, shared: &Shared<T>, now: u64) {
         if self.ready.is_empty() {
-            return None;
+            return;
         }
         for message in &mut self.ready {
-            // A due time within a span of the clock's end stays as it is.
-            message.ts = message
-                .ts
-                .checked_next_multiple_of(BATCH_SPAN_NS)
-                .unwrap_or(message.ts);
+            message.ts = round_up_to_span(message.ts);
         }
         let count = self.ready.len() as u64;
         self.ready
             .sort_unstable_by_key(|m| (m.ts, m.block.message_number(m.slot as usize)));
-        let later = self.ready.iter().map(|m| m.ts).find(|&ts| ts > now);
         let mut rest = self.ready.drain(..).peekable();
         while let Some(first) = rest.next() {
             let span = first.ts / BATCH_SPAN_NS;
@@ -339,6 +371,9 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                 ts: first.ts,
                 seq: shared.next_seq(),
             };
+            if first.ts > now {
+                self.falling_due.push(first.ts);
+            }
             let mut entries = vec![first];
             while let Some(next) = rest.next_if(|m| m.ts / BATCH_SPAN_NS == span) {
                 entries.push(next);
@@ -349,7 +384,6 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         }
         shared.counters.bump(Counter::Redelivered, count);
         shared.waiters.notify(true);
-        later
     }
 
     #[cfg(not(rebound_loom))]
@@ -379,6 +413,7 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
     let mut next_pass = 0;
     let mut busy = true;
     let mut quiet_since = 0;
+    let mut woken = false;
     let mut traffic = shared.counters.traffic();
     let upkeep = clock::add(0, UPKEEP_INTERVAL);
     loop {
@@ -393,7 +428,7 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
         }
         if busy {
             let seen = shared.counters.traffic();
-            if seen != traffic {
+            if seen != traffic || std::mem::take(&mut woken) {
                 quiet_since = now;
             }
             traffic = seen;
@@ -401,19 +436,54 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
                 busy = false;
             }
         }
+        // While idle nobody reads the recent clock (it is stale), so only
+        // a busy redeliverer wakes for a redelivery falling due.
         let until = if busy {
-            now.saturating_add(upkeep).min(next_pass)
+            let refresh = redeliverer
+                .next_redelivery_due(now)
+                .map_or(u64::MAX, |due| {
+                    due.max(now.saturating_add(INBOX_INTERVAL_NS))
+                });
+            now.saturating_add(upkeep).min(next_pass).min(refresh)
         } else {
             next_pass
         };
         match shared.inbox.sleep(&shared.clock, until, !busy) {
             None => break,
             Some(true) => {
+                // Traffic counts from the next reading: `now` is from before
+                // the sleep, maybe a long idle one.
                 busy = true;
-                quiet_since = now;
+                woken = true;
             }
             Some(false) => {}
         }
     }
     redeliverer.into_watched()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A redelivery due at 35 ms is put back in one pass, one due at 1.1 ms
+    /// in a later pass: after the second falls due, the first is still
+    /// remembered (the redeliverer wakes for it to refresh the clock).
+    #[test]
+    fn a_later_pass_does_not_forget_an_earlier_redelivery_falling_due() {
+        let mut due = FallingDue::default();
+        due.push(35_000_000);
+        assert_eq!(due.next_after(1_000_000), Some(35_000_000));
+        due.push(1_100_000);
+        assert_eq!(due.next_after(1_000_000), Some(1_100_000));
+        assert_eq!(due.next_after(2_000_000), Some(35_000_000));
+        assert_eq!(due.next_after(35_000_000), None);
+    }
+
+    #[test]
+    fn rounding_up_to_the_batch_span_is_never_early_and_saturates() {
+        assert_eq!(round_up_to_span(1), BATCH_SPAN_NS);
+        assert_eq!(round_up_to_span(BATCH_SPAN_NS), BATCH_SPAN_NS);
+        assert_eq!(round_up_to_span(u64::MAX - 1), u64::MAX - 1);
+    }
 }

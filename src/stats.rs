@@ -21,8 +21,9 @@ pub struct Stats {
     /// Messages accepted by `produce*`.
     pub produced: u64,
     /// Deliveries handed out (first deliveries and redeliveries). First
-    /// deliveries are counted as messages produced and no longer pending, so
-    /// under traffic this may include a message being claimed right now.
+    /// deliveries are counted as messages produced and no longer pending:
+    /// exact when the queue is quiescent, off by the produces and claims in
+    /// progress under traffic.
     pub delivered: u64,
     /// Messages acknowledged.
     pub acked: u64,
