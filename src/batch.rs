@@ -221,7 +221,7 @@ impl<T> Batch<T> {
                         pos,
                         ts: entry
                             .ts
-                            .unwrap_or_else(|| entry.block.fresh_ts(word.tick())),
+                            .unwrap_or_else(|| entry.block.ts_after_key(word.tick())),
                     };
                 }
                 Tag::Empty => break self.unwritten(pos),
@@ -289,7 +289,7 @@ impl<T> Batch<T> {
                 }
                 if entry
                     .ts
-                    .unwrap_or_else(|| entry.block.fresh_ts(word.tick()))
+                    .unwrap_or_else(|| entry.block.ts_after_key(word.tick()))
                     <= now_ns
                 {
                     count.ready += 1;

@@ -143,9 +143,9 @@ impl<T> Block<T> {
         ts.saturating_sub(self.key_ts) / 1_000
     }
 
-    /// The timestamp `us` microseconds after this block's key: a fresh
-    /// message's from its state word's offset, or a claim's.
-    pub(crate) fn fresh_ts(&self, us: u64) -> u64 {
+    /// The timestamp `us` microseconds after this block's key (a fresh
+    /// message's offset in its state word, or a claim's in `ClaimBits`).
+    pub(crate) fn ts_after_key(&self, us: u64) -> u64 {
         self.key_ts.saturating_add(us.saturating_mul(1_000))
     }
 

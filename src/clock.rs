@@ -128,20 +128,7 @@ impl Clock {
     pub(crate) fn refresh_from_traffic(&self) -> u64 {
         let precise = self.precise();
         #[cfg(not(rebound_loom))]
-        {
-            // Relaxed: see `recent`.
-            let current = self.recent.load(Ordering::Relaxed);
-            if current != STALE && current < precise {
-                // Relaxed: see `recent`. Losing to another store (a newer
-                // reading, or `STALE`) is fine: this one is then not needed.
-                let _ = self.recent.compare_exchange(
-                    current,
-                    precise,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
-        }
+        self.store_newer(precise, false);
         precise
     }
 
@@ -150,13 +137,25 @@ impl Clock {
     /// stored a newer one since `at` was read).
     pub(crate) fn refresh(&self, at: Instant) -> u64 {
         let nanos = self.nanos(at);
+        self.store_newer(nanos, true);
+        nanos
+    }
+
+    /// Stores `nanos` as the recent reading unless a newer one is there,
+    /// and, unless `over_stale`, unless the reading is stale. Losing to a
+    /// concurrent store is fine: the reading then is at least as fresh.
+    fn store_newer(&self, nanos: u64, over_stale: bool) {
         // Relaxed: see `recent`.
         let _ = self
             .recent
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
-                (current == STALE || current < nanos).then_some(nanos)
+                let replace = if current == STALE {
+                    over_stale
+                } else {
+                    current < nanos
+                };
+                replace.then_some(nanos)
             });
-        nanos
     }
 
     /// Upkeep going idle: mark the reading stale, unless someone stored a

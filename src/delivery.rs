@@ -68,10 +68,6 @@ impl<T> Delivery<T> {
         self.bits.slot()
     }
 
-    fn generation(&self) -> u32 {
-        self.bits.attempt()
-    }
-
     /// Marks this delivery settled (or being settled): `Drop` does nothing.
     fn settle(&mut self) {
         self.bits = self.bits.settled();
@@ -100,7 +96,7 @@ impl<T> Delivery<T> {
     /// # d.ack().unwrap();
     /// ```
     pub fn attempt(&self) -> u32 {
-        self.generation()
+        self.bits.attempt()
     }
 
     /// When the message became due for this delivery: when it was produced,
@@ -120,7 +116,7 @@ impl<T> Delivery<T> {
     /// # d.ack().unwrap();
     /// ```
     pub fn timestamp(&self) -> Instant {
-        let ts = self.block.fresh_ts(self.bits.ts_us());
+        let ts = self.block.ts_after_key(self.bits.ts_us());
         self.shared().clock.instant(ts)
     }
 
@@ -138,7 +134,7 @@ impl<T> Delivery<T> {
     /// ```
     pub fn ack(mut self) -> Result<(), LeaseExpired> {
         self.settle();
-        let outcome = self.slot_state().transition_to_acked(self.generation());
+        let outcome = self.slot_state().transition_to_acked(self.attempt());
         self.finish(outcome, Counter::Acked)
     }
 
@@ -200,7 +196,7 @@ impl<T> Delivery<T> {
     pub fn extend_lease(&self, extension: Duration) -> Result<(), LeaseExpired> {
         let shared = self.shared();
         let deadline = shared.deadline_tick(shared.clock.precise(), extension);
-        if self.slot_state().extend_lease(self.generation(), deadline) {
+        if self.slot_state().extend_lease(self.attempt(), deadline) {
             Ok(())
         } else {
             Err(LeaseExpired)
@@ -221,7 +217,7 @@ impl<T> Delivery<T> {
     /// ```
     pub fn dead_letter(mut self) -> Result<(), LeaseExpired> {
         self.settle();
-        let outcome = self.slot_state().transition_to_rejected(self.generation());
+        let outcome = self.slot_state().transition_to_rejected(self.attempt());
         self.finish(outcome, Counter::DeadLettered)
     }
 
@@ -232,7 +228,7 @@ impl<T> Delivery<T> {
     fn roll_back(&mut self, delay: Option<Duration>) -> Result<(), LeaseExpired> {
         self.settle();
         let shared = self.shared();
-        let attempt = self.generation();
+        let attempt = self.attempt();
         let outcome = self
             .slot_state()
             .transition_to_backtracked(attempt, shared.config.max_attempts);
@@ -304,7 +300,7 @@ impl<T> fmt::Debug for Delivery<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Delivery")
             .field("id", &self.id())
-            .field("attempt", &self.generation())
+            .field("attempt", &self.attempt())
             .field("timestamp", &self.timestamp())
             .finish_non_exhaustive()
     }

@@ -236,14 +236,14 @@ fn claim_up_to<T>(
     max: usize,
     out: &mut Vec<Claimed<T>>,
     mut claim: impl FnMut() -> Poll<T>,
-) -> Option<u64> {
+) -> NextDue {
     for _ in 0..max {
         match claim() {
             Poll::Claimed(claimed) => out.push(claimed),
-            Poll::Empty { next_due } => return next_due.get(),
+            Poll::Empty { next_due } => return next_due,
         }
     }
-    None
+    NextDue::NONE
 }
 
 #[cfg(not(rebound_loom))]
@@ -286,7 +286,7 @@ impl<T: Send + Sync + 'static> Index<T> {
         deadline_tick: u64,
         max: usize,
         out: &mut Vec<Claimed<T>>,
-    ) -> Option<u64> {
+    ) -> NextDue {
         let guard = epoch::pin();
         claim_up_to(max, out, || {
             self.claim_pinned(&guard, now_ns, deadline_tick)
@@ -359,7 +359,7 @@ pub(crate) use model::Index;
 /// The loom-visible index: same API, same walk, a lock only around the map.
 #[cfg(rebound_loom)]
 mod model {
-    use super::{Backoff, Batch, Claimed, Key, PendingCount, Poll, Step, Walk};
+    use super::{Backoff, Batch, Claimed, Key, NextDue, PendingCount, Poll, Step, Walk};
     use crate::sync::{Mutex, lock};
     use std::collections::BTreeMap;
     /// A reference to a node, like a skiplist `Entry`: it keeps the batch
@@ -398,7 +398,7 @@ mod model {
             deadline_tick: u64,
             max: usize,
             out: &mut Vec<Claimed<T>>,
-        ) -> Option<u64> {
+        ) -> NextDue {
             super::claim_up_to(max, out, || self.claim(now_ns, deadline_tick))
         }
 

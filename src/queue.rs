@@ -706,7 +706,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     }
 
     /// [`Self::poll`] for up to `max` messages; `Err` if it claimed none.
-    fn poll_many(&self, precise: bool, max: usize) -> Result<Vec<Delivery<T>>, Option<u64>> {
+    fn poll_many(&self, precise: bool, max: usize) -> Result<Vec<Delivery<T>>, NextDue> {
         let shared = &self.shared;
         let now_ns = self.poll_time(precise);
         let deadline = shared.claim_deadline(now_ns, precise);
@@ -754,7 +754,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.try_consume().is_err());
     /// ```
     pub fn try_consume(&self) -> Result<Delivery<T>, TryConsumeError> {
-        self.try_take(|precise| self.poll(precise).map_err(NextDue::get))
+        self.try_take(|precise| self.poll(precise))
     }
 
     /// Claims up to `max` ready messages, earliest first, without waiting.
@@ -779,10 +779,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         self.try_take(|precise| self.poll_many(precise, max))
     }
 
-    fn try_take<R>(
-        &self,
-        poll: impl Fn(bool) -> Result<R, Option<u64>>,
-    ) -> Result<R, TryConsumeError> {
+    fn try_take<R>(&self, poll: impl Fn(bool) -> Result<R, NextDue>) -> Result<R, TryConsumeError> {
         match poll(false).or_else(|_| poll(true)) {
             Ok(taken) => Ok(taken),
             Err(_) if self.drained() => Err(TryConsumeError::Closed),
@@ -805,10 +802,8 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.consume().is_err());
     /// ```
     pub fn consume(&self) -> Result<Delivery<T>, Closed> {
-        self.take_until(None, None, |precise| {
-            self.poll(precise).map_err(NextDue::get)
-        })
-        .map_err(|_| Closed)
+        self.take_until(None, None, |precise| self.poll(precise))
+            .map_err(|_| Closed)
     }
 
     /// Claims up to `max` ready messages, earliest first, parking until at
@@ -861,7 +856,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         self.take_until(
             self.shared.clock.now().checked_add(timeout),
             None,
-            |precise| self.poll(precise).map_err(NextDue::get),
+            |precise| self.poll(precise),
         )
     }
 
@@ -872,9 +867,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         &self,
         stop: &AtomicBool,
     ) -> Result<Delivery<T>, ConsumeTimeoutError> {
-        self.take_until(None, Some(stop), |precise| {
-            self.poll(precise).map_err(NextDue::get)
-        })
+        self.take_until(None, Some(stop), |precise| self.poll(precise))
     }
 
     /// Wakes every parked consumer, so that one waiting in
@@ -896,7 +889,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         &self,
         deadline: Option<Instant>,
         stop: Option<&AtomicBool>,
-        poll: impl Fn(bool) -> Result<R, Option<u64>>,
+        poll: impl Fn(bool) -> Result<R, NextDue>,
     ) -> Result<R, ConsumeTimeoutError> {
         let spin = Spin::new();
         let mut spin_until = None;
@@ -941,7 +934,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
                 return Err(ConsumeTimeoutError::Timeout);
             }
             let now = self.shared.clock.now();
-            let mut wake = next_due.map(|due| self.shared.clock.instant(due));
+            let mut wake = next_due.get().map(|due| self.shared.clock.instant(due));
             // Closed, with messages in flight: a settle that raced with
             // `close` does not wake anyone (see `Shared::count_settle`), so
             // look again soon. (The loom mutant `no_closed_recheck` drops

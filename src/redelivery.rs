@@ -415,7 +415,6 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
     let mut quiet_since = 0;
     let mut woken = false;
     let mut traffic = shared.counters.traffic();
-    let upkeep = clock::add(0, UPKEEP_INTERVAL);
     loop {
         let at = now();
         let now = if busy {
@@ -444,7 +443,7 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
                 .map_or(u64::MAX, |due| {
                     due.max(now.saturating_add(INBOX_INTERVAL_NS))
                 });
-            now.saturating_add(upkeep).min(next_pass).min(refresh)
+            clock::add(now, UPKEEP_INTERVAL).min(next_pass).min(refresh)
         } else {
             next_pass
         };

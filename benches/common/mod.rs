@@ -194,47 +194,47 @@ impl<T: Payload, C: Channel<T>> Contender<T> for Chan<C> {
     }
 }
 
-/// crossbeam-channel unbounded: send -> recv, the speed ceiling.
-pub(crate) type CrossbeamChannel<T> = Chan<Crossbeam<T>>;
-pub(crate) struct Crossbeam<T>(crossbeam_channel::Sender<T>, crossbeam_channel::Receiver<T>);
+/// A [`Channel`] over an unbounded channel crate whose `Sender` and
+/// `Receiver` have the same shape (crossbeam-channel, flume).
+macro_rules! unbounded_channel {
+    ($(#[$doc:meta])* $alias:ident, $name:ident, $krate:ident, $label:literal) => {
+        $(#[$doc])*
+        pub(crate) type $alias<T> = Chan<$name<T>>;
+        pub(crate) struct $name<T>($krate::Sender<T>, $krate::Receiver<T>);
 
-impl<T: Payload> Channel<T> for Crossbeam<T> {
-    const NAME: &'static str = "crossbeam-channel";
-    fn new() -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        Crossbeam(tx, rx)
-    }
-    fn send(&self, value: T) {
-        self.0.send(value).expect("receiver alive");
-    }
-    fn try_recv(&self) -> Option<T> {
-        self.1.try_recv().ok()
-    }
-    fn recv(&self) -> T {
-        self.1.recv().expect("sender alive")
-    }
+        impl<T: Payload> Channel<T> for $name<T> {
+            const NAME: &'static str = $label;
+            fn new() -> Self {
+                let (tx, rx) = $krate::unbounded();
+                $name(tx, rx)
+            }
+            fn send(&self, value: T) {
+                self.0.send(value).expect("receiver alive");
+            }
+            fn try_recv(&self) -> Option<T> {
+                self.1.try_recv().ok()
+            }
+            fn recv(&self) -> T {
+                self.1.recv().expect("sender alive")
+            }
+        }
+    };
 }
 
-/// flume unbounded: send -> recv.
-pub(crate) type Flume<T> = Chan<FlumeChannel<T>>;
-pub(crate) struct FlumeChannel<T>(flume::Sender<T>, flume::Receiver<T>);
-
-impl<T: Payload> Channel<T> for FlumeChannel<T> {
-    const NAME: &'static str = "flume";
-    fn new() -> Self {
-        let (tx, rx) = flume::unbounded();
-        FlumeChannel(tx, rx)
-    }
-    fn send(&self, value: T) {
-        self.0.send(value).expect("receiver alive");
-    }
-    fn try_recv(&self) -> Option<T> {
-        self.1.try_recv().ok()
-    }
-    fn recv(&self) -> T {
-        self.1.recv().expect("sender alive")
-    }
-}
+unbounded_channel!(
+    /// crossbeam-channel unbounded: send -> recv, the speed ceiling.
+    CrossbeamChannel,
+    Crossbeam,
+    crossbeam_channel,
+    "crossbeam-channel"
+);
+unbounded_channel!(
+    /// flume unbounded: send -> recv.
+    Flume,
+    FlumeChannel,
+    flume,
+    "flume"
+);
 
 /// `std::sync::mpsc` unbounded. Its receiver is single-consumer, so the
 /// consumers share it behind a `Mutex` (uncontended at one consumer).
