@@ -54,8 +54,9 @@ pub(crate) enum Next {
 /// claimed ([`release_prepaid`]). A block whose only reference is the watch
 /// list's has therefore no message left to claim or settle.
 pub(crate) struct Block<T> {
-    /// Consumers: the first slot that may still be claimable. Only a hint:
-    /// the state words decide ownership.
+    /// Consumers: the first slot that may still be claimable. A claim moves
+    /// it past its slot with a compare-exchange, which decides who claims
+    /// the slot (see `Batch::claim`).
     cursor: CachePadded<AtomicUsize>,
     /// Producers: the next slot to hand out.
     reserved: CachePadded<AtomicUsize>,
@@ -195,12 +196,14 @@ impl<T> Block<T> {
     }
 
     pub(crate) fn cursor(&self) -> usize {
-        // Relaxed: a hint; every slot it skips is re-checked by its state word.
+        // Relaxed: a stale value only fails the claim's compare-exchange;
+        // the slots are published by their state words.
         self.cursor.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn advance_cursor(&self, to: usize) {
-        crate::batch::advance(&self.cursor, to);
+    /// See [`crate::batch::move_cursor`].
+    pub(crate) fn move_cursor(&self, from: usize, to: usize) -> Result<(), usize> {
+        crate::batch::move_cursor(&self.cursor, from, to)
     }
 }
 

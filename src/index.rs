@@ -73,8 +73,9 @@ impl From<Option<u64>> for NextDue {
 /// smaller than the best head found, no later node can beat it.
 struct Walk<N> {
     now_ns: u64,
-    /// The node, the entry position and the timestamp of the best head.
-    best: Option<(N, usize, u64)>,
+    /// The node, its cursor as read, the entry position and the timestamp
+    /// of the best head.
+    best: Option<(N, usize, usize, u64)>,
     next_due: Option<u64>,
     /// A producer is between reserving and publishing a slot that holds up
     /// the rest of its block, or the rest of the chain.
@@ -117,7 +118,7 @@ impl<N> Walk<N> {
     fn beaten_by_best(&self, ts: u64) -> bool {
         self.best
             .as_ref()
-            .is_some_and(|&(_, _, best_ts)| ts >= best_ts)
+            .is_some_and(|&(_, _, _, best_ts)| ts >= best_ts)
     }
 
     fn due_later(&mut self, ts: u64) {
@@ -150,9 +151,9 @@ impl<N> Walk<N> {
             return Step::Next;
         }
         let chain_head = match batch.head() {
-            Head::Ready { pos, ts } if ts <= self.now_ns => {
+            Head::Ready { from, pos, ts } if ts <= self.now_ns => {
                 if !self.beaten_by_best(ts) {
-                    self.best = Some((node(), pos, ts));
+                    self.best = Some((node(), from, pos, ts));
                 }
                 Some(ChainHead::Message)
             }
@@ -196,13 +197,16 @@ impl<N> Walk<N> {
     fn finish<T>(
         mut self,
         backoff: &Backoff,
-        claim: impl FnOnce(N, usize, u64) -> Option<Claimed<T>>,
+        claim: impl FnOnce(N, usize, usize, u64) -> Option<Claimed<T>>,
     ) -> Option<Poll<T>> {
         match self.best {
-            Some((node, pos, ts)) => match claim(node, pos, ts) {
+            Some((node, from, pos, ts)) => match claim(node, from, pos, ts) {
                 Some(claimed) => Some(Poll::Claimed(claimed)),
                 None => {
-                    // Another consumer won that message: look again.
+                    // Another consumer moved the cursor first: back off
+                    // before looking again, so that it takes the next few
+                    // messages while their lines are in its cache (see
+                    // `Batch::claim`).
                     backoff.spin();
                     None
                 }
@@ -317,8 +321,8 @@ impl<T: Send + Sync + 'static> Index<T> {
                 }
                 cursor = entry.next();
             }
-            if let Some(poll) = walk.finish(&backoff, |entry, pos, ts| {
-                entry.value().claim(pos, ts, deadline_tick)
+            if let Some(poll) = walk.finish(&backoff, |entry, from, pos, ts| {
+                entry.value().claim(from, pos, ts, deadline_tick)
             }) {
                 return poll;
             }
@@ -422,8 +426,8 @@ mod model {
                         break;
                     }
                 }
-                if let Some(poll) = walk.finish(&backoff, |batch, pos, ts| {
-                    batch.claim(pos, ts, deadline_tick)
+                if let Some(poll) = walk.finish(&backoff, |batch, from, pos, ts| {
+                    batch.claim(from, pos, ts, deadline_tick)
                 }) {
                     return poll;
                 }
@@ -466,7 +470,7 @@ mod tests {
         }
         let mut walk: Walk<()> = Walk::new(5_000);
         walk.busy = true;
-        match walk.finish::<u8>(&backoff, |_, _, _| None) {
+        match walk.finish::<u8>(&backoff, |_, _, _, _| None) {
             Some(Poll::Empty { next_due }) => {
                 assert_eq!(next_due.get(), Some(5_000 + WRITING_RECHECK_NS));
             }
@@ -474,7 +478,7 @@ mod tests {
         }
         // With nothing being written, no timeout is invented.
         let walk: Walk<()> = Walk::new(5_000);
-        match walk.finish::<u8>(&backoff, |_, _, _| None) {
+        match walk.finish::<u8>(&backoff, |_, _, _, _| None) {
             Some(Poll::Empty { next_due }) => assert_eq!(next_due.get(), None),
             _ => panic!("expected Empty"),
         }

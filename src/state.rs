@@ -336,6 +336,33 @@ impl MessageState {
         }
     }
 
+    /// `Pending(0) -> Claimed(1)`, one holder, lease until `deadline`: the
+    /// first claim of a fresh message, by the consumer that moved its
+    /// block's cursor past it. Returns the attempt, 1.
+    ///
+    /// A store, not a compare-exchange: nothing else can write the word of
+    /// a message pending at attempt 0. Only a claim leaves that state (or
+    /// teardown, which needs every handle gone, so no claim runs), only the
+    /// cursor's winner claims a fresh slot, and a fresh message never had a
+    /// holder who could release itself. On the claim path this saves the
+    /// locked instruction the cursor's compare-exchange costs.
+    pub(crate) fn claim_fresh(&self, deadline: u64) -> u32 {
+        debug_assert_eq!(
+            (self.load().tag(), self.load().attempt()),
+            (Tag::Pending, 0),
+            "claim_fresh on a word that is not pending at attempt 0"
+        );
+        let claimed = Word(0)
+            .with_tag(Tag::Claimed)
+            .with_attempt(1)
+            .with_holders(1)
+            .with_tick(deadline);
+        // Release: pairs with the Acquire of the next transition of this
+        // word (a settle, or the redeliverer's expiry), like any transition.
+        self.word.store(claimed.0, Ordering::Release);
+        1
+    }
+
     /// Settles the claim of generation `gen` into `to`, dropping its holder.
     fn settle(&self, generation: u32, to: impl Fn(Word) -> Tag) -> Settle {
         let result = self.transition(|w| {

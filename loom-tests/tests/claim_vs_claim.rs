@@ -3,6 +3,7 @@
 #![cfg(rebound_loom)]
 
 use loom::thread;
+use rebound::__loom::Redeliverer;
 use rebound::TryConsumeError;
 use rebound_loom_tests::{Drops, model, queue};
 
@@ -39,6 +40,49 @@ fn two_consumers_claim_one_message_exactly_one_wins() {
         assert_eq!((stats.delivered, stats.acked), (1, 1));
         assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Empty);
         drop(q);
+        assert_eq!(drops.count(), 1, "the payload is dropped exactly once");
+    });
+}
+
+/// The same race over a redelivered message: its claim goes through a
+/// redelivery batch (a cursor of its own, then a compare-exchange on the
+/// word, which a stale holder may also be writing). Exactly one wins, at
+/// attempt 2.
+#[test]
+fn two_consumers_claim_one_redelivered_message_exactly_one_wins() {
+    model(|| {
+        let drops = Drops::new();
+        let q = queue(4);
+        q.produce(drops.msg("m")).unwrap();
+        let mut redeliverer = Redeliverer::new();
+        q.try_consume().unwrap().rollback().unwrap();
+        redeliverer.redeliver_due(&q);
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let q = q.clone();
+                thread::spawn(move || match q.try_consume() {
+                    Ok(d) => {
+                        assert_eq!((d.name(), d.attempt()), ("m", 2));
+                        d.ack().unwrap();
+                        true
+                    }
+                    Err(e) => {
+                        assert_eq!(e, TryConsumeError::Empty, "the loser sees it taken");
+                        false
+                    }
+                })
+            })
+            .collect();
+        let wins = consumers
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .filter(|&won| won)
+            .count();
+        assert_eq!(wins, 1, "exactly one consumer holds the redelivery");
+        let stats = q.stats();
+        assert_eq!((stats.delivered, stats.acked), (2, 1));
+        assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Empty);
+        drop((q, redeliverer));
         assert_eq!(drops.count(), 1, "the payload is dropped exactly once");
     });
 }
