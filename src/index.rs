@@ -4,14 +4,17 @@
 //! Keys are unique by construction (the sequence comes from a per-queue
 //! counter), because `SkipList::insert` silently replaces an equal key.
 //! Ownership of a message is never decided here: the skiplist only finds
-//! candidates, and the message's state word decides who gets it. Entries are
+//! candidates, and the batch decides who gets one (a compare-exchange on its
+//! claim cursor, then on the message's state word for a redelivery; see
+//! `Batch::claim`). Entries are
 //! unlinked with `Entry::remove`, whose `bool` says who unlinked it.
 //!
 //! Under `cfg(rebound_loom)` the skiplist (whose atomics loom cannot see, and
 //! whose epoch-deferred frees would outlive a loom execution) is replaced by
 //! a loom-visible model with the same API: a loom `Mutex<BTreeMap>` of
 //! shared batch references, walked outside the lock exactly as the skiplist
-//! is, so that claims still race on the messages' state words.
+//! is, so that claims still race on the batches' cursors and the messages'
+//! state words.
 
 use crate::batch::{Batch, Claimed, Head, PendingCount};
 use crate::sync::Backoff;
@@ -203,10 +206,9 @@ impl<N> Walk<N> {
             Some((node, from, pos, ts)) => match claim(node, from, pos, ts) {
                 Some(claimed) => Some(Poll::Claimed(claimed)),
                 None => {
-                    // Another consumer moved the cursor first: back off
-                    // before looking again, so that it takes the next few
-                    // messages while their lines are in its cache (see
-                    // `Batch::claim`).
+                    // Another consumer took the entry first (the claim gave
+                    // way to it already, see `Batch::claim`), or a redelivery
+                    // entry was stale: look again.
                     backoff.spin();
                     None
                 }

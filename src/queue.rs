@@ -393,6 +393,10 @@ impl<T: Send + Sync + 'static> Shared<T> {
             unsafe { block.slot(index).write(value, 0) };
             id(this.message_id(&block, index));
         }
+        // The one `Fresh` entry of this life of the block: its cursor is
+        // what makes the first claim of each slot exclusive
+        // (`MessageState::claim_fresh` writes the word with a store), so a
+        // block must never be in the index twice.
         this.index.insert(key, Batch::Fresh(Arc::clone(&block)));
         this.inbox.register(Arc::clone(&block));
         block
@@ -1316,5 +1320,51 @@ mod tests {
             thread::yield_now();
         }
         assert_eq!(shared.strong_count(), 0, "a block outlived the queue");
+    }
+
+    /// A claim is a ticket on the batch's cursor: a consumer whose entry
+    /// another claim took loses (changing nothing), one whose entry is
+    /// still ahead of the cursor wins it, and no message is skipped.
+    #[test]
+    fn a_claim_with_a_stale_cursor_loses_and_the_next_message_stays_claimable() {
+        use crate::batch::Head;
+        let q: Queue<u32> = Queue::new();
+        let ids: Vec<_> = (0..3).map(|i| q.produce(i).unwrap()).collect();
+        let now = q.shared.clock.precise();
+        let deadline = q.shared.claim_deadline(now, true);
+        let mut claimed = Vec::new();
+        let mut first = true;
+        q.shared.index.for_each(|batch| {
+            if !std::mem::take(&mut first) {
+                return;
+            }
+            let Head::Ready { from, pos, ts } = batch.head() else {
+                panic!("the first message is ready");
+            };
+            assert_eq!((from, pos), (0, 0));
+            claimed.push(batch.claim(from, pos, ts, deadline).expect("wins"));
+            // Another consumer read the cursor as 0 too and picked slot 0:
+            // it loses, and takes nothing.
+            assert!(batch.claim(from, pos, ts, deadline).is_none());
+            let Head::Ready { from, pos, ts } = batch.head() else {
+                panic!("the second message is still ready");
+            };
+            assert_eq!((from, pos), (1, 1));
+            // One that read the cursor as 0 but picked slot 1 (it saw slot
+            // 0 taken) wins it: the cursor was not moved past slot 1.
+            claimed.push(batch.claim(0, pos, ts, deadline).expect("wins"));
+        });
+        for (i, claim) in claimed.into_iter().enumerate() {
+            let d = Delivery::new(claim);
+            assert_eq!((d.id(), *d, d.attempt()), (ids[i], i as u32, 1));
+            d.ack().unwrap();
+        }
+        for (i, id) in ids.iter().enumerate().skip(2) {
+            let d = q.try_consume().unwrap();
+            assert_eq!((d.id(), *d, d.attempt()), (*id, i as u32, 1));
+            d.ack().unwrap();
+        }
+        assert!(q.try_consume().is_err());
+        assert_eq!(q.stats().acked, 3);
     }
 }

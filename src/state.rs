@@ -3,8 +3,10 @@
 //! Every message has exactly one [`MessageState`] for its whole life, in the
 //! slot where it was produced. Redelivery never copies the message: it puts a
 //! new reference to the same slot into the index. So every claim and every
-//! settle of one message compares and swaps the same word, and whoever wins a
-//! compare-exchange owns the transition. docs/design.md draws the states.
+//! settle of one message writes the same word, and whoever wins a
+//! compare-exchange owns the transition, with one exception: the first claim
+//! of a fresh message is decided by its block's cursor and written with a
+//! store ([`MessageState::claim_fresh`]). docs/design.md draws the states.
 //!
 //! Layout of the 64-bit word (low bits first):
 //!
@@ -345,7 +347,10 @@ impl MessageState {
     /// teardown, which needs every handle gone, so no claim runs), only the
     /// cursor's winner claims a fresh slot, and a fresh message never had a
     /// holder who could release itself. On the claim path this saves the
-    /// locked instruction the cursor's compare-exchange costs.
+    /// locked instruction the cursor's compare-exchange costs. The claimer
+    /// sees the payload through its own Acquire load of the word that read
+    /// `Pending` (`Batch::head`), which pairs with the producer's publish:
+    /// that load must stay Acquire.
     pub(crate) fn claim_fresh(&self, deadline: u64) -> u32 {
         debug_assert_eq!(
             (self.load().tag(), self.load().attempt()),

@@ -5,7 +5,7 @@
 use loom::thread;
 use rebound::__loom::Redeliverer;
 use rebound::TryConsumeError;
-use rebound_loom_tests::{Drops, model, queue};
+use rebound_loom_tests::{Drops, claimed_at_lease_end, model, queue};
 
 #[test]
 fn two_consumers_claim_one_message_exactly_one_wins() {
@@ -46,8 +46,7 @@ fn two_consumers_claim_one_message_exactly_one_wins() {
 
 /// The same race over a redelivered message: its claim goes through a
 /// redelivery batch (a cursor of its own, then a compare-exchange on the
-/// word, which a stale holder may also be writing). Exactly one wins, at
-/// attempt 2.
+/// word). Exactly one wins, at attempt 2.
 #[test]
 fn two_consumers_claim_one_redelivered_message_exactly_one_wins() {
     model(|| {
@@ -84,6 +83,30 @@ fn two_consumers_claim_one_redelivered_message_exactly_one_wins() {
         assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Empty);
         drop((q, redeliverer));
         assert_eq!(drops.count(), 1, "the payload is dropped exactly once");
+    });
+}
+
+/// Why a redelivery's claim keeps the word's compare-exchange: a message
+/// whose lease expired is claimed again while its expired holder lets go of
+/// its `Delivery` (a holder decrement on the same word). Neither write is
+/// lost: the claim wins at attempt 2, and the payload is dropped once, after
+/// both holders let go.
+#[test]
+fn redelivery_claim_vs_expired_holder_letting_go_neither_is_lost() {
+    model(|| {
+        let drops = Drops::new();
+        let (q, mut redeliverer, stale) = claimed_at_lease_end(&drops, 4);
+        redeliverer.redeliver_due(&q);
+        let letting_go = thread::spawn(move || drop(stale));
+        let again = q.try_consume().expect("the redelivery is ready");
+        assert_eq!((again.name(), again.attempt()), ("m", 2));
+        letting_go.join().unwrap();
+        again.ack().unwrap();
+        assert_eq!(drops.count(), 1, "dropped once both holders let go");
+        let stats = q.stats();
+        assert_eq!((stats.expired, stats.redelivered, stats.acked), (1, 1, 1));
+        drop((q, redeliverer));
+        assert_eq!(drops.count(), 1);
     });
 }
 
