@@ -245,11 +245,15 @@ impl<T> Shared<T> {
         dead.clear();
     }
 
-    /// A spare chain block made fresh (see [`Block::reuse`]), if any and
-    /// if the spare list is not locked by the redeliverer just now: a
-    /// producer never waits for it (see `registrations.rs`).
+    /// A dead chain block made fresh (see [`Block::reuse`]): the oldest
+    /// registered one if nothing references it any more, else one from the
+    /// spare list. `None` if neither has one or their locks are taken just
+    /// now: a producer never waits for them (see `registrations.rs`).
     fn reuse_spare(&self, key: Key, reserved: usize) -> Option<Arc<Block<T>>> {
-        let mut block = try_lock(&self.spare)?.pop()?;
+        let mut block = self
+            .inbox
+            .reclaim()
+            .or_else(|| try_lock(&self.spare)?.pop())?;
         // The spare list holds the only reference, so this always succeeds;
         // if it did not, the block is dropped and the caller allocates.
         Arc::get_mut(&mut block)?.reuse(key, reserved);
@@ -1320,6 +1324,51 @@ mod tests {
             thread::yield_now();
         }
         assert_eq!(shared.strong_count(), 0, "a block outlived the queue");
+    }
+
+    /// Registrations: a queued chain block goes back to a producer only
+    /// once nothing else references it, and only the oldest; a block of one
+    /// (a delayed message) is never queued there; the redeliverer takes the
+    /// queued blocks only when it asks for all (a lease scan).
+    #[test]
+    fn only_the_oldest_registered_chain_block_comes_back_and_only_when_dead() {
+        use crate::registrations::Registrations;
+        let q: Queue<u32> = Queue::new();
+        // Blocks without slots: no prepaid references, so the handles
+        // below are all there is.
+        let block = |chained| {
+            let key = Key {
+                ts: 0,
+                seq: q.shared.next_seq(),
+            };
+            Block::new(Arc::clone(&q.shared), key, 0, 0, chained)
+        };
+        let regs = Registrations::new();
+        let (a, b, single) = (block(true), block(true), block(false));
+        let (a_at, b_at) = (Arc::as_ptr(&a), Arc::as_ptr(&b));
+        for block in [&a, &b, &single] {
+            regs.push(Arc::clone(block));
+        }
+        assert_eq!(regs.len(), 3);
+        drop(b);
+        assert!(
+            regs.reclaim().is_none(),
+            "b is dead, but a is older and held"
+        );
+        drop(a);
+        assert_eq!(regs.reclaim().map(|a| Arc::as_ptr(&a)), Some(a_at));
+        assert_eq!(regs.reclaim().map(|b| Arc::as_ptr(&b)), Some(b_at));
+        drop(single);
+        assert!(regs.reclaim().is_none(), "a block of one is never reused");
+        assert_eq!(regs.len(), 1);
+        let c = block(true);
+        regs.push(Arc::clone(&c));
+        let mut taken = Vec::new();
+        regs.take(&mut taken, false);
+        assert!(taken.len() == 1 && !taken[0].is_chained(), "only the stack");
+        regs.take(&mut taken, true);
+        assert_eq!(taken.len(), 2);
+        assert_eq!(regs.len(), 0);
     }
 
     /// A claim is a ticket on the batch's cursor: a consumer whose entry

@@ -27,7 +27,7 @@ use std::collections::BinaryHeap;
 use std::time::Duration;
 
 /// Wake the redeliverer to prune once this many new blocks are waiting.
-const REGISTER_WAKE: usize = 256;
+pub(crate) const REGISTER_WAKE: usize = 256;
 /// Nanoseconds per index batch of redelivered messages (100 us). Redelivery
 /// due times are rounded up to a multiple of it, so a batch falls due whole.
 const BATCH_SPAN_NS: u64 = 100_000;
@@ -148,19 +148,27 @@ impl<T> Inbox<T> {
         self.blocks.len() >= REGISTER_WAKE || !lock(&self.state).backtracked.is_empty()
     }
 
-    /// Takes the rolled-back messages and new blocks, at `now`.
+    /// Takes the rolled-back messages and new blocks, at `now`; all new
+    /// blocks if `all` (see [`Registrations::take`]).
     fn take(
         &self,
         now: u64,
         backtracked: &mut Vec<MessageRef<T>>,
         blocks: &mut Vec<Arc<Block<T>>>,
+        all: bool,
     ) {
         let mut state = lock(&self.state);
         std::mem::swap(&mut state.backtracked, backtracked);
         state.earliest = u64::MAX;
         state.floor = now.saturating_add(INBOX_INTERVAL_NS);
         drop(state);
-        self.blocks.take(blocks);
+        self.blocks.take(blocks, all);
+    }
+
+    /// A dead chain block for a producer to reuse (see
+    /// [`Registrations::reclaim`]).
+    pub(crate) fn reclaim(&self) -> Option<Arc<Block<T>>> {
+        self.blocks.reclaim()
     }
 
     /// Stops the redeliverer and returns what was still waiting for it.
@@ -170,7 +178,7 @@ impl<T> Inbox<T> {
         state.stopped = true;
         self.cond.notify_all();
         let mut blocks = Vec::new();
-        self.blocks.take(&mut blocks);
+        self.blocks.take(&mut blocks, true);
         (blocks, std::mem::take(&mut state.backtracked))
     }
 
@@ -266,16 +274,18 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
     /// needs one sooner.
     pub(crate) fn redeliver_due(&mut self, shared: &Shared<T>, now: u64) -> u64 {
         let now_tick = clock::tick_floor(now) & TICK_MASK;
+        let scan = tick_reached(self.next_scan, now_tick);
+        // A lease scan must see every block that may hold a claim: all of
+        // them, the queued ones too.
         shared
             .inbox
-            .take(now, &mut self.backtracked, &mut self.watched);
+            .take(now, &mut self.backtracked, &mut self.watched, scan);
         for message in self.backtracked.drain(..) {
             let state = &message.block.slot(message.slot as usize).state;
             if let Reinsert::Pending { attempt } = state.transition_to_pending() {
                 self.ready.push(MessageRef { attempt, ..message });
             }
         }
-        let scan = tick_reached(self.next_scan, now_tick);
         if scan || self.watched.len() >= self.prune_at {
             self.scan(shared, now, now_tick, scan);
         }
@@ -299,16 +309,16 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         let config = shared.config;
         let mut earliest = shared.deadline_tick(now, config.lease);
         let ready = &mut self.ready;
-        let dead = &mut self.dead;
-        self.watched.retain(|block| {
+        // Moved out, not cloned: a clone and a drop would be two more
+        // read-modify-writes on each dead block's count.
+        let dying = self.watched.extract_if(.., |block| {
             // Only the watch list holds it: not in the index, not held by any
             // delivery or batch, so every message in it is final.
             if Arc::strong_count(block) == 1 {
-                dead.push(Arc::clone(block));
-                return false;
+                return true;
             }
             if !expire {
-                return true;
+                return false;
             }
             for slot in 0..block.len() {
                 match block
@@ -340,8 +350,9 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                     }
                 }
             }
-            true
+            false
         });
+        self.dead.extend(dying);
         shared.recycle(&mut self.dead);
         if expire {
             self.next_scan = earliest;

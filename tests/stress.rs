@@ -17,7 +17,7 @@ const PER_PRODUCER: u32 = 8_000;
 const MAX_ATTEMPTS: u32 = 4;
 
 fn is_poison(n: u32) -> bool {
-    n % 97 == 0
+    n.is_multiple_of(97)
 }
 fn is_rejected(n: u32) -> bool {
     n % 101 == 1
@@ -205,7 +205,7 @@ fn slow_handlers_past_their_lease_never_settle_twice() {
                     let n = *d as usize;
                     latest[n].fetch_max(d.attempt(), Ordering::SeqCst);
                     // One in five handlers outlives its lease.
-                    if rng.next() % 5 == 0 {
+                    if rng.next().is_multiple_of(5) {
                         thread::sleep(Duration::from_millis(12));
                     }
                     let attempt = d.attempt();
