@@ -11,6 +11,13 @@
 //!    at a time is claimed and rolled back with `rollback_after(d)`; how much
 //!    later than `d` it is claimed again.
 //!
+//! 3. The machine's own stalls, with no queue at all: two threads spin on
+//!    the clock (as the paced producer and a busy consumer do) for windows
+//!    as long as a paced run; per window and thread, the longest gap
+//!    between two clock reads and how long the gaps over 20 us add up to.
+//!    A consumer stalled for a millisecond delays every message produced
+//!    meanwhile, whatever the queue: this is the floor under every tail.
+//!
 //! Prints tables and writes `target/bench-data/latency.json` for
 //! `benches/report.rs`. Run: `cargo bench --bench latency`
 
@@ -36,6 +43,11 @@ const ROLLBACKS: [(Duration, u32); 2] = [
     (Duration::from_millis(1), 500),
     (Duration::from_millis(10), 100),
 ];
+
+/// Windows of the stall measurement (each `PACED_FOR` long).
+const NOISE_WINDOWS: usize = 10;
+/// A gap between two clock reads of a spinning thread counted as a stall.
+const STALL: Duration = Duration::from_micros(20);
 
 /// One run's latencies (ns) and achieved rate (msg/s).
 type Run = (Histogram<u64>, f64);
@@ -116,6 +128,10 @@ fn latency<Q: Contender<u64>>(rows: &mut Vec<Value>) {
             .map(|r| us(r.0.value_at_quantile(0.99)))
             .fold(0.0, f64::max);
         let max = runs.iter().map(|r| us(r.0.max())).fold(0.0, f64::max);
+        let p99_runs: Vec<f64> = runs
+            .iter()
+            .map(|r| us(r.0.value_at_quantile(0.99)))
+            .collect();
         println!(
             "  {:<18} {load:>5} {:>8.2} M msg/s  p50 {p50:>9.2} us  p99 {p99:>9.2} us  p99.9 {p999:>9.2} us  (worst run p99 {worst_p99:>9.2} us, max {max:>9.1} us)",
             Q::NAME,
@@ -130,6 +146,7 @@ fn latency<Q: Contender<u64>>(rows: &mut Vec<Value>) {
             "p999_us": p999,
             "worst_p99_us": worst_p99,
             "max_us": max,
+            "p99_runs_us": p99_runs,
             "runs": REPEATS,
         }));
     }
@@ -173,6 +190,66 @@ fn punctuality<Q: Contender<u64>>(rows: &mut Vec<Value>) {
     }
 }
 
+/// One spinning thread's window: the longest gap between two clock reads
+/// and the sum of the gaps over [`STALL`].
+fn spin_window() -> (Duration, Duration) {
+    let start = Instant::now();
+    let mut last = start;
+    let (mut longest, mut stalled) = (Duration::ZERO, Duration::ZERO);
+    while last - start < PACED_FOR {
+        let now = Instant::now();
+        let gap = now - last;
+        if gap > STALL {
+            stalled += gap;
+        }
+        longest = longest.max(gap);
+        last = now;
+    }
+    (longest, stalled)
+}
+
+/// The machine's stalls of two spinning threads, per window and thread.
+fn noise() -> Value {
+    let mut windows = Vec::new();
+    for _ in 0..NOISE_WINDOWS {
+        let pair: Vec<(Duration, Duration)> = thread::scope(|s| {
+            let threads: Vec<_> = (0..2).map(|_| s.spawn(spin_window)).collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().expect("spinner"))
+                .collect()
+        });
+        windows.extend(pair);
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let mut stalled: Vec<f64> = windows.iter().map(|w| us(w.1)).collect();
+    let longest = windows.iter().map(|w| us(w.0)).fold(0.0, f64::max);
+    let over_1ms = windows
+        .iter()
+        .filter(|w| w.0 >= Duration::from_millis(1))
+        .count();
+    let over_100us = windows
+        .iter()
+        .filter(|w| w.0 >= Duration::from_micros(100))
+        .count();
+    let median_stalled = median(&mut stalled);
+    println!(
+        "  {} thread-windows of {} ms: stalled a median {median_stalled:.0} us per window (gaps over {} us), a gap of 100 us or more in {over_100us}, of 1 ms or more in {over_1ms}, longest {longest:.0} us",
+        windows.len(),
+        PACED_FOR.as_millis(),
+        STALL.as_micros(),
+    );
+    json!({
+        "thread_windows": windows.len(),
+        "window_ms": PACED_FOR.as_millis() as u64,
+        "stall_us": STALL.as_micros() as u64,
+        "median_stalled_us": median_stalled,
+        "windows_gap_100us": over_100us,
+        "windows_gap_1ms": over_1ms,
+        "longest_gap_us": longest,
+    })
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter is not supported here.
     println!("produce -> claim latency, 1 producer 1 consumer, u64 payload");
@@ -190,8 +267,11 @@ fn main() {
     punctuality::<HeapMap<u64>>(&mut late);
     punctuality::<BTree<u64>>(&mut late);
 
+    println!("the machine's own stalls: two threads spinning on the clock, no queue");
+    let noise = noise();
+
     let path = common::data_dir().join("latency.json");
-    let doc = json!({ "latency": rows, "punctuality": late });
+    let doc = json!({ "latency": rows, "punctuality": late, "noise": noise });
     std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("json"))
         .expect("write latency.json");
     println!("wrote {}", path.display());

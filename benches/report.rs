@@ -235,9 +235,25 @@ fn bars(out: &mut String, rates: &Rates, latency: Option<&Value>) {
         })
     });
     if let Some(p99) = p99 {
+        let runs = latency
+            .and_then(|l| {
+                l["latency"].as_array()?.iter().find_map(|row| {
+                    (row["contender"] == "rebound" && row["load"] == "50%")
+                        .then(|| row["p99_runs_us"].as_array())?
+                })
+            })
+            .map(|runs| {
+                let runs: Vec<String> = runs
+                    .iter()
+                    .filter_map(Value::as_f64)
+                    .map(|v| format!("{v:.0}"))
+                    .collect();
+                format!(" (runs: {} us)", runs.join(", "))
+            })
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "| p99 produce -> claim at 50% load < 50 us | latency, 1p1c | {p99:.1} us | {} |",
+            "| p99 produce -> claim at 50% load < 50 us | latency, 1p1c, median of the runs | {p99:.1} us{runs} | {} |",
             verdict(p99 < 50.0)
         );
     }
@@ -284,6 +300,25 @@ fn latency_tables(out: &mut String, latency: &Value) {
             f("samples"),
         );
     }
+}
+
+fn noise_table(out: &mut String, latency: &Value) {
+    let noise = &latency["noise"];
+    if noise.is_null() {
+        return;
+    }
+    let f = |k: &str| noise[k].as_f64().unwrap_or(f64::NAN);
+    let _ = writeln!(
+        out,
+        "\n### The machine's own stalls (no queue: two threads spinning on the clock)\n\n| thread-windows of {} ms | median time stalled per window (gaps over {} us) | windows with a gap of 100 us or more | of 1 ms or more | longest gap |\n|---:|---:|---:|---:|---:|\n| {} | {:.0} us | {} | {} | {:.0} us |",
+        f("window_ms"),
+        f("stall_us"),
+        f("thread_windows"),
+        f("median_stalled_us"),
+        f("windows_gap_100us"),
+        f("windows_gap_1ms"),
+        f("longest_gap_us"),
+    );
 }
 
 fn memory_table(out: &mut String, memory: &Value) {
@@ -505,6 +540,7 @@ fn main() -> PlotResult {
     throughput_tables(&mut out, &rates);
     if let Some(latency) = &latency {
         latency_tables(&mut out, latency);
+        noise_table(&mut out, latency);
     }
     if let Some(memory) = &memory {
         memory_table(&mut out, memory);

@@ -1,11 +1,13 @@
-//! Race 9: producers open blocks, registering each with the redeliverer
-//! through a lock-free stack, while the redeliverer takes the stack in a
-//! pass. One producer fills the first two-slot chain block and opens the
-//! next; the other produces a delayed message, which gets a block of its
-//! own: two pushes race each other and the pass's take. Every block is taken
-//! exactly once: none is lost from the watch list (loom reports a leaked
-//! `Arc` at the end of the execution) and none is taken twice (a reference
-//! turned back twice would be dropped twice).
+//! Race 9: producers open blocks, registering each with the redeliverer,
+//! while the redeliverer takes the registrations in a pass. One producer
+//! fills the first two-slot chain block and opens the next (appended to the
+//! registration queue, or pushed onto the lock-free stack while the pass
+//! holds the queue's lock: the first pass is a lease scan and takes it);
+//! the other produces a delayed message, which gets a block of its own,
+//! always pushed onto the stack: pushes race each other and the pass's
+//! take. Every block is taken exactly once: none is lost from the watch
+//! list (loom reports a leaked `Arc` at the end of the execution) and none
+//! is taken twice (a reference turned back twice would be dropped twice).
 #![cfg(rebound_loom)]
 
 use loom::thread;
