@@ -92,7 +92,6 @@ impl<T> Registrations<T> {
     }
 
     /// Blocks waiting (a hint: pushes and takes may be in progress).
-    #[cfg_attr(rebound_loom, allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         // Relaxed: see `push`.
         self.len.load(Ordering::Relaxed)
@@ -103,9 +102,16 @@ impl<T> Registrations<T> {
     /// it. `None` if the queue's lock is taken.
     pub(crate) fn reclaim(&self) -> Option<Arc<Block<T>>> {
         let mut queued = try_lock(&self.queued)?;
+        let oldest = queued.front_mut()?;
+        // A plain look first: while the oldest block is still in use (the
+        // usual case right after it filled) `get_mut` would cost a
+        // compare-exchange on it for nothing.
+        if Arc::strong_count(oldest) != 1 {
+            return None;
+        }
         // `get_mut` checks that this is the only reference, with the
         // Acquire that pairs with the last other holder's Release drop.
-        Arc::get_mut(queued.front_mut()?)?;
+        Arc::get_mut(oldest)?;
         let block = queued.pop_front()?;
         // Relaxed: see `push`.
         self.len.fetch_sub(1, Ordering::Relaxed);
