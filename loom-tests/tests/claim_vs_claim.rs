@@ -4,8 +4,35 @@
 
 use loom::thread;
 use rebound::__loom::Redeliverer;
-use rebound::TryConsumeError;
-use rebound_loom_tests::{Drops, claimed_at_lease_end, model, queue};
+use rebound::{Queue, TryConsumeError};
+use rebound_loom_tests::{Drops, Msg, claimed_at_lease_end, model, queue};
+
+/// Two consumers try to claim message `m` at once; the winner checks it
+/// reads the payload the producer wrote, at `attempt`, and acks it; the
+/// loser must see nothing to claim. Returns how many won.
+fn race_two_consumers(q: &Queue<Msg>, attempt: u32) -> usize {
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let q = q.clone();
+            thread::spawn(move || match q.try_consume() {
+                Ok(d) => {
+                    assert_eq!((d.name(), d.attempt()), ("m", attempt));
+                    d.ack().unwrap();
+                    true
+                }
+                Err(e) => {
+                    assert_eq!(e, TryConsumeError::Empty, "the loser sees it taken");
+                    false
+                }
+            })
+        })
+        .collect();
+    consumers
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .filter(|&won| won)
+        .count()
+}
 
 #[test]
 fn two_consumers_claim_one_message_exactly_one_wins() {
@@ -13,28 +40,7 @@ fn two_consumers_claim_one_message_exactly_one_wins() {
         let drops = Drops::new();
         let q = queue(4);
         q.produce(drops.msg("m")).unwrap();
-        let consumers: Vec<_> = (0..2)
-            .map(|_| {
-                let q = q.clone();
-                thread::spawn(move || match q.try_consume() {
-                    Ok(d) => {
-                        // The winner reads the payload the producer wrote.
-                        assert_eq!((d.name(), d.attempt()), ("m", 1));
-                        d.ack().unwrap();
-                        true
-                    }
-                    Err(e) => {
-                        assert_eq!(e, TryConsumeError::Empty, "the loser sees it taken");
-                        false
-                    }
-                })
-            })
-            .collect();
-        let wins = consumers
-            .into_iter()
-            .map(|c| c.join().unwrap())
-            .filter(|&won| won)
-            .count();
+        let wins = race_two_consumers(&q, 1);
         assert_eq!(wins, 1, "exactly one consumer holds the message");
         let stats = q.stats();
         assert_eq!((stats.delivered, stats.acked), (1, 1));
@@ -56,27 +62,7 @@ fn two_consumers_claim_one_redelivered_message_exactly_one_wins() {
         let mut redeliverer = Redeliverer::new();
         q.try_consume().unwrap().rollback().unwrap();
         redeliverer.redeliver_due(&q);
-        let consumers: Vec<_> = (0..2)
-            .map(|_| {
-                let q = q.clone();
-                thread::spawn(move || match q.try_consume() {
-                    Ok(d) => {
-                        assert_eq!((d.name(), d.attempt()), ("m", 2));
-                        d.ack().unwrap();
-                        true
-                    }
-                    Err(e) => {
-                        assert_eq!(e, TryConsumeError::Empty, "the loser sees it taken");
-                        false
-                    }
-                })
-            })
-            .collect();
-        let wins = consumers
-            .into_iter()
-            .map(|c| c.join().unwrap())
-            .filter(|&won| won)
-            .count();
+        let wins = race_two_consumers(&q, 2);
         assert_eq!(wins, 1, "exactly one consumer holds the redelivery");
         let stats = q.stats();
         assert_eq!((stats.delivered, stats.acked), (2, 1));
