@@ -125,17 +125,14 @@ fn latency<Q: Contender<u64>>(rows: &mut Vec<Value>) {
         let per_run = |f: &dyn Fn(&Run) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
         let achieved = per_run(&|r| r.1);
         let p50 = per_run(&|r| us(r.0.value_at_quantile(0.5)));
-        let p99 = per_run(&|r| us(r.0.value_at_quantile(0.99)));
-        let p999 = per_run(&|r| us(r.0.value_at_quantile(0.999)));
-        let worst_p99 = runs
-            .iter()
-            .map(|r| us(r.0.value_at_quantile(0.99)))
-            .fold(0.0, f64::max);
-        let max = runs.iter().map(|r| us(r.0.max())).fold(0.0, f64::max);
         let p99_runs: Vec<f64> = runs
             .iter()
             .map(|r| us(r.0.value_at_quantile(0.99)))
             .collect();
+        let p99 = median(&mut p99_runs.clone());
+        let p999 = per_run(&|r| us(r.0.value_at_quantile(0.999)));
+        let worst_p99 = p99_runs.iter().copied().fold(0.0, f64::max);
+        let max = runs.iter().map(|r| us(r.0.max())).fold(0.0, f64::max);
         println!(
             "  {:<18} {load:>5} {:>8.2} M msg/s  p50 {p50:>9.2} us  p99 {p99:>9.2} us  p99.9 {p999:>9.2} us  (worst run p99 {worst_p99:>9.2} us, max {max:>9.1} us)",
             Q::NAME,

@@ -228,20 +228,16 @@ fn bars(out: &mut String, rates: &Rates, latency: Option<&Value>) {
             );
         }
     }
-    let p99 = latency.and_then(|l| {
-        l["latency"].as_array()?.iter().find_map(|row| {
-            (row["contender"] == "rebound" && row["load"] == "50%")
-                .then(|| row["p99_us"].as_f64())?
-        })
+    let rebound_50 = latency.and_then(|l| {
+        l["latency"]
+            .as_array()?
+            .iter()
+            .find(|row| row["contender"] == "rebound" && row["load"] == "50%")
     });
-    if let Some(p99) = p99 {
-        let runs = latency
-            .and_then(|l| {
-                l["latency"].as_array()?.iter().find_map(|row| {
-                    (row["contender"] == "rebound" && row["load"] == "50%")
-                        .then(|| row["p99_runs_us"].as_array())?
-                })
-            })
+    let p99 = rebound_50.and_then(|row| row["p99_us"].as_f64());
+    if let (Some(row), Some(p99)) = (rebound_50, p99) {
+        let runs = row["p99_runs_us"]
+            .as_array()
             .map(|runs| {
                 let runs: Vec<String> = runs
                     .iter()

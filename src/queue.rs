@@ -254,10 +254,11 @@ impl<T> Shared<T> {
             .inbox
             .reclaim()
             .or_else(|| try_lock(&self.spare)?.pop())?;
-        // Either source hands over the only reference (`reclaim` checked it;
-        // the spare list holds blocks the redeliverer found dead), so this
-        // always succeeds; if it did not, the block is dropped and the
-        // caller allocates.
+        // Either source hands over the only reference (`reclaim` saw it so
+        // under its lock; the spare list holds blocks the redeliverer found
+        // dead), so this always succeeds, and its Acquire is what orders the
+        // reuse after the last holder's drop. If it did not, the block is
+        // dropped and the caller allocates.
         Arc::get_mut(&mut block)?.reuse(key, reserved);
         crate::block::prepay(&block);
         Some(block)

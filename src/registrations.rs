@@ -99,19 +99,17 @@ impl<T> Registrations<T> {
 
     /// The oldest queued chain block, taken back, if nothing else
     /// references it (so every message in it is final): the caller reuses
-    /// it. `None` if the queue's lock is taken.
+    /// it, through `Arc::get_mut`. `None` if the queue's lock is taken.
     pub(crate) fn reclaim(&self) -> Option<Arc<Block<T>>> {
         let mut queued = try_lock(&self.queued)?;
-        let oldest = queued.front_mut()?;
-        // A plain look first: while the oldest block is still in use (the
-        // usual case right after it filled) `get_mut` would cost a
-        // compare-exchange on it for nothing.
-        if Arc::strong_count(oldest) != 1 {
+        // `strong_count` is a Relaxed load: it only decides whether to take
+        // the block. Under the lock the queue's reference is the only one
+        // left, and nobody can make another (there are no `Weak`s to
+        // blocks), so the caller's `Arc::get_mut` succeeds, and its Acquire
+        // pairs with the last other holder's Release drop.
+        if Arc::strong_count(queued.front()?) != 1 {
             return None;
         }
-        // `get_mut` checks that this is the only reference, with the
-        // Acquire that pairs with the last other holder's Release drop.
-        Arc::get_mut(oldest)?;
         let block = queued.pop_front()?;
         // Relaxed: see `push`.
         self.len.fetch_sub(1, Ordering::Relaxed);
