@@ -91,17 +91,35 @@ impl Backoff {
         let base = match self.curve {
             Curve::Fixed(d) => d,
             Curve::Exponential { initial, max } => {
-                let doublings = attempt.saturating_sub(1).min(63);
-                initial
-                    .checked_mul(1u32 << doublings.min(31))
-                    .unwrap_or(max)
-                    .min(max)
+                // Doubling a non-zero delay reaches `max` (or the end of
+                // `Duration`) within 128 steps, so the loop is short for
+                // any attempt number and the delay saturates at `max`.
+                let mut delay = initial.min(max);
+                if delay.is_zero() {
+                    return delay;
+                }
+                for _ in 1..attempt {
+                    match delay.checked_mul(2) {
+                        Some(doubled) if doubled < max => delay = doubled,
+                        _ => return self.jittered(max),
+                    }
+                }
+                delay
             }
         };
+        self.jittered(base)
+    }
+
+    /// `base` shortened by the jitter fraction: never longer than `base`,
+    /// never a panic, whatever its size (`Duration::mul_f64` panics when
+    /// the product does not fit a `Duration`, which a rounding up of
+    /// `Duration::MAX` does).
+    fn jittered(&self, base: Duration) -> Duration {
         if self.jitter == 0.0 || base.is_zero() {
             return base;
         }
-        base.mul_f64(1.0 - self.jitter * unit_random())
+        let factor = 1.0 - self.jitter * unit_random();
+        Duration::try_from_secs_f64(base.as_secs_f64() * factor).map_or(base, |d| d.min(base))
     }
 }
 
@@ -142,6 +160,40 @@ mod tests {
         assert_eq!(got, [3, 6, 12, 20, 20]);
         let huge = Backoff::exponential(Duration::MAX / 2, Duration::MAX);
         assert_eq!(huge.delay(40), Duration::MAX);
+    }
+
+    /// Doubling goes on past 2^31 x `initial` and saturates at `max`, for
+    /// every attempt number.
+    #[test]
+    fn exponential_reaches_max_however_small_the_start() {
+        let hour = Duration::from_secs(3600);
+        let b = Backoff::exponential(Duration::from_micros(1), hour);
+        assert_eq!(b.delay(40), hour);
+        assert_eq!(b.delay(u32::MAX), hour);
+        // 2^32 us is about 71.6 minutes, past the hour.
+        assert_eq!(b.delay(33), hour);
+        assert_eq!(b.delay(32), Duration::from_micros(1 << 31));
+        let tiny = Backoff::exponential(Duration::from_nanos(1), Duration::MAX);
+        assert_eq!(tiny.delay(64), Duration::from_nanos(1 << 63));
+        assert_eq!(tiny.delay(200), Duration::MAX);
+        assert_eq!(
+            Backoff::exponential(Duration::ZERO, hour).delay(9),
+            Duration::ZERO
+        );
+    }
+
+    /// Jitter on the largest delays never panics and never lengthens them.
+    #[test]
+    fn jitter_on_huge_delays_saturates_instead_of_panicking() {
+        for fraction in [0.0, 1e-12, 0.5, 1.0] {
+            let fixed = Backoff::fixed(Duration::MAX).with_jitter(fraction);
+            let exp =
+                Backoff::exponential(Duration::from_secs(1), Duration::MAX).with_jitter(fraction);
+            for attempt in [1, 2, 64, 1000] {
+                assert!(fixed.delay(attempt) <= Duration::MAX);
+                assert!(exp.delay(attempt) <= Duration::MAX);
+            }
+        }
     }
 
     #[test]

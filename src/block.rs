@@ -105,6 +105,11 @@ impl<T> Block<T> {
         block
     }
 
+    /// The memory a block of `len` slots takes, in bytes.
+    pub(crate) const fn bytes(len: usize) -> usize {
+        std::mem::size_of::<Self>() + len * std::mem::size_of::<Slot<T>>()
+    }
+
     /// Makes a dead block (every message final, nobody else referencing it)
     /// a fresh one keyed `key`, whose first `reserved` slots are owned by the
     /// caller: recycling skips an allocation on the producer and a free on

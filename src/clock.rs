@@ -22,6 +22,7 @@
 
 use crate::sync::{AtomicU64, Instant, Ordering, now};
 use crossbeam_utils::CachePadded;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 /// How often the redeliverer refreshes the recent reading while the queue is
@@ -32,8 +33,51 @@ use std::time::Duration;
 /// was preempted about 190 times per 200 ms. Traffic refreshes the reading
 /// itself, so this is only a backstop (docs/design.md, "The redeliverer").
 pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_millis(10);
+/// The age a lease timed from a recent reading allows for: the upkeep
+/// interval plus 1 ms of scheduling delay. A reading that stands longer
+/// than this before it is replaced (its upkeep thread was off the CPU) is
+/// noted in the lag log ([`Clock::lags`]), and the redeliverer gives the
+/// leases timed from it the difference back ([`Lags::grace`]).
+pub(crate) const RECENT_MAX_AGE: Duration = Duration::from_millis(11);
 const STALE: u64 = u64::MAX;
 const NANOS_PER_TICK: u64 = 1_000_000;
+
+/// A recent reading that stood longer than [`RECENT_MAX_AGE`]: `reading`
+/// (nanoseconds) was replaced `extra` nanoseconds later than that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lag {
+    pub(crate) reading: u64,
+    pub(crate) extra: u64,
+}
+
+/// The lag log: readings that stood too long, oldest first (rare: each is a
+/// stall of the threads that refresh the reading).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Lags(Vec<Lag>);
+
+impl Lags {
+    /// Extra ticks before a lease that ends at `deadline_ns` (the start of
+    /// its deadline tick) and was timed from a recent reading may end: the
+    /// lag of the reading it was timed from, if that one stood too long.
+    /// A lease of `lease` timed from reading `r` ends in the tick of
+    /// `r + RECENT_MAX_AGE + lease` (rounded up), so `r` lies in the
+    /// millisecond before `deadline_ns - lease - RECENT_MAX_AGE`. Another
+    /// lease that happens to end in the same tick waits as long: later, never
+    /// earlier, than promised.
+    pub(crate) fn grace(&self, deadline_ns: u64, lease: Duration) -> u64 {
+        if self.0.is_empty() {
+            return 0;
+        }
+        let high = deadline_ns.saturating_sub(add(0, lease + RECENT_MAX_AGE));
+        let low = high.saturating_sub(NANOS_PER_TICK);
+        self.0
+            .iter()
+            .filter(|lag| lag.reading > low && lag.reading <= high)
+            .map(|lag| tick_ceil(lag.extra))
+            .max()
+            .unwrap_or(0)
+    }
+}
 
 /// A recent reading, and whether the caller just restarted the upkeep.
 #[must_use]
@@ -49,6 +93,11 @@ pub(crate) struct Clock {
     origin: Instant,
     /// Nanoseconds since `origin`, or `STALE`.
     recent: CachePadded<AtomicU64>,
+    /// Readings that stood too long (see [`RECENT_MAX_AGE`]). A std mutex,
+    /// also under `cfg(rebound_loom)`: it guards bookkeeping of time, not
+    /// shared state the queue synchronises through, and no loom operation
+    /// runs while it is held.
+    lags: std::sync::Mutex<Lags>,
     /// Under `cfg(rebound_loom)`: the time, in nanoseconds since `origin`,
     /// advanced only by the model.
     #[cfg(rebound_loom)]
@@ -61,6 +110,7 @@ impl Clock {
         Self {
             origin,
             recent: CachePadded::new(AtomicU64::new(0)),
+            lags: std::sync::Mutex::default(),
             #[cfg(rebound_loom)]
             mock: crate::sync::MockTime::default(),
         }
@@ -144,9 +194,11 @@ impl Clock {
     /// Stores `nanos` as the recent reading unless a newer one is there,
     /// and, unless `over_stale`, unless the reading is stale. Losing to a
     /// concurrent store is fine: the reading then is at least as fresh.
+    /// A reading replaced later than [`RECENT_MAX_AGE`] after it was taken
+    /// goes to the lag log.
     fn store_newer(&self, nanos: u64, over_stale: bool) {
         // Relaxed: see `recent`.
-        let _ = self
+        let replaced = self
             .recent
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
                 let replace = if current == STALE {
@@ -156,6 +208,39 @@ impl Clock {
                 };
                 replace.then_some(nanos)
             });
+        if let Ok(old) = replaced {
+            if old != STALE {
+                // Read after the store: this thread may have been off the
+                // CPU between its reading and the store, and the old
+                // reading stood until the store.
+                self.note_lag(old, self.precise());
+            }
+        }
+    }
+
+    /// Notes that reading `old` stood as the recent one until `replaced`,
+    /// if that is longer than [`RECENT_MAX_AGE`].
+    fn note_lag(&self, old: u64, replaced: u64) {
+        let stood = replaced.saturating_sub(old);
+        if let Some(extra) = stood.checked_sub(add(0, RECENT_MAX_AGE)) {
+            if extra > 0 {
+                let mut lags = self.lags.lock().unwrap_or_else(PoisonError::into_inner);
+                lags.0.push(Lag {
+                    reading: old,
+                    extra,
+                });
+            }
+        }
+    }
+
+    /// The lag log, without the lags that no lease of `lease` can need at
+    /// `now` any more (their leases ended, grace included, by then).
+    pub(crate) fn lags(&self, now: u64, lease: Duration) -> Lags {
+        let mut lags = self.lags.lock().unwrap_or_else(PoisonError::into_inner);
+        let span = add(0, lease + RECENT_MAX_AGE) + 2 * NANOS_PER_TICK;
+        lags.0
+            .retain(|lag| lag.reading.saturating_add(span).saturating_add(lag.extra) >= now);
+        lags.clone()
     }
 
     /// Upkeep going idle: mark the reading stale, unless someone stored a

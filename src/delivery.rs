@@ -229,6 +229,11 @@ impl<T> Delivery<T> {
         self.settle();
         let shared = self.shared();
         let attempt = self.attempt();
+        // The due time first: nothing may run between the transition and
+        // the hand-over that could leave the message `Backtracked` with
+        // nobody to bring it back.
+        let delay = delay.unwrap_or_else(|| shared.config.backoff.delay(attempt));
+        let due = clock::add(shared.clock.precise(), delay);
         let outcome = self
             .slot_state()
             .transition_to_backtracked(attempt, shared.config.max_attempts);
@@ -238,12 +243,11 @@ impl<T> Delivery<T> {
         } = outcome
         {
             shared.counters.bump(Counter::RolledBack, 1);
-            let delay = delay.unwrap_or_else(|| shared.config.backoff.delay(attempt));
             shared.backtrack(MessageRef {
                 block: Arc::clone(&self.block),
                 slot: self.index() as u32,
                 attempt,
-                ts: clock::add(shared.clock.precise(), delay),
+                ts: due,
             });
             return Ok(());
         }
@@ -259,10 +263,13 @@ impl<T> Delivery<T> {
         let shared = self.shared();
         match outcome {
             Settle::Done { release, .. } => {
-                // Release first: a consumer woken by the count on a closed
-                // queue may return `Closed` and drain the dead letters.
+                // Counted when this guard drops: after the release, since a
+                // consumer woken by the count on a closed queue may return
+                // `Closed` and drain the dead letters, and also if the
+                // payload's destructor panics in the release, so that the
+                // settle is never lost to `close()` and `stats()`.
+                let _count = CountOnDrop { shared, counter };
                 shared.release(&self.block, self.index(), release);
-                shared.count_settle(counter);
                 Ok(())
             }
             Settle::Stale => {
@@ -271,6 +278,18 @@ impl<T> Delivery<T> {
                 Err(LeaseExpired)
             }
         }
+    }
+}
+
+/// Counts a settle when dropped, on the normal path and on unwinding alike.
+struct CountOnDrop<'a, T> {
+    shared: &'a Shared<T>,
+    counter: Counter,
+}
+
+impl<T> Drop for CountOnDrop<'_, T> {
+    fn drop(&mut self) {
+        self.shared.count_settle(self.counter);
     }
 }
 

@@ -97,10 +97,6 @@ enum ChainHead {
     Writing,
 }
 
-/// How long a consumer that found the chain held up by a slot still being
-/// written parks before it looks again (nanoseconds).
-const WRITING_RECHECK_NS: u64 = 1_000_000;
-
 /// What the walk does after a node.
 enum Step {
     Next,
@@ -137,6 +133,15 @@ impl<N> Walk<N> {
         node: impl FnOnce() -> N,
         unlink: impl FnOnce(),
     ) -> Step {
+        let chained = batch.is_chained();
+        if chained {
+            // A chain block's key, like every stamp in it, is a clock
+            // reading taken before the block was published: the time is
+            // past it now, whatever reading this walk started from. (Else
+            // a message produced before this walk, in a block opened after
+            // the walk's reading, would look not yet due.)
+            self.now_ns = self.now_ns.max(key.ts);
+        }
         if self.beaten_by_best(key.ts) {
             return Step::Stop;
         }
@@ -144,7 +149,6 @@ impl<N> Walk<N> {
             self.due_later(key.ts);
             return Step::Stop;
         }
-        let chained = batch.is_chained();
         if chained && self.chain.is_some() {
             // Behind an earlier chain block: its messages go first. If that
             // one is being written, its producer will be done shortly.
@@ -153,7 +157,12 @@ impl<N> Walk<N> {
             }
             return Step::Next;
         }
-        let chain_head = match batch.head() {
+        let head = batch.head();
+        if let (true, Head::Ready { ts, .. }) = (chained, &head) {
+            // As for the key: an immediate message's stamp is in the past.
+            self.now_ns = self.now_ns.max(*ts);
+        }
+        let chain_head = match head {
             Head::Ready { from, pos, ts } if ts <= self.now_ns => {
                 if !self.beaten_by_best(ts) {
                     self.best = Some((node(), from, pos, ts));
@@ -198,7 +207,7 @@ impl<N> Walk<N> {
     /// is over (`Some`) or the caller must walk again (`None`), after the
     /// right pause on `backoff`.
     fn finish<T>(
-        mut self,
+        self,
         backoff: &Backoff,
         claim: impl FnOnce(N, usize, usize, u64) -> Option<Claimed<T>>,
     ) -> Option<Poll<T>> {
@@ -213,20 +222,15 @@ impl<N> Walk<N> {
                     None
                 }
             },
-            // A producer is between reserving and publishing a slot.
-            None if self.busy && !backoff.is_completed() => {
+            // A producer is between reserving and publishing a slot that
+            // holds up the chain: wait for it, as crossbeam-channel waits
+            // for a slot being written. It runs no user code there, so the
+            // wait is short unless it is preempted, and "nothing ready"
+            // would be false: that message, and any queued behind it, was
+            // produced before the producer's call returned.
+            None if self.busy => {
                 backoff.snooze();
                 None
-            }
-            // Still being written (its producer was preempted, say): look
-            // again soon rather than park until the next wake-up. The
-            // producer's own wake-up may go to another consumer, which takes
-            // the message it wrote and leaves the ones queued behind it.
-            None if self.busy => {
-                self.due_later(self.now_ns.saturating_add(WRITING_RECHECK_NS));
-                Some(Poll::Empty {
-                    next_due: self.next_due.into(),
-                })
             }
             None => Some(Poll::Empty {
                 next_due: self.next_due.into(),
@@ -462,22 +466,18 @@ mod tests {
     use super::*;
 
     /// A walk that found nothing to claim but a slot still being written
-    /// must not let the consumer park without a timeout: the producer's
-    /// wake-up may go to another consumer.
+    /// walks again, however long it has waited: the message in that slot
+    /// was produced before its producer's call returned, so "nothing is
+    /// ready" would be false (and a consumer must not park on it).
     #[test]
-    fn a_walk_held_up_by_a_slot_being_written_asks_to_look_again_soon() {
+    fn a_walk_held_up_by_a_slot_being_written_walks_again() {
         let backoff = Backoff::new();
         while !backoff.is_completed() {
             backoff.snooze();
         }
         let mut walk: Walk<()> = Walk::new(5_000);
         walk.busy = true;
-        match walk.finish::<u8>(&backoff, |_, _, _, _| None) {
-            Some(Poll::Empty { next_due }) => {
-                assert_eq!(next_due.get(), Some(5_000 + WRITING_RECHECK_NS));
-            }
-            _ => panic!("expected Empty with a recheck time"),
-        }
+        assert!(walk.finish::<u8>(&backoff, |_, _, _, _| None).is_none());
         // With nothing being written, no timeout is invented.
         let walk: Walk<()> = Walk::new(5_000);
         match walk.finish::<u8>(&backoff, |_, _, _, _| None) {

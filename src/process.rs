@@ -149,7 +149,13 @@ where
                 Ok(delivery) => {
                     core.tallies.add(Tally::Claimed);
                     let worker = Arc::clone(&self);
-                    pool.spawn(move || worker.run(delivery));
+                    pool.spawn(move || {
+                        worker.run(delivery);
+                        // The last handle of the queue may go with this job,
+                        // and with it, teardown: a payload destructor that
+                        // panics there must not unwind into rayon.
+                        let _ = catch_unwind(AssertUnwindSafe(move || drop(worker)));
+                    });
                 }
                 // Stopping (`Timeout` is only returned then), or the queue is
                 // closed and drained.
@@ -191,14 +197,14 @@ where
             Tally::Retried
         };
         let tally = match result {
-            Ok(Outcome::Ack) => settled(delivery.ack(), Tally::Acked),
-            Ok(Outcome::Retry) => settled(delivery.rollback(), retried),
-            Ok(Outcome::RetryAfter(delay)) => settled(delivery.rollback_after(delay), retried),
-            Ok(Outcome::DeadLetter) => settled(delivery.dead_letter(), Tally::DeadLettered),
+            Ok(Outcome::Ack) => settle(|| delivery.ack(), Tally::Acked),
+            Ok(Outcome::Retry) => settle(|| delivery.rollback(), retried),
+            Ok(Outcome::RetryAfter(delay)) => settle(|| delivery.rollback_after(delay), retried),
+            Ok(Outcome::DeadLetter) => settle(|| delivery.dead_letter(), Tally::DeadLettered),
             Err(panic) => {
                 // Refused only if the lease had run out: then the queue has
                 // already taken the message back.
-                let _ = delivery.rollback();
+                let _ = settle(|| delivery.rollback(), Tally::Panicked);
                 // A panic payload whose own drop panics must not unwind into
                 // rayon (which would abort the process).
                 let _ = catch_unwind(AssertUnwindSafe(move || drop(panic)));
@@ -209,10 +215,19 @@ where
     }
 }
 
-fn settled(result: Result<(), LeaseExpired>, tally: Tally) -> Tally {
-    match result {
-        Ok(()) => tally,
-        Err(LeaseExpired) => Tally::Expired,
+/// Runs a settle of a delivery, on the pool thread, and tallies it as
+/// `tally` if it was accepted. The only user code a settle runs is the
+/// payload's destructor (the last holder of an acked message drops it),
+/// after the settle's transition: a panic there means the settle took
+/// effect, and it must not unwind into rayon, which would abort the process.
+fn settle(settle: impl FnOnce() -> Result<(), LeaseExpired>, tally: Tally) -> Tally {
+    match catch_unwind(AssertUnwindSafe(settle)) {
+        Ok(Ok(())) => tally,
+        Ok(Err(LeaseExpired)) => Tally::Expired,
+        Err(panic) => {
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(panic)));
+            tally
+        }
     }
 }
 

@@ -29,8 +29,10 @@ use std::time::Duration;
 /// `Shared::claim_deadline`).
 const SHORT_LEASE: Duration = Duration::from_secs(1);
 
-/// Dead chain blocks kept for reuse, at most (about 2 MiB for `u64`).
-const SPARE_BLOCKS: usize = 1024;
+/// The most memory the dead chain blocks kept for reuse may take, in
+/// bytes: about 1 000 blocks of `u64`s, four blocks of 4 KiB payloads, none
+/// of 64 KiB ones. The spare list is emptied when the queue goes idle.
+const SPARE_BYTES: usize = 2 << 20;
 
 /// How long a consumer blocked on a closed queue with messages still in
 /// flight parks at most before it looks again (see `Shared::count_settle`),
@@ -101,7 +103,8 @@ pub(crate) struct Shared<T> {
     /// `None` once the queue is torn down.
     dead_letters: Mutex<Option<Vec<DeadLetter<T>>>>,
     /// Dead chain blocks the redeliverer handed back for reuse (at most
-    /// [`SPARE_BLOCKS`]); emptied at teardown.
+    /// [`SPARE_BYTES`] of them); emptied when the queue goes idle and at
+    /// teardown.
     spare: Mutex<Vec<Arc<Block<T>>>>,
     /// Live `Queue` handles; the last one tears the queue down.
     handles: AtomicUsize,
@@ -148,7 +151,7 @@ impl<T> Shared<T> {
         } else if lease < SHORT_LEASE {
             self.clock.precise()
         } else {
-            clock::add(now_ns, clock::UPKEEP_INTERVAL)
+            clock::add(now_ns, clock::RECENT_MAX_AGE)
         };
         self.deadline_tick(from, lease)
     }
@@ -230,19 +233,27 @@ impl<T> Shared<T> {
     }
 
     /// Keeps dead chain blocks for reuse by producers, up to
-    /// [`SPARE_BLOCKS`]; the rest are freed. Called by the redeliverer with
-    /// blocks it held the only reference to. Freeing them one by one there
-    /// contended with the producers' allocations and showed in the tail
-    /// latency.
+    /// [`SPARE_BYTES`] of them; the rest are freed. Called by the
+    /// redeliverer with blocks it held the only reference to. Freeing them
+    /// one by one there contended with the producers' allocations and
+    /// showed in the tail latency.
     pub(crate) fn recycle(&self, dead: &mut Vec<Arc<Block<T>>>) {
         // Chain blocks only: a delayed message's block of one is not reused.
         dead.retain(|block| block.is_chained());
+        let limit = SPARE_BYTES / Block::<T>::bytes(BLOCK_CAPACITY);
         let mut spare = lock(&self.spare);
-        let keep = dead.len().min(SPARE_BLOCKS.saturating_sub(spare.len()));
+        let keep = dead.len().min(limit.saturating_sub(spare.len()));
         spare.extend(dead.drain(..keep));
         drop(spare);
         // The rest are freed here, outside the lock.
         dead.clear();
+    }
+
+    /// Frees the spare blocks: the queue went idle.
+    #[cfg_attr(rebound_loom, allow(dead_code))]
+    pub(crate) fn shed_spares(&self) {
+        let spare = std::mem::take(&mut *lock(&self.spare));
+        drop(spare);
     }
 
     /// A dead chain block made fresh (see [`Block::reuse`]): the oldest
@@ -564,6 +575,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
 
     /// Puts `value` in the queue, ready `delay` from now.
     ///
+    /// A zero `delay` makes it an immediate message, exactly as
+    /// [`Self::produce`]: claimed in order with this producer's other
+    /// immediate messages.
+    ///
     /// # Errors
     /// [`ProduceError::Closed`] with the value, if the queue is closed.
     ///
@@ -577,10 +592,17 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// d.ack().unwrap();
     /// ```
     pub fn produce_after(&self, value: T, delay: Duration) -> Result<MessageId, ProduceError<T>> {
-        self.produce_inner(value, Some(clock::add(self.shared.clock.precise(), delay)))
+        let now = self.shared.clock.precise();
+        self.produce_inner(value, Some((clock::add(now, delay), now)))
     }
 
-    /// Puts `value` in the queue, ready at `at` (now, if `at` is past).
+    /// Puts `value` in the queue, ready at `at`.
+    ///
+    /// An `at` that has already passed makes it an immediate message, as
+    /// [`Self::produce`]: claimed in order with this producer's other
+    /// immediate messages, and stamped as they are (a recent reading of the
+    /// clock at the call, see [`Delivery::timestamp`]), so that the stamps
+    /// agree with the order they are claimed in.
     ///
     /// # Errors
     /// [`ProduceError::Closed`] with the value, if the queue is closed.
@@ -596,10 +618,17 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// # d.ack().unwrap();
     /// ```
     pub fn produce_at(&self, value: T, at: Instant) -> Result<MessageId, ProduceError<T>> {
-        self.produce_inner(value, Some(self.shared.clock.nanos(at)))
+        let now = self.shared.clock.precise();
+        self.produce_inner(value, Some((self.shared.clock.nanos(at), now)))
     }
 
-    fn produce_inner(&self, value: T, due: Option<u64>) -> Result<MessageId, ProduceError<T>> {
+    /// `due`: `None` for an immediate message; else its due time and a
+    /// precise reading of the clock taken for it.
+    fn produce_inner(
+        &self,
+        value: T,
+        due: Option<(u64, u64)>,
+    ) -> Result<MessageId, ProduceError<T>> {
         let shared = &self.shared;
         if !self.admit(1) {
             return Err(ProduceError::Closed(value));
@@ -609,7 +638,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         let mut id = MessageId::PLACEHOLDER;
         let mut set = |i| id = i;
         match due {
-            Some(due) if due > now_ns => {
+            Some((due, now)) if due > now => {
                 Shared::new_block(
                     shared,
                     &mut std::iter::once(value),
@@ -623,6 +652,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
                 shared.waiters.notify(true);
             }
             _ => {
+                // A due time already passed makes an immediate message,
+                // stamped as `produce` stamps: the stamps of one producer's
+                // immediate messages then follow the order they are
+                // claimed in.
                 Shared::push_fresh(shared, std::iter::once(value), now_ns, set);
                 shared.waiters.notify_after_publish(false);
             }
@@ -683,7 +716,12 @@ impl<T: Send + Sync + 'static> Queue<T> {
     ) -> Result<Vec<MessageId>, ProduceError<Vec<T>>> {
         let values: Vec<T> = values.into_iter().collect();
         if values.is_empty() {
-            return Ok(Vec::new());
+            // As `produce` does: a closed queue refuses even nothing.
+            return if self.shared.is_closed() {
+                Err(ProduceError::Closed(values))
+            } else {
+                Ok(Vec::new())
+            };
         }
         if !self.admit(values.len() as u64) {
             return Err(ProduceError::Closed(values));
@@ -929,6 +967,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
                     continue;
                 }
             }
+            // About to park: hand the frees this thread deferred (index
+            // nodes it unlinked, tails it replaced) to the epoch's global
+            // queue, so that they do not wait for this thread's next pin.
+            pin().flush();
             // Register, then poll again with a precise time: see `Waiters`.
             let sleeper = self.shared.waiters.register();
             let next_due = match poll(true) {
@@ -1113,10 +1155,14 @@ fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
             blocks.push(Arc::clone(block));
         }
     });
+    // A payload whose destructor panics must not keep teardown from
+    // dropping the others or from breaking the cycle below: each drop is
+    // contained, and the first panic resumes once teardown is done.
+    let mut panic = None;
     for block in &blocks {
         for index in 0..block.len() {
             if let Discard::Done { release } = block.slot(index).state.transition_to_discarded() {
-                shared.release(block, index, release);
+                contain(&mut panic, || shared.release(block, index, release));
             }
         }
     }
@@ -1142,12 +1188,32 @@ fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
     }
     #[cfg(rebound_loom)]
     drop(std::mem::take(&mut *lock(&shared.retired)));
-    drop(lock(&shared.dead_letters).take());
+    let letters = lock(&shared.dead_letters).take().unwrap_or_default();
+    for letter in letters {
+        contain(&mut panic, || drop(letter));
+    }
     // Spare blocks reference `shared`: drop them to break the cycle.
     drop(std::mem::take(&mut *lock(&shared.spare)));
     // Let the epoch run the deferred frees of the index nodes now.
     for _ in 0..4 {
         pin().flush();
+    }
+    if let Some(panic) = panic {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Runs `f`, keeping the first panic of teardown in `first` instead of
+/// letting it unwind (a payload's destructor is the only code of the user's
+/// that teardown runs).
+fn contain(first: &mut Option<Box<dyn std::any::Any + Send>>, f: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        if first.is_none() {
+            *first = Some(panic);
+        } else {
+            // A panic payload's own destructor may panic too.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+        }
     }
 }
 
@@ -1327,6 +1393,71 @@ mod tests {
             thread::yield_now();
         }
         assert_eq!(shared.strong_count(), 0, "a block outlived the queue");
+    }
+
+    /// A lease of 1 s or more is timed from the recent clock reading. With
+    /// the thread that refreshes it off the CPU, the reading ages: a claim
+    /// made 300 ms into such a stall must still hold its lease for the whole
+    /// second after the claim (the stall is in the lag log, and the expiry
+    /// gives it back).
+    #[test]
+    fn a_lease_timed_from_a_stale_reading_is_not_cut_short() {
+        let lease = Duration::from_secs(1);
+        let q: Queue<u32> = Queue::builder().lease(lease).build();
+        q.produce(1).unwrap();
+        let stall = q.shared.inbox.stall();
+        thread::sleep(Duration::from_millis(300));
+        let claimed = std::time::Instant::now();
+        let d = q.try_consume().unwrap();
+        thread::sleep(Duration::from_millis(100));
+        drop(stall);
+        loop {
+            let held = d.extend_lease(Duration::ZERO).is_ok();
+            let after = claimed.elapsed();
+            if !held {
+                assert!(after >= lease, "the lease ended early, before {after:?}");
+                break;
+            }
+            assert!(after < lease * 5, "the lease never ended");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let again = q.consume_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(again.attempt(), 2);
+        again.ack().unwrap();
+    }
+
+    /// A burst of large messages, drained: the spare blocks kept for reuse
+    /// stay within their byte budget, and once the queue goes idle every
+    /// dead block is freed (each block holds a reference to the shared
+    /// state, so its count tells how many blocks are alive).
+    #[test]
+    fn an_idle_queue_gives_back_the_blocks_a_burst_left() {
+        type Page = [u8; 4096];
+        let q: Queue<Page> = Queue::new();
+        for _ in 0..16 {
+            q.produce_batch((0..1024).map(|_| [7u8; 4096])).unwrap();
+        }
+        let mut drained = 0;
+        while let Ok(batch) = q.try_consume_batch(1024) {
+            drained += batch.len();
+            batch.into_iter().for_each(|d| d.ack().unwrap());
+        }
+        assert_eq!(drained, 16 * 1024);
+        // A consumer that finds nothing parks, and hands the epoch the
+        // frees it deferred (unlinked index nodes, replaced tails).
+        assert!(q.consume_timeout(Duration::from_millis(1)).is_err());
+        let spare = lock(&q.shared.spare).len();
+        assert!(
+            spare * Block::<Page>::bytes(BLOCK_CAPACITY) <= SPARE_BYTES,
+            "{spare} spare blocks of 4 KiB messages"
+        );
+        // The handle and the redeliverer thread hold the other two.
+        let blocks = || Arc::strong_count(&q.shared) - 2;
+        let start = std::time::Instant::now();
+        while blocks() > 2 && start.elapsed() < Duration::from_secs(10) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(blocks() <= 2, "{} blocks kept by an idle queue", blocks());
     }
 
     /// Registrations: a queued chain block goes back to a producer only

@@ -117,6 +117,13 @@ impl<T> Inbox<T> {
         Ok(())
     }
 
+    /// Holds the lock the redeliverer takes on every wake-up: a test stalls
+    /// it (as if it were off the CPU) for as long as it keeps the guard.
+    #[cfg(all(test, not(rebound_loom)))]
+    pub(crate) fn stall(&self) -> impl Sized + '_ {
+        lock(&self.state)
+    }
+
     /// Wakes an idle redeliverer so that it resumes the clock upkeep.
     pub(crate) fn kick(&self) {
         let mut state = lock(&self.state);
@@ -308,6 +315,20 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
     fn scan(&mut self, shared: &Shared<T>, now: u64, now_tick: u64, expire: bool) {
         let config = shared.config;
         let mut earliest = shared.deadline_tick(now, config.lease);
+        // Leases timed from a recent reading that stood too long end that
+        // much later (`clock::Lags`): the expiry looks a reached deadline up
+        // in the lag log, mapping its tick back to nanoseconds by `now`.
+        let lags = if expire {
+            shared.clock.lags(now, config.lease)
+        } else {
+            clock::Lags::default()
+        };
+        let now_floor = clock::tick_floor(now);
+        let grace = |deadline: u64| {
+            let behind = now_tick.wrapping_sub(deadline) & TICK_MASK;
+            let deadline_ns = clock::tick_nanos(now_floor.saturating_sub(behind));
+            lags.grace(deadline_ns, config.lease)
+        };
         let ready = &mut self.ready;
         // Moved out, not cloned: a clone and a drop would be two more
         // read-modify-writes on each dead block's count.
@@ -321,11 +342,11 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                 return false;
             }
             for slot in 0..block.len() {
-                match block
-                    .slot(slot)
-                    .state
-                    .transition_to_expired(now_tick, config.max_attempts)
-                {
+                match block.slot(slot).state.transition_to_expired(
+                    now_tick,
+                    config.max_attempts,
+                    grace,
+                ) {
                     Expire::NotClaimed => {}
                     Expire::NotDue { deadline } => {
                         if tick_reached(deadline, earliest) {
@@ -401,6 +422,24 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         shared.waiters.notify(true);
     }
 
+    /// The queue went idle: frees every dead block it keeps, the spare
+    /// ones and those only the watch list and the registrations hold, so
+    /// that an idle queue gives back the memory a burst left behind.
+    #[cfg(not(rebound_loom))]
+    fn shed(&mut self, shared: &Shared<T>) {
+        // Index nodes and replaced tails, which hold blocks, are freed
+        // through the epoch: move it on first, so that the frees waiting
+        // for it run now (those in an idle thread's own bag wait for that
+        // thread; a consumer hands its bag over when it parks).
+        for _ in 0..4 {
+            crate::sync::pin().flush();
+        }
+        shared.inbox.blocks.take(&mut self.watched, true);
+        self.watched.retain(|block| Arc::strong_count(block) > 1);
+        self.prune_at = (self.watched.len() * 2).max(REGISTER_WAKE);
+        shared.shed_spares();
+    }
+
     #[cfg(not(rebound_loom))]
     fn into_watched(self) -> Vec<Arc<Block<T>>> {
         self.watched
@@ -448,6 +487,7 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
             traffic = seen;
             if now.saturating_sub(quiet_since) >= IDLE_AFTER_NS && shared.clock.stop_upkeep(now) {
                 busy = false;
+                redeliverer.shed(&shared);
             }
         }
         // While idle nobody reads the recent clock (it is stale), so only

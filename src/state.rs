@@ -437,13 +437,26 @@ impl MessageState {
     /// from its holder: `Claimed -> Pending` for another round, or
     /// `-> DeadMaxAttempts` if that was the last allowed attempt. The old
     /// holder stays counted in `holders` until it drops its delivery.
-    pub(crate) fn transition_to_expired(&self, now: u64, max_attempts: u32) -> Expire {
+    ///
+    /// `grace(deadline)` gives the ticks a lease that ends at `deadline`
+    /// lasts longer than that (see `clock::Lags::grace`); it is asked only
+    /// about deadlines reached.
+    pub(crate) fn transition_to_expired(
+        &self,
+        now: u64,
+        max_attempts: u32,
+        grace: impl Fn(u64) -> u64,
+    ) -> Expire {
         let result = self.transition(|w| {
             if w.tag() != Tag::Claimed {
                 return Err(Expire::NotClaimed);
             }
             if !tick_reached(w.tick(), now) {
                 return Err(Expire::NotDue { deadline: w.tick() });
+            }
+            let graced = w.tick().wrapping_add(grace(w.tick())) & TICK_MASK;
+            if !tick_reached(graced, now) {
+                return Err(Expire::NotDue { deadline: graced });
             }
             let to = if w.attempt() >= max_attempts {
                 Tag::DeadMaxAttempts
@@ -574,11 +587,11 @@ mod tests {
             Claim::Won { attempt: 1 }
         ));
         assert_eq!(
-            s.transition_to_expired(9, 16),
+            s.transition_to_expired(9, 16, |_| 0),
             Expire::NotDue { deadline: 10 }
         );
         assert_eq!(
-            s.transition_to_expired(10, 16),
+            s.transition_to_expired(10, 16, |_| 0),
             Expire::Redeliver { attempt: 1 }
         );
         // The old holder's ack is refused and changes nothing.
@@ -637,7 +650,7 @@ mod tests {
             Claim::Won { attempt: 1 }
         ));
         assert_eq!(
-            s.transition_to_expired(3, 1),
+            s.transition_to_expired(3, 1, |_| 0),
             Expire::DeadLettered { attempt: 1 }
         );
         assert_eq!(s.transition_to_backtracked(1, 1), Settle::Stale);
@@ -652,11 +665,11 @@ mod tests {
         assert!(s.extend_lease(1, 15));
         assert_eq!(s.load().tick(), 20);
         assert_eq!(
-            s.transition_to_expired(19, 16),
+            s.transition_to_expired(19, 16, |_| 0),
             Expire::NotDue { deadline: 20 }
         );
         assert_eq!(
-            s.transition_to_expired(20, 16),
+            s.transition_to_expired(20, 16, |_| 0),
             Expire::Redeliver { attempt: 1 }
         );
         assert!(!s.extend_lease(1, 100));
