@@ -185,7 +185,7 @@ mod tests {
     /// Jitter on the largest delays never panics and never lengthens them.
     #[test]
     fn jitter_on_huge_delays_saturates_instead_of_panicking() {
-        for fraction in [0.0, 1e-12, 0.5, 1.0] {
+        for fraction in [0.0, 1e-20, 1e-12, 0.5, 1.0] {
             let fixed = Backoff::fixed(Duration::MAX).with_jitter(fraction);
             let exp =
                 Backoff::exponential(Duration::from_secs(1), Duration::MAX).with_jitter(fraction);

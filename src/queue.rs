@@ -1460,6 +1460,32 @@ mod tests {
         assert!(blocks() <= 2, "{} blocks kept by an idle queue", blocks());
     }
 
+    /// A claim walk that started from a clock reading taken before a
+    /// producer opened the next chain block (keyed and stamped by a later
+    /// reading) still finds the message in it: a chain block's key and
+    /// stamps are readings from the past, so that message is due.
+    #[test]
+    fn a_walk_from_an_earlier_reading_claims_from_a_later_chain_block() {
+        let q: Queue<usize> = Queue::new();
+        // Fill the first block, then open a second one with one more.
+        q.produce_batch(0..=BLOCK_CAPACITY).unwrap();
+        for i in 0..BLOCK_CAPACITY {
+            let d = q.try_consume().unwrap();
+            assert_eq!(*d, i);
+            d.ack().unwrap();
+        }
+        let deadline = q.shared.deadline_tick(q.shared.clock.precise(), MAX_LEASE);
+        // A reading from before the second block was opened: the start.
+        match q.shared.index.claim(0, deadline) {
+            Poll::Claimed(claimed) => {
+                let d = Delivery::new(claimed);
+                assert_eq!(*d, BLOCK_CAPACITY);
+                d.ack().unwrap();
+            }
+            Poll::Empty { .. } => panic!("the message in the later block looked not due"),
+        }
+    }
+
     /// Registrations: a queued chain block goes back to a producer only
     /// once nothing else references it, and only the oldest; a block of one
     /// (a delayed message) is never queued there; the redeliverer takes the

@@ -55,7 +55,7 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 fn a_huge_jittered_backoff_strands_nothing_and_the_redeliverer_lives_on() {
     let q: Queue<u32> = Queue::builder()
         .lease(Duration::from_millis(20))
-        .backoff(Backoff::fixed(Duration::MAX).with_jitter(0.5))
+        .backoff(Backoff::fixed(Duration::MAX).with_jitter(1e-20))
         .build();
     q.produce(1).unwrap();
     q.produce(2).unwrap();
@@ -145,7 +145,7 @@ fn the_runtime_contains_a_payload_destructor_that_panics() {
 #[test]
 fn the_runtime_survives_a_huge_jittered_backoff() {
     let q: Queue<u32> = Queue::builder()
-        .backoff(Backoff::fixed(Duration::MAX).with_jitter(0.3))
+        .backoff(Backoff::fixed(Duration::MAX).with_jitter(1e-20))
         .build();
     let handle = q.process(Pool::global(), |_: &Delivery<u32>| Outcome::Retry);
     q.produce(1).unwrap();
@@ -154,15 +154,16 @@ fn the_runtime_survives_a_huge_jittered_backoff() {
     assert_eq!((report.retried, report.in_flight), (1, 0));
 }
 
-/// crossbeam-channel's `list::linearizable`, on our API: each of two
-/// threads produces, then claims and acks one message, so at least one
-/// message is queued whenever a `try_consume` runs. `Empty` would be false.
+/// crossbeam-channel's `list::linearizable`, on our API: each thread
+/// produces, then claims and acks one message, so at least one message is
+/// queued whenever a `try_consume` runs. `Empty` would be false.
 #[test]
 fn try_consume_is_linearizable() {
     const ROUNDS: usize = 25_000;
+    const THREADS: usize = 4;
     let q: Queue<usize> = Queue::new();
     thread::scope(|s| {
-        for _ in 0..2 {
+        for _ in 0..THREADS {
             s.spawn(|| {
                 for i in 0..ROUNDS {
                     q.produce(i).unwrap();
@@ -174,7 +175,7 @@ fn try_consume_is_linearizable() {
             });
         }
     });
-    assert_eq!(q.stats().acked, 2 * ROUNDS as u64);
+    assert_eq!(q.stats().acked, (THREADS * ROUNDS) as u64);
     assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Empty);
 }
 
