@@ -97,6 +97,9 @@ pub(crate) struct Shared<T> {
     /// Sequence numbers for index keys and message ids.
     next_seq: AtomicU64,
     closed: AtomicBool,
+    /// Set by `close_due`: consumers of the closed queue do not wait for
+    /// messages that are not due yet. Set before `closed`, never unset.
+    skip_delayed: AtomicBool,
     pub(crate) counters: Counters,
     pub(crate) waiters: Waiters,
     pub(crate) inbox: Inbox<T>,
@@ -515,6 +518,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
             tail: AtomicPtr::new(std::ptr::null_mut()),
             next_seq: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            skip_delayed: AtomicBool::new(false),
             counters: Counters::new(),
             waiters: Waiters::new(),
             inbox: Inbox::new(),
@@ -783,8 +787,20 @@ impl<T: Send + Sync + 'static> Queue<T> {
         self.shared.is_closed() && {
             // `closed`, then the counters (all SeqCst): see `close`.
             crate::sync::seq_cst_accesses();
-            self.shared.counters.outstanding() == 0
+            let outstanding = self.shared.counters.outstanding();
+            outstanding == 0
+                || (self.shared.skip_delayed.load(Ordering::SeqCst)
+                    && self.only_delayed_left(outstanding))
         }
+    }
+
+    /// After [`Self::close_due`]: whether every message not yet settled
+    /// (`outstanding`, read before) is pending and not due. The counters are
+    /// read before the index, so a message settled or put back meanwhile
+    /// can only make this false (look again later), never true too early.
+    fn only_delayed_left(&self, outstanding: u64) -> bool {
+        let pending = self.shared.index.count_pending(self.shared.clock.precise());
+        pending.ready == 0 && pending.delayed >= outstanding
     }
 
     /// Claims the ready message with the earliest timestamp, without waiting.
@@ -1025,9 +1041,36 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// d.ack().unwrap();
     /// assert_eq!(q.consume().unwrap_err(), rebound::Closed);
     /// ```
+    ///
+    /// Consumers wait for delayed messages too, until they are due: one
+    /// produced with a delay of a year keeps `consume` waiting for a year.
+    /// [`Self::close_due`] closes without waiting for them.
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.waiters.notify(true);
+    }
+
+    /// Closes the queue like [`Self::close`], except that consumers do not
+    /// wait for messages that are not due yet: once nothing is due and
+    /// nothing is in flight, `consume` returns [`Closed`]. Messages still
+    /// delayed then (a `produce_after` far in the future, a rollback waiting
+    /// out a long backoff, one rolled back by a handler still running)
+    /// stay in the queue, counted in [`Stats::delayed`], claimable when
+    /// they fall due, and are dropped with the last handle.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = rebound::Queue::new();
+    /// q.produce_after("next year", Duration::from_secs(365 * 86_400)).unwrap();
+    /// q.produce("now").unwrap();
+    /// q.close_due();
+    /// q.consume().unwrap().ack().unwrap();
+    /// assert_eq!(q.consume().unwrap_err(), rebound::Closed);
+    /// assert_eq!(q.stats().delayed, 1);
+    /// ```
+    pub fn close_due(&self) {
+        self.shared.skip_delayed.store(true, Ordering::SeqCst);
+        self.close();
     }
 
     /// Whether [`Self::close`] was called.

@@ -219,3 +219,22 @@ fn an_empty_batch_on_a_closed_queue_is_refused() {
         other => panic!("expected Closed, got {other:?}"),
     }
 }
+
+/// `close_due`: a message delayed past the life of the process (and one
+/// rolled back with such a backoff) does not keep consumers, or the
+/// runtime's `join`, waiting; it stays in the queue.
+#[test]
+fn close_due_does_not_wait_for_messages_delayed_past_the_process() {
+    let q: Queue<u32> = Queue::builder()
+        .backoff(Backoff::fixed(Duration::MAX))
+        .build();
+    q.produce_after(1, Duration::MAX).unwrap();
+    q.produce(2).unwrap();
+    let handle = q.process(Pool::global(), |_: &Delivery<u32>| Outcome::Retry);
+    q.close_due();
+    let report = handle.join();
+    assert_eq!((report.claimed, report.retried), (1, 1));
+    let s = q.stats();
+    assert_eq!((s.delayed, s.in_flight, s.rolled_back), (2, 0, 1));
+    assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Closed);
+}
