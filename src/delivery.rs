@@ -37,6 +37,7 @@ use std::time::Duration;
 /// assert_eq!(d.attempt(), 2);
 /// d.ack().unwrap();
 /// ```
+#[must_use = "dropping a Delivery unsettled rolls the message back"]
 pub struct Delivery<T> {
     block: Arc<Block<T>>,
     /// The slot, this claim's generation (the attempt it was delivered as),

@@ -31,6 +31,18 @@ impl<T> ProduceError<T> {
             ProduceError::Closed(value) => value,
         }
     }
+
+    /// Whether the queue was closed (the only reason today; more may come
+    /// with new variants).
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// q.close();
+    /// assert!(q.produce(7).unwrap_err().is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        matches!(self, ProduceError::Closed(_))
+    }
 }
 
 impl<T> fmt::Debug for ProduceError<T> {
@@ -62,6 +74,38 @@ pub enum TryConsumeError {
     Empty,
     /// Closed, and nothing is pending or in flight: nothing will ever arrive.
     Closed,
+}
+
+impl TryConsumeError {
+    /// Whether nothing was ready, but messages may still come.
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// assert!(q.try_consume().unwrap_err().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        matches!(self, TryConsumeError::Empty)
+    }
+
+    /// Whether the queue is closed and drained: nothing will ever come.
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// q.close();
+    /// assert!(q.try_consume().unwrap_err().is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        matches!(self, TryConsumeError::Closed)
+    }
+}
+
+impl From<Closed> for TryConsumeError {
+    /// ```
+    /// assert_eq!(rebound::TryConsumeError::from(rebound::Closed), rebound::TryConsumeError::Closed);
+    /// ```
+    fn from(Closed: Closed) -> Self {
+        TryConsumeError::Closed
+    }
 }
 
 impl fmt::Display for TryConsumeError {
@@ -108,6 +152,39 @@ pub enum ConsumeTimeoutError {
     Timeout,
     /// Closed, and nothing is pending or in flight.
     Closed,
+}
+
+impl ConsumeTimeoutError {
+    /// Whether nothing became ready in time.
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// assert!(q.consume_timeout(std::time::Duration::ZERO).unwrap_err().is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ConsumeTimeoutError::Timeout)
+    }
+
+    /// Whether the queue is closed and drained: nothing will ever come.
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// q.close();
+    /// assert!(q.consume_timeout(std::time::Duration::ZERO).unwrap_err().is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        matches!(self, ConsumeTimeoutError::Closed)
+    }
+}
+
+impl From<Closed> for ConsumeTimeoutError {
+    /// ```
+    /// use rebound::{Closed, ConsumeTimeoutError};
+    /// assert_eq!(ConsumeTimeoutError::from(Closed), ConsumeTimeoutError::Closed);
+    /// ```
+    fn from(Closed: Closed) -> Self {
+        ConsumeTimeoutError::Closed
+    }
 }
 
 impl fmt::Display for ConsumeTimeoutError {

@@ -429,6 +429,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
 /// assert_eq!(report.acked, 5);
 /// assert_eq!(report.in_flight, 0); // every handler finished in time
 /// ```
+#[must_use = "dropping a Processing stops the processor"]
 pub struct Processing<T: Send + Sync + 'static> {
     core: Arc<Core>,
     queue: Queue<T>,
