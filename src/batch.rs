@@ -4,9 +4,18 @@
 //! were produced in.
 
 use crate::block::Block;
+use crate::cursor::Cursor;
 use crate::state::{Claim, Tag};
-use crate::sync::{Arc, AtomicUsize, Ordering};
-use crossbeam_utils::CachePadded;
+use crate::sync::Arc;
+
+/// Nanoseconds per index batch of redelivered messages (100 us). Redelivery
+/// due times are rounded up to a multiple of it, so a batch falls due whole.
+pub(crate) const SPAN_NS: u64 = 100_000;
+/// `ts` rounded up to a multiple of [`SPAN_NS`] (unchanged within a
+/// span of the clock's end).
+pub(crate) fn round_up_to_span(ts: u64) -> u64 {
+    ts.checked_next_multiple_of(SPAN_NS).unwrap_or(ts)
+}
 
 /// A reference to one message, as put back by the redeliverer.
 pub(crate) struct MessageRef<T> {
@@ -21,46 +30,17 @@ pub(crate) struct MessageRef<T> {
 
 /// Redelivered messages due in the same millisecond, sorted by `(ts, id)`.
 pub(crate) struct RefBatch<T> {
-    cursor: CachePadded<AtomicUsize>,
+    cursor: Cursor,
     entries: Box<[MessageRef<T>]>,
 }
 
 impl<T> RefBatch<T> {
     pub(crate) fn new(entries: Vec<MessageRef<T>>) -> Self {
         Self {
-            cursor: CachePadded::new(AtomicUsize::new(0)),
+            cursor: Cursor::new(),
             entries: entries.into_boxed_slice(),
         }
     }
-}
-
-/// Moves a batch's claim cursor from `from`, as read, to `to`. Fails if
-/// anyone moved it since: the cursor only ever moves forward, and only this
-/// way, so a success means nobody claimed anything in `from..to` through
-/// this batch in between.
-///
-/// Relaxed: the compare-exchange only decides who moves the cursor (a
-/// read-modify-write is atomic whatever its ordering); what the entries hold
-/// is published by their state words.
-pub(crate) fn move_cursor(cursor: &AtomicUsize, from: usize, to: usize) -> Result<(), usize> {
-    // Mutant for the loom models (docs/verification.md): the
-    // compare-exchange split into a load and a store.
-    #[cfg(all(rebound_loom, rebound_loom_mutant = "split_cursor"))]
-    {
-        let seen = cursor.load(Ordering::Relaxed);
-        if seen != from {
-            return Err(seen);
-        }
-        cursor.store(to, Ordering::Relaxed);
-        return Ok(());
-    }
-    #[cfg_attr(
-        all(rebound_loom, rebound_loom_mutant = "split_cursor"),
-        allow(unreachable_code)
-    )]
-    cursor
-        .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
-        .map(|_| ())
 }
 
 /// Pauses between two looks at a cursor while giving way (about 1.4 us on
@@ -187,10 +167,8 @@ struct Entry<'a, T> {
 impl<T> Batch<T> {
     fn cursor(&self) -> usize {
         match self {
-            Batch::Fresh(block) => block.cursor(),
-            // Relaxed: a stale value only fails the claim's compare-exchange;
-            // the entries are published by their state words.
-            Batch::Redelivery(batch) => batch.cursor.load(Ordering::Relaxed),
+            Batch::Fresh(block) => block.cursor.load(),
+            Batch::Redelivery(batch) => batch.cursor.load(),
         }
     }
 
@@ -226,11 +204,11 @@ impl<T> Batch<T> {
     #[cfg(rebound_loom)]
     fn give_way(&self, _seen: usize) {}
 
-    /// See [`move_cursor`].
+    /// See [`Cursor::advance`].
     fn move_cursor(&self, from: usize, to: usize) -> Result<(), usize> {
         match self {
-            Batch::Fresh(block) => block.move_cursor(from, to),
-            Batch::Redelivery(batch) => move_cursor(&batch.cursor, from, to),
+            Batch::Fresh(block) => block.cursor.advance(from, to),
+            Batch::Redelivery(batch) => batch.cursor.advance(from, to),
         }
     }
 
@@ -441,5 +419,53 @@ mod tests {
         );
         // About 407 days of microseconds.
         assert_eq!(ClaimBits::MAX_TS_US / 1_000_000 / 86_400, 407);
+    }
+
+    /// A claim is a ticket on the batch's cursor: a consumer whose entry
+    /// another claim took loses (changing nothing), one whose entry is
+    /// still ahead of the cursor wins it, and no message is skipped.
+    #[test]
+    #[cfg(not(rebound_loom))]
+    fn a_claim_with_a_stale_cursor_loses_and_the_next_message_stays_claimable() {
+        use super::Head;
+        use crate::{Delivery, Queue};
+        let q: Queue<u32> = Queue::new();
+        let ids: Vec<_> = (0..3).map(|i| q.produce(i).unwrap()).collect();
+        let now = q.shared.clock.precise();
+        let deadline = q.shared.claim_deadline(now, true);
+        let mut claimed = Vec::new();
+        let mut first = true;
+        q.shared.index.for_each(|batch| {
+            if !std::mem::take(&mut first) {
+                return;
+            }
+            let Head::Ready { from, pos, ts } = batch.head() else {
+                panic!("the first message is ready");
+            };
+            assert_eq!((from, pos), (0, 0));
+            claimed.push(batch.claim(from, pos, ts, deadline).expect("wins"));
+            // Another consumer read the cursor as 0 too and picked slot 0:
+            // it loses, and takes nothing.
+            assert!(batch.claim(from, pos, ts, deadline).is_none());
+            let Head::Ready { from, pos, ts } = batch.head() else {
+                panic!("the second message is still ready");
+            };
+            assert_eq!((from, pos), (1, 1));
+            // One that read the cursor as 0 but picked slot 1 (it saw slot
+            // 0 taken) wins it: the cursor was not moved past slot 1.
+            claimed.push(batch.claim(0, pos, ts, deadline).expect("wins"));
+        });
+        for (i, claim) in claimed.into_iter().enumerate() {
+            let d = Delivery::new(claim);
+            assert_eq!((d.id(), *d, d.attempt()), (ids[i], i as u32, 1));
+            d.ack().unwrap();
+        }
+        for (i, id) in ids.iter().enumerate().skip(2) {
+            let d = q.try_consume().unwrap();
+            assert_eq!((d.id(), *d, d.attempt()), (*id, i as u32, 1));
+            d.ack().unwrap();
+        }
+        assert!(q.try_consume().is_err());
+        assert_eq!(q.stats().acked, 3);
     }
 }

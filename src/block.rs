@@ -2,8 +2,8 @@
 //! skiplist orders, so one skiplist node, one allocation and one id base are
 //! shared by up to [`BLOCK_CAPACITY`] messages.
 
-use crate::index::Key;
-use crate::queue::Shared;
+use crate::cursor::Cursor;
+use crate::shared::Shared;
 use crate::slot::Slot;
 use crate::state::MAX_TS_OFFSET_US;
 use crate::sync::{Arc, AtomicPtr, AtomicUsize, Ordering};
@@ -17,6 +17,15 @@ pub(crate) const BLOCK_CAPACITY: usize = if cfg!(rebound_loom) { 2 } else { 64 }
 /// Bits of a message id that number the slot within its block.
 pub(crate) const SLOT_BITS: u32 = 6;
 const _: () = assert!(BLOCK_CAPACITY <= 1 << SLOT_BITS);
+
+/// The key of a block (or a batch) in the index: the timestamp of its
+/// first message, then a sequence number unique within the queue (also the
+/// high bits of its messages' ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Key {
+    pub(crate) ts: u64,
+    pub(crate) seq: u64,
+}
 
 /// Outcome of [`Block::reserve`].
 #[must_use]
@@ -57,7 +66,7 @@ pub(crate) struct Block<T> {
     /// Consumers: the first slot that may still be claimable. A claim moves
     /// it past its slot with a compare-exchange, which decides who claims
     /// the slot (see `Batch::claim`).
-    cursor: CachePadded<AtomicUsize>,
+    pub(crate) cursor: Cursor,
     /// Producers: the next slot to hand out.
     reserved: CachePadded<AtomicUsize>,
     /// The queue this block belongs to (counters, redelivery inbox, dead letters).
@@ -92,7 +101,7 @@ impl<T> Block<T> {
         chained: bool,
     ) -> Arc<Self> {
         let block = Arc::new(Self {
-            cursor: CachePadded::new(AtomicUsize::new(0)),
+            cursor: Cursor::new(),
             reserved: CachePadded::new(AtomicUsize::new(reserved)),
             shared,
             seq: key.seq,
@@ -116,7 +125,7 @@ impl<T> Block<T> {
     /// the redeliverer. The caller then gives the slots their prepaid
     /// references ([`prepay`]).
     pub(crate) fn reuse(&mut self, key: Key, reserved: usize) {
-        self.cursor = CachePadded::new(AtomicUsize::new(0));
+        self.cursor = Cursor::new();
         self.reserved = CachePadded::new(AtomicUsize::new(reserved));
         self.seq = key.seq;
         self.key_ts = key.ts;
@@ -198,17 +207,6 @@ impl<T> Block<T> {
         // Relaxed: a stale count only hides slots reserved after it; a
         // consumer learns of those from the producer's wake-up and polls again.
         self.reserved.load(Ordering::Relaxed).min(self.slots.len())
-    }
-
-    pub(crate) fn cursor(&self) -> usize {
-        // Relaxed: a stale value only fails the claim's compare-exchange;
-        // the slots are published by their state words.
-        self.cursor.load(Ordering::Relaxed)
-    }
-
-    /// See [`crate::batch::move_cursor`].
-    pub(crate) fn move_cursor(&self, from: usize, to: usize) -> Result<(), usize> {
-        crate::batch::move_cursor(&self.cursor, from, to)
     }
 }
 

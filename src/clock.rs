@@ -38,7 +38,8 @@ pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_millis(10);
 /// than this before it is replaced (its upkeep thread was off the CPU) is
 /// noted in the lag log ([`Clock::lags`]), and the redeliverer gives the
 /// leases timed from it the difference back ([`Lags::grace`]).
-pub(crate) const RECENT_MAX_AGE: Duration = Duration::from_millis(11);
+pub(crate) const RECENT_MAX_AGE: Duration =
+    UPKEEP_INTERVAL.saturating_add(Duration::from_millis(1));
 const STALE: u64 = u64::MAX;
 const NANOS_PER_TICK: u64 = 1_000_000;
 
@@ -72,7 +73,7 @@ impl Lags {
         let low = high.saturating_sub(NANOS_PER_TICK);
         self.0
             .iter()
-            .filter(|lag| lag.reading > low && lag.reading <= high)
+            .filter(|lag| (low..=high).contains(&lag.reading))
             .map(|lag| tick_ceil(lag.extra))
             .max()
             .unwrap_or(0)

@@ -5,7 +5,7 @@ use crate::block::Block;
 use crate::clock;
 use crate::error::LeaseExpired;
 use crate::id::MessageId;
-use crate::queue::Shared;
+use crate::shared::Shared;
 use crate::state::{Release, Settle, Tag};
 use crate::stats::Counter;
 use crate::sync::{Arc, Instant};

@@ -17,19 +17,12 @@
 //! state words.
 
 use crate::batch::{Batch, Claimed, Head, PendingCount};
+pub(crate) use crate::block::Key;
 use crate::sync::Backoff;
 #[cfg(not(rebound_loom))]
 use crossbeam_epoch as epoch;
 #[cfg(not(rebound_loom))]
 use crossbeam_skiplist::base::SkipList;
-
-/// The key of a batch: the timestamp of its first message, then a sequence
-/// number unique within the queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Key {
-    pub(crate) ts: u64,
-    pub(crate) seq: u64,
-}
 
 /// Outcome of [`Index::claim`]. Two words, returned in registers.
 pub(crate) enum Poll<T> {
@@ -483,6 +476,35 @@ mod tests {
         match walk.finish::<u8>(&backoff, |_, _, _, _| None) {
             Some(Poll::Empty { next_due }) => assert_eq!(next_due.get(), None),
             _ => panic!("expected Empty"),
+        }
+    }
+
+    /// A claim walk that started from a clock reading taken before a
+    /// producer opened the next chain block (keyed and stamped by a later
+    /// reading) still finds the message in it: a chain block's key and
+    /// stamps are readings from the past, so that message is due.
+    #[test]
+    fn a_walk_from_an_earlier_reading_claims_from_a_later_chain_block() {
+        use crate::block::BLOCK_CAPACITY;
+        use crate::shared::MAX_LEASE;
+        use crate::{Delivery, Queue};
+        let q: Queue<usize> = Queue::new();
+        // Fill the first block, then open a second one with one more.
+        q.produce_batch(0..=BLOCK_CAPACITY).unwrap();
+        for i in 0..BLOCK_CAPACITY {
+            let d = q.try_consume().unwrap();
+            assert_eq!(*d, i);
+            d.ack().unwrap();
+        }
+        let deadline = q.shared.deadline_tick(q.shared.clock.precise(), MAX_LEASE);
+        // A reading from before the second block was opened: the start.
+        match q.shared.index.claim(0, deadline) {
+            Poll::Claimed(claimed) => {
+                let d = Delivery::new(claimed);
+                assert_eq!(*d, BLOCK_CAPACITY);
+                d.ack().unwrap();
+            }
+            Poll::Empty { .. } => panic!("the message in the later block looked not due"),
         }
     }
 }

@@ -60,29 +60,32 @@
 mod backoff;
 mod batch;
 mod block;
+mod builder;
+mod chain;
 mod clock;
+mod cursor;
 mod dead_letter;
 mod delivery;
 mod error;
 mod id;
+mod inbox;
 mod index;
-mod outcome;
-#[cfg(not(rebound_loom))]
 mod pool;
 #[cfg(not(rebound_loom))]
 mod process;
 mod queue;
 mod redelivery;
-mod registrations;
-#[cfg(not(rebound_loom))]
-mod report;
+mod shared;
 mod slot;
 mod state;
 mod stats;
 mod sync;
+mod teardown;
+mod wait;
 mod waiters;
 
 pub use backoff::Backoff;
+pub use builder::Builder;
 pub use dead_letter::{DeadLetter, DeadLetterReason};
 pub use delivery::Delivery;
 pub use error::{
@@ -90,14 +93,9 @@ pub use error::{
     TryConsumeError,
 };
 pub use id::MessageId;
-pub use outcome::Outcome;
 #[cfg(not(rebound_loom))]
-pub use pool::Pool;
-#[cfg(not(rebound_loom))]
-pub use process::{Processing, Processor};
-pub use queue::{Builder, Queue};
-#[cfg(not(rebound_loom))]
-pub use report::Report;
+pub use process::{Outcome, Pool, Processing, Processor, Report};
+pub use queue::Queue;
 pub use stats::Stats;
 
 #[cfg(rebound_loom)]

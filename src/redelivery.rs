@@ -8,220 +8,22 @@
 //! references any more. Reinserted messages go into the index as batches of
 //! references, one batch per 100 microseconds of due time.
 
-use crate::batch::{Batch, MessageRef, RefBatch};
-use crate::block::Block;
+use crate::batch::{Batch, MessageRef, RefBatch, SPAN_NS, round_up_to_span};
+use crate::block::{Block, Key};
 use crate::clock;
 #[cfg(not(rebound_loom))]
-use crate::clock::{Clock, UPKEEP_INTERVAL};
-use crate::index::Key;
-use crate::queue::Shared;
-use crate::registrations::Registrations;
+use crate::clock::UPKEEP_INTERVAL;
+#[cfg(not(rebound_loom))]
+use crate::inbox::INBOX_INTERVAL_NS;
+use crate::pool::REGISTER_WAKE;
+use crate::shared::Shared;
 use crate::state::{Expire, MAX_TICK_SPAN, Reinsert, TICK_MASK, tick_reached};
 use crate::stats::Counter;
-use crate::sync::{Arc, Condvar, Mutex, lock};
+use crate::sync::Arc;
 #[cfg(not(rebound_loom))]
-use crate::sync::{now, wait};
+use crate::sync::now;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-#[cfg(not(rebound_loom))]
-use std::time::Duration;
-
-/// Wake the redeliverer to prune once this many new blocks are waiting.
-pub(crate) const REGISTER_WAKE: usize = 256;
-/// Nanoseconds per index batch of redelivered messages (100 us). Redelivery
-/// due times are rounded up to a multiple of it, so a batch falls due whole.
-const BATCH_SPAN_NS: u64 = 100_000;
-/// `ts` rounded up to a multiple of [`BATCH_SPAN_NS`] (unchanged within a
-/// span of the clock's end).
-fn round_up_to_span(ts: u64) -> u64 {
-    ts.checked_next_multiple_of(BATCH_SPAN_NS).unwrap_or(ts)
-}
-
-/// While rollbacks arrive, a busy redeliverer looks at them at most this
-/// often (1 ms, in nanoseconds), and at least this often while any is due.
-const INBOX_INTERVAL_NS: u64 = 1_000_000;
-
-struct InboxState<T> {
-    backtracked: Vec<MessageRef<T>>,
-    /// The earliest due time in `backtracked` (`u64::MAX` if empty).
-    earliest: u64,
-    /// When the busy redeliverer, asleep, looks at the inbox next
-    /// (nanoseconds); 0 while it is awake or idle.
-    wake_at: u64,
-    /// The earliest it may look again: its last look plus
-    /// [`INBOX_INTERVAL_NS`], so that a stream of rollbacks wakes it at
-    /// most once per interval.
-    floor: u64,
-    /// The redeliverer is idle (no clock upkeep) and waits on `cond`: new
-    /// work must notify it. While busy it looks at the inbox every upkeep
-    /// interval anyway.
-    idle: bool,
-    /// Someone restarted the clock upkeep.
-    kicked: bool,
-    stopped: bool,
-}
-
-/// What consumers and producers hand to the redeliverer.
-pub(crate) struct Inbox<T> {
-    state: Mutex<InboxState<T>>,
-    cond: Condvar,
-    /// New blocks, pushed without the lock.
-    blocks: Registrations<T>,
-}
-
-impl<T> Inbox<T> {
-    pub(crate) fn new() -> Self {
-        Self {
-            state: Mutex::new(InboxState {
-                backtracked: Vec::new(),
-                earliest: u64::MAX,
-                wake_at: 0,
-                floor: 0,
-                idle: false,
-                kicked: false,
-                stopped: false,
-            }),
-            cond: Condvar::new(),
-            blocks: Registrations::new(),
-        }
-    }
-
-    /// Hands over a rolled-back message; gives it back if the redeliverer is
-    /// stopped (the queue is being torn down).
-    pub(crate) fn push_backtracked(&self, message: MessageRef<T>) -> Result<(), MessageRef<T>> {
-        let mut state = lock(&self.state);
-        if state.stopped {
-            return Err(message);
-        }
-        // Look one batch span before it is due, so that it is back in the
-        // index by then and a parked consumer's own timed wait (on the
-        // index's next due time) ends when it falls due. Looking only once
-        // it was due chained two wake-ups (this thread's, then the
-        // consumer's): `rollback_after(1 ms)` came back a median 195 us late
-        // instead of 100 us (scratch harness, same session).
-        let due = round_up_to_span(message.ts).saturating_sub(BATCH_SPAN_NS);
-        state.earliest = state.earliest.min(due);
-        state.backtracked.push(message);
-        if state.idle {
-            state.idle = false;
-            self.cond.notify_one();
-        } else {
-            // Asleep until later than this message needs: bring the look
-            // forward (never closer than the floor to the last one).
-            let look = due.max(state.floor);
-            if look < state.wake_at {
-                state.wake_at = look;
-                self.cond.notify_one();
-            }
-        }
-        Ok(())
-    }
-
-    /// Holds the lock the redeliverer takes on every wake-up: a test stalls
-    /// it (as if it were off the CPU) for as long as it keeps the guard.
-    #[cfg(all(test, not(rebound_loom)))]
-    pub(crate) fn stall(&self) -> impl Sized + '_ {
-        lock(&self.state)
-    }
-
-    /// Wakes an idle redeliverer so that it resumes the clock upkeep.
-    pub(crate) fn kick(&self) {
-        let mut state = lock(&self.state);
-        state.kicked = true;
-        if state.idle {
-            state.idle = false;
-            self.cond.notify_one();
-        }
-    }
-
-    /// Tells the redeliverer about a new block whose leases it must watch.
-    /// Takes the lock only to wake an idle redeliverer, once per
-    /// [`REGISTER_WAKE`] blocks.
-    pub(crate) fn register(&self, block: Arc<Block<T>>) {
-        if self.blocks.push(block) == REGISTER_WAKE {
-            // The lock orders this with an idle redeliverer's last look at
-            // the count: either it saw `REGISTER_WAKE` blocks or it is
-            // waiting by the time this takes the lock.
-            let mut state = lock(&self.state);
-            if state.idle {
-                state.idle = false;
-                self.cond.notify_one();
-            }
-        }
-    }
-
-    #[cfg(not(rebound_loom))]
-    fn has_work(&self) -> bool {
-        self.blocks.len() >= REGISTER_WAKE || !lock(&self.state).backtracked.is_empty()
-    }
-
-    /// Takes the rolled-back messages and new blocks, at `now`; all new
-    /// blocks if `all` (see [`Registrations::take`]).
-    fn take(
-        &self,
-        now: u64,
-        backtracked: &mut Vec<MessageRef<T>>,
-        blocks: &mut Vec<Arc<Block<T>>>,
-        all: bool,
-    ) {
-        let mut state = lock(&self.state);
-        std::mem::swap(&mut state.backtracked, backtracked);
-        state.earliest = u64::MAX;
-        state.floor = now.saturating_add(INBOX_INTERVAL_NS);
-        drop(state);
-        self.blocks.take(blocks, all);
-    }
-
-    /// A dead chain block for a producer to reuse (see
-    /// [`Registrations::reclaim`]).
-    pub(crate) fn reclaim(&self) -> Option<Arc<Block<T>>> {
-        self.blocks.reclaim()
-    }
-
-    /// Stops the redeliverer and returns what was still waiting for it.
-    /// (No handle is left, so no producer registers a block any more.)
-    pub(crate) fn stop(&self) -> (Vec<Arc<Block<T>>>, Vec<MessageRef<T>>) {
-        let mut state = lock(&self.state);
-        state.stopped = true;
-        self.cond.notify_all();
-        let mut blocks = Vec::new();
-        self.blocks.take(&mut blocks, true);
-        (blocks, std::mem::take(&mut state.backtracked))
-    }
-
-    /// Sleeps until `until` (nanoseconds on `clock`; `u64::MAX`: forever).
-    /// An idle sleep is cut short by new work or a kick; a busy one ends
-    /// early when a rolled-back message falls due, but no earlier than the
-    /// floor. Returns `None` once stopped, else whether the redeliverer was
-    /// kicked or has work waiting.
-    #[cfg(not(rebound_loom))]
-    fn sleep(&self, clock: &Clock, until: u64, idle: bool) -> Option<bool> {
-        let mut state = lock(&self.state);
-        loop {
-            if state.stopped {
-                return None;
-            }
-            let woken = std::mem::take(&mut state.kicked)
-                || !state.backtracked.is_empty()
-                || self.blocks.len() >= REGISTER_WAKE;
-            let until = if idle {
-                until
-            } else {
-                until.min(state.earliest.max(state.floor))
-            };
-            let now = clock.nanos(now());
-            if (idle && woken) || now >= until {
-                state.wake_at = 0;
-                return Some(woken);
-            }
-            state.idle = idle;
-            state.wake_at = if idle { 0 } else { until };
-            let timeout = (until != u64::MAX).then(|| Duration::from_nanos(until - now));
-            state = wait(&self.cond, state, timeout);
-            state.idle = false;
-        }
-    }
-}
 
 /// The redeliverer's own state: the blocks it watches for expired leases.
 pub(crate) struct Redeliverer<T> {
@@ -234,7 +36,7 @@ pub(crate) struct Redeliverer<T> {
     prune_at: usize,
     backtracked: Vec<MessageRef<T>>,
     ready: Vec<MessageRef<T>>,
-    /// Blocks the last scan found dead, on their way to [`Shared::recycle`].
+    /// Blocks the last scan found dead, on their way to `BlockPool::recycle`.
     dead: Vec<Arc<Block<T>>>,
     /// The due times of the redelivery batches put into the index that may
     /// not have fallen due yet (see [`Self::next_redelivery_due`]).
@@ -284,9 +86,8 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         let scan = tick_reached(self.next_scan, now_tick);
         // A lease scan must see every block that may hold a claim: all of
         // them, the queued ones too.
-        shared
-            .inbox
-            .take(now, &mut self.backtracked, &mut self.watched, scan);
+        shared.inbox.take(now, &mut self.backtracked);
+        shared.blocks.take(&mut self.watched, scan);
         for message in self.backtracked.drain(..) {
             let state = &message.block.slot(message.slot as usize).state;
             if let Reinsert::Pending { attempt } = state.transition_to_pending() {
@@ -374,14 +175,14 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
             false
         });
         self.dead.extend(dying);
-        shared.recycle(&mut self.dead);
+        shared.blocks.recycle(&mut self.dead);
         if expire {
             self.next_scan = earliest;
         }
         self.prune_at = (self.watched.len() * 2).max(REGISTER_WAKE);
     }
 
-    /// Puts `ready` into the index, one batch per [`BATCH_SPAN_NS`] of due
+    /// Puts `ready` into the index, one batch per [`SPAN_NS`] of due
     /// time.
     ///
     /// Due times are first rounded up to a multiple of the span, so every
@@ -402,7 +203,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
             .sort_unstable_by_key(|m| (m.ts, m.block.message_number(m.slot as usize)));
         let mut rest = self.ready.drain(..).peekable();
         while let Some(first) = rest.next() {
-            let span = first.ts / BATCH_SPAN_NS;
+            let span = first.ts / SPAN_NS;
             let key = Key {
                 ts: first.ts,
                 seq: shared.next_seq(),
@@ -411,7 +212,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                 self.falling_due.push(first.ts);
             }
             let mut entries = vec![first];
-            while let Some(next) = rest.next_if(|m| m.ts / BATCH_SPAN_NS == span) {
+            while let Some(next) = rest.next_if(|m| m.ts / SPAN_NS == span) {
                 entries.push(next);
             }
             shared
@@ -434,10 +235,10 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         for _ in 0..4 {
             crate::sync::pin().flush();
         }
-        shared.inbox.blocks.take(&mut self.watched, true);
+        shared.blocks.take(&mut self.watched, true);
         self.watched.retain(|block| Arc::strong_count(block) > 1);
         self.prune_at = (self.watched.len() * 2).max(REGISTER_WAKE);
-        shared.shed_spares();
+        shared.blocks.shed_spares();
     }
 
     #[cfg(not(rebound_loom))]
@@ -476,7 +277,8 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
         } else {
             shared.clock.nanos(at)
         };
-        if now >= next_pass || shared.inbox.has_work() {
+        let has_work = shared.blocks.waiting() >= REGISTER_WAKE || shared.inbox.has_backtracked();
+        if now >= next_pass || has_work {
             next_pass = redeliverer.redeliver_due(&shared, now);
         }
         if busy {
@@ -502,7 +304,10 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
         } else {
             next_pass
         };
-        match shared.inbox.sleep(&shared.clock, until, !busy) {
+        match shared
+            .inbox
+            .sleep(&shared.clock, &shared.blocks, until, !busy)
+        {
             None => break,
             Some(true) => {
                 // Traffic counts from the next reading: `now` is from before
@@ -536,8 +341,43 @@ mod tests {
 
     #[test]
     fn rounding_up_to_the_batch_span_is_never_early_and_saturates() {
-        assert_eq!(round_up_to_span(1), BATCH_SPAN_NS);
-        assert_eq!(round_up_to_span(BATCH_SPAN_NS), BATCH_SPAN_NS);
+        assert_eq!(round_up_to_span(1), SPAN_NS);
+        assert_eq!(round_up_to_span(SPAN_NS), SPAN_NS);
         assert_eq!(round_up_to_span(u64::MAX - 1), u64::MAX - 1);
+    }
+
+    /// A lease of 1 s or more is timed from the recent clock reading. With
+    /// the thread that refreshes it off the CPU, the reading ages: a claim
+    /// made 300 ms into such a stall must still hold its lease for the whole
+    /// second after the claim (the stall is in the lag log, and the expiry
+    /// gives it back).
+    #[test]
+    #[cfg(not(rebound_loom))]
+    fn a_lease_timed_from_a_stale_reading_is_not_cut_short() {
+        use crate::Queue;
+        use std::thread;
+        use std::time::Duration;
+        let lease = Duration::from_secs(1);
+        let q: Queue<u32> = Queue::builder().lease(lease).build();
+        q.produce(1).unwrap();
+        let stall = q.shared.inbox.stall();
+        thread::sleep(Duration::from_millis(300));
+        let claimed = std::time::Instant::now();
+        let d = q.try_consume().unwrap();
+        thread::sleep(Duration::from_millis(100));
+        drop(stall);
+        loop {
+            let held = d.extend_lease(Duration::ZERO).is_ok();
+            let after = claimed.elapsed();
+            if !held {
+                assert!(after >= lease, "the lease ended early, before {after:?}");
+                break;
+            }
+            assert!(after < lease * 5, "the lease never ended");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let again = q.consume_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(again.attempt(), 2);
+        again.ack().unwrap();
     }
 }

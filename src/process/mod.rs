@@ -14,14 +14,20 @@
 
 use crate::delivery::Delivery;
 use crate::error::{LeaseExpired, StartError};
-use crate::outcome::Outcome;
-use crate::pool::Pool;
 use crate::queue::Queue;
-use crate::report::{Report, Tallies, Tally};
 use crate::sync::{Arc, AtomicBool, Condvar, Instant, Mutex, Ordering, lock, now, thread, wait};
+use report::{Tallies, Tally};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
+
+mod outcome;
+mod pool;
+mod report;
+
+pub use outcome::Outcome;
+pub use pool::Pool;
+pub use report::Report;
 
 /// How many messages one pool job handles in a row (claiming the next with
 /// `try_consume` while messages are ready) before it returns its thread to

@@ -1,0 +1,183 @@
+//! The producers' chain: the open tail block immediate messages are
+//! appended to, in order, and the blocks opened as it fills.
+
+use crate::batch::Batch;
+use crate::block::{BLOCK_CAPACITY, Block, Key, Next, Reserve};
+use crate::id::MessageId;
+use crate::shared::Shared;
+#[cfg(rebound_loom)]
+use crate::sync::lock;
+use crate::sync::{Arc, Backoff as Spin, Guard, Ordering, pin};
+
+impl<T: Send + Sync + 'static> Shared<T> {
+    /// Opens the first tail: an empty block keyed at the queue's origin,
+    /// in the index and registered. Called once, before the queue is shared.
+    pub(crate) fn open_first_block(this: &Arc<Self>) {
+        let key = Key {
+            ts: 0,
+            seq: this.next_seq(),
+        };
+        let block = Block::new(Arc::clone(this), key, BLOCK_CAPACITY, 0, true);
+        this.index.insert(key, Batch::Fresh(Arc::clone(&block)));
+        this.register(Arc::clone(&block));
+        // Release: pairs with the Acquire load in `push_fresh`.
+        this.tail
+            .store(Arc::into_raw(block).cast_mut(), Ordering::Release);
+    }
+
+    /// Appends immediate messages to the open block, in order, opening new
+    /// blocks as they fill; `id` is called with each message's id.
+    pub(crate) fn push_fresh(
+        this: &Arc<Self>,
+        mut values: impl ExactSizeIterator<Item = T>,
+        ts: u64,
+        mut id: impl FnMut(MessageId),
+    ) {
+        let guard = pin();
+        let spin = Spin::new();
+        while values.len() > 0 {
+            // Acquire: pairs with the Release store in `open_block`, so the
+            // new block's fields are initialised.
+            let tail_ptr = this.tail.load(Ordering::Acquire);
+            // SAFETY: `tail` always holds a strong reference made by
+            // `Arc::into_raw` (it is only nulled at teardown, when no handle,
+            // hence no producer, is left). A replaced tail's reference is
+            // released through `guard.defer_unchecked`, which runs only after
+            // every thread pinned before the replacement, this one included,
+            // has unpinned (under `cfg(rebound_loom)`: kept until teardown).
+            // So the block outlives this borrow.
+            let tail = unsafe { &*tail_ptr };
+            // Never earlier than the block's key (see `open_block`).
+            let ts = ts.max(tail.key().ts);
+            let Reserve { slots, next } = tail.reserve(values.len());
+            // `reserve` hands out at most `values.len()` slots, so every
+            // reserved slot gets a value.
+            for (index, value) in slots.zip(&mut values) {
+                // SAFETY: `reserve` handed this index to this thread only,
+                // and a fresh slot is `Empty`.
+                unsafe { tail.slot(index).write(value, tail.ts_offset_us(ts)) };
+                id(this.message_id(tail, index));
+            }
+            match next {
+                Next::None => {}
+                Next::Open => Self::open_block(this, &mut values, ts, tail_ptr, &guard, &mut id),
+                // Another producer is opening the next block.
+                Next::Wait => spin.snooze(),
+            }
+        }
+    }
+
+    /// Opens a new tail block holding the next values (as many as fit) and
+    /// retires `old`. `ts` is not earlier than `old`'s key: chain keys
+    /// follow the order blocks are opened in, even when producers' clock
+    /// reads and reservations interleave differently.
+    fn open_block(
+        this: &Arc<Self>,
+        values: &mut impl ExactSizeIterator<Item = T>,
+        ts: u64,
+        old: *const Block<T>,
+        guard: &Guard,
+        id: &mut impl FnMut(MessageId),
+    ) {
+        let count = values.len().min(BLOCK_CAPACITY);
+        // Once per block: a fresh reading for the clock (see `clock`) and
+        // for the timestamps of the messages going into this block.
+        let ts = ts.max(this.clock.refresh_from_traffic());
+        let block = Self::new_block(this, values, count, ts, BLOCK_CAPACITY, true, id);
+        // Release: pairs with the Acquire load in `push_fresh`.
+        this.tail
+            .store(Arc::into_raw(block).cast_mut(), Ordering::Release);
+        this.retire_tail(old, guard);
+    }
+
+    /// Releases the strong reference the replaced tail `old` held, once no
+    /// producer can be using it.
+    #[cfg(not(rebound_loom))]
+    fn retire_tail(&self, old: *const Block<T>, guard: &Guard) {
+        let old = RetiredTail(old);
+        // SAFETY: `old` is the strong reference `tail` held until the store
+        // in `open_block`; only this thread (whose reservation covered the
+        // index one past its last slot) retires it, once. Producers still
+        // using it are pinned, and the epoch runs this after they unpin.
+        // Dropping an `Arc<Block<T>>` on another thread is fine: `Block<T>`
+        // is `Send + Sync` for `T: Send + Sync`.
+        unsafe { guard.defer_unchecked(move || old.release()) };
+    }
+
+    /// Under `cfg(rebound_loom)`: keeps the replaced tail's reference until
+    /// teardown (loom cannot see the epoch), which is also safe for any
+    /// producer still using it.
+    #[cfg(rebound_loom)]
+    fn retire_tail(&self, old: *const Block<T>, _guard: &Guard) {
+        // SAFETY: as in the epoch version: `old` came from `Arc::into_raw`
+        // and this thread alone retires it, once; the `Arc` made here is
+        // kept alive until teardown, so no producer's borrow outlives it.
+        let old = unsafe { Arc::from_raw(old) };
+        lock(&self.retired).push(old);
+    }
+
+    /// A block of `len` slots keyed at `ts`, holding the next `count` values
+    /// (`count <= len`, and `values` has that many) stamped `ts`, in the
+    /// index and registered with the redeliverer.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new_block(
+        this: &Arc<Self>,
+        values: &mut impl Iterator<Item = T>,
+        count: usize,
+        ts: u64,
+        len: usize,
+        chained: bool,
+        id: &mut impl FnMut(MessageId),
+    ) -> Arc<Block<T>> {
+        let key = Key {
+            ts,
+            seq: this.next_seq(),
+        };
+        let spare = if chained {
+            this.blocks.reuse(key, count)
+        } else {
+            None
+        };
+        let block = spare.unwrap_or_else(|| Block::new(Arc::clone(this), key, len, count, chained));
+        for (index, value) in values.take(count).enumerate() {
+            // SAFETY: the block is not shared yet, and its first `count`
+            // slots were reserved for its creator by `Block::new`. Their
+            // timestamp is the block's key: offset 0.
+            unsafe { block.slot(index).write(value, 0) };
+            id(this.message_id(&block, index));
+        }
+        // The one `Fresh` entry of this life of the block: its cursor is
+        // what makes the first claim of each slot exclusive
+        // (`MessageState::claim_fresh` writes the word with a store), so a
+        // block must never be in the index twice.
+        this.index.insert(key, Batch::Fresh(Arc::clone(&block)));
+        this.register(Arc::clone(&block));
+        block
+    }
+}
+
+/// A retired tail reference waiting for its epoch.
+struct RetiredTail<T>(*const Block<T>);
+
+impl<T> RetiredTail<T> {
+    fn release(self) {
+        // SAFETY: the pointer came from `Arc::into_raw` and is released once
+        // (see `open_block`).
+        drop(unsafe { Arc::from_raw(self.0) });
+    }
+}
+
+impl<T> Shared<T> {
+    /// Teardown: releases the tail's reference (and, under
+    /// `cfg(rebound_loom)`, the replaced tails kept until now).
+    pub(crate) fn release_tail(&self) {
+        // Relaxed: no other thread can reach `tail` any more (no handle is
+        // left).
+        let tail = self.tail.swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if !tail.is_null() {
+            RetiredTail(tail.cast_const()).release();
+        }
+        #[cfg(rebound_loom)]
+        drop(std::mem::take(&mut *lock(&self.retired)));
+    }
+}

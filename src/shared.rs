@@ -1,0 +1,266 @@
+//! `Shared`: the state every handle, delivery, block and the redeliverer
+//! share, the queue's `Config`, and what a settle does with the payload.
+
+use crate::backoff::Backoff;
+use crate::batch::MessageRef;
+use crate::block::Block;
+use crate::clock::{self, Clock, Recent};
+use crate::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::id::MessageId;
+use crate::inbox::Inbox;
+use crate::index::Index;
+use crate::pool::{BlockPool, REGISTER_WAKE};
+use crate::state::{Discard, MAX_TICK_SPAN, Release, TICK_MASK, Tag};
+use crate::stats::{Counter, Counters};
+#[cfg(not(rebound_loom))]
+use crate::sync::thread;
+use crate::sync::{Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::waiters::Waiters;
+use std::time::Duration;
+
+/// Leases shorter than this are timed from a precise clock reading (see
+/// `Shared::claim_deadline`).
+const SHORT_LEASE: Duration = Duration::from_secs(1);
+
+/// The longest lease (and lease extension) the state word can represent.
+pub(crate) const MAX_LEASE: Duration = Duration::from_millis(MAX_TICK_SPAN / 2);
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub(crate) lease: Duration,
+    pub(crate) backoff: Backoff,
+    pub(crate) max_attempts: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lease: Duration::from_secs(30),
+            backoff: Backoff::default(),
+            max_attempts: 16,
+        }
+    }
+}
+
+/// The redeliverer thread, which hands back the blocks it watched.
+#[cfg(not(rebound_loom))]
+pub(crate) type RedelivererThread<T> = thread::JoinHandle<Vec<Arc<Block<T>>>>;
+
+/// Everything the handles, deliveries, blocks and the redeliverer share.
+pub(crate) struct Shared<T> {
+    pub(crate) config: Config,
+    /// Timestamps (nanoseconds since the queue's origin) and lease ticks.
+    pub(crate) clock: Clock,
+    /// High half of every message id of this queue.
+    nonce: u64,
+    pub(crate) index: Index<T>,
+    /// The open block that immediate messages are appended to: a strong
+    /// reference made raw with `Arc::into_raw`, replaced only by the producer
+    /// that filled it, and released through the epoch so that a producer
+    /// that loaded it while pinned can still use it.
+    pub(crate) tail: AtomicPtr<Block<T>>,
+    /// Sequence numbers for index keys and message ids.
+    next_seq: AtomicU64,
+    closed: AtomicBool,
+    /// Set by `close_due`: consumers of the closed queue do not wait for
+    /// messages that are not due yet. Set before `closed`, never unset.
+    skip_delayed: AtomicBool,
+    pub(crate) counters: Counters,
+    pub(crate) waiters: Waiters,
+    pub(crate) inbox: Inbox<T>,
+    /// New blocks on their way to the redeliverer, and dead ones kept for
+    /// reuse.
+    pub(crate) blocks: BlockPool<T>,
+    /// `None` once the queue is torn down.
+    pub(crate) dead_letters: Mutex<Option<Vec<DeadLetter<T>>>>,
+    /// Live `Queue` handles; the last one tears the queue down.
+    pub(crate) handles: AtomicUsize,
+    /// Not under `cfg(rebound_loom)`: there the model runs the passes.
+    #[cfg(not(rebound_loom))]
+    pub(crate) redeliverer: Mutex<Option<RedelivererThread<T>>>,
+    /// Under `cfg(rebound_loom)`: replaced tails, kept until teardown
+    /// instead of released through the epoch (see `sync::pin`).
+    #[cfg(rebound_loom)]
+    pub(crate) retired: Mutex<Vec<Arc<Block<T>>>>,
+    /// `teardown::<T>`, captured where its bounds are known, so that the
+    /// unbounded `Drop for Queue<T>` can call it.
+    pub(crate) teardown: fn(&Shared<T>),
+}
+
+impl<T> Shared<T> {
+    /// The state of a new queue, with no tail block yet (see
+    /// `Shared::open_first_block`). `teardown` is what the last handle runs.
+    pub(crate) fn new(config: Config, teardown: fn(&Shared<T>)) -> Arc<Self>
+    where
+        T: Send + Sync + 'static,
+    {
+        Arc::new(Shared {
+            config,
+            clock: Clock::new(),
+            nonce: uuid::Uuid::new_v4().as_u64_pair().0,
+            index: Index::new(),
+            tail: AtomicPtr::new(std::ptr::null_mut()),
+            next_seq: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            skip_delayed: AtomicBool::new(false),
+            counters: Counters::new(),
+            waiters: Waiters::new(),
+            inbox: Inbox::new(),
+            blocks: BlockPool::new(),
+            dead_letters: Mutex::new(Some(Vec::new())),
+            handles: AtomicUsize::new(1),
+            #[cfg(not(rebound_loom))]
+            redeliverer: Mutex::new(None),
+            #[cfg(rebound_loom)]
+            retired: Mutex::new(Vec::new()),
+            teardown,
+        })
+    }
+
+    /// Tells the redeliverer about a new block whose leases it must watch,
+    /// waking it once [`REGISTER_WAKE`] blocks wait.
+    pub(crate) fn register(&self, block: Arc<Block<T>>) {
+        if self.blocks.register(block) == REGISTER_WAKE {
+            self.inbox.wake_idle();
+        }
+    }
+
+    /// Closes the queue (see `Queue::close`); with `skip_delayed`, as
+    /// `Queue::close_due` does.
+    pub(crate) fn close(&self, skip_delayed: bool) {
+        if skip_delayed {
+            self.skip_delayed.store(true, Ordering::SeqCst);
+        }
+        self.closed.store(true, Ordering::SeqCst);
+        self.waiters.notify(true);
+    }
+
+    /// Whether `close_due` was called.
+    pub(crate) fn skips_delayed(&self) -> bool {
+        self.skip_delayed.load(Ordering::SeqCst)
+    }
+
+    /// A recent time (see [`Clock`]), restarting the clock upkeep if needed.
+    pub(crate) fn recent_ns(&self) -> u64 {
+        match self.clock.recent() {
+            Recent::Fresh(nanos) => nanos,
+            Recent::Restarted(nanos) => {
+                self.inbox.kick();
+                nanos
+            }
+        }
+    }
+
+    /// The wrapping tick at which a lease of `lease` taken at `now_ns` ends,
+    /// rounded up so it never ends early.
+    pub(crate) fn deadline_tick(&self, now_ns: u64, lease: Duration) -> u64 {
+        clock::tick_ceil(clock::add(now_ns, lease.min(MAX_LEASE))) & TICK_MASK
+    }
+
+    /// The lease deadline of a claim made now, given the time `now_ns` the
+    /// claim was polled at and whether it was a precise reading. A recent
+    /// reading lags the real time by up to about an upkeep interval, which
+    /// would shorten the lease by as much: short leases (under
+    /// [`SHORT_LEASE`]) are timed from a precise reading instead, long ones
+    /// get the interval added.
+    pub(crate) fn claim_deadline(&self, now_ns: u64, precise: bool) -> u64 {
+        let lease = self.config.lease;
+        let from = if precise {
+            now_ns
+        } else if lease < SHORT_LEASE {
+            self.clock.precise()
+        } else {
+            clock::add(now_ns, clock::RECENT_MAX_AGE)
+        };
+        self.deadline_tick(from, lease)
+    }
+
+    pub(crate) fn message_id(&self, block: &Block<T>, slot: usize) -> MessageId {
+        MessageId::new(self.nonce, block.message_number(slot))
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        // Relaxed: only hands out distinct numbers.
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// After a settle: a consumer blocked on a closed queue may be waiting
+    /// for the last in-flight message to finish.
+    pub(crate) fn settled(&self) {
+        // The settle's counter increment, then `closed` (both SeqCst).
+        crate::sync::seq_cst_accesses();
+        if self.is_closed() {
+            self.waiters.notify(true);
+        }
+    }
+
+    /// Counts a holder's settle (`acked` or `dead_lettered`).
+    ///
+    /// While the queue is open nobody waits for settles, so it is a plain
+    /// store on this thread's counter stripe: a locked increment here cost
+    /// a tenth of the one-consumer rate. Once the queue is closed, consumers
+    /// blocked in `consume` wait for the last settle: it is then a SeqCst
+    /// increment followed by a wake-up (the close protocol, see
+    /// [`Queue::close`]). A settle that saw the queue open just before it
+    /// closed may go unseen by a consumer checking at that moment; such a
+    /// consumer parks for at most [`CLOSED_RECHECK`] before it looks again.
+    pub(crate) fn count_settle(&self, counter: Counter) {
+        if self.is_closed() {
+            self.counters.add(counter, 1);
+            self.settled();
+        } else {
+            self.counters.add_release(counter, 1);
+        }
+    }
+
+    /// Carries out what the last holder of a message must do with its payload.
+    pub(crate) fn release(&self, block: &Block<T>, slot: usize, release: Release) {
+        let cell = block.slot(slot);
+        match release {
+            Release::Keep => {}
+            // SAFETY: `Release::Drop` is handed to exactly one caller: the one
+            // whose transition left the word final with no holders.
+            Release::Drop => unsafe { cell.drop_payload() },
+            Release::DeadLetter => {
+                let word = cell.state.load();
+                let reason = match word.tag() {
+                    Tag::DeadRejected => DeadLetterReason::Rejected,
+                    _ => DeadLetterReason::MaxAttempts,
+                };
+                // SAFETY: as for `Release::Drop`; the payload is moved out once.
+                let payload = unsafe { cell.take() };
+                let letter = DeadLetter {
+                    id: self.message_id(block, slot),
+                    attempts: word.attempt(),
+                    reason,
+                    payload,
+                };
+                let mut letters = lock(&self.dead_letters);
+                match letters.as_mut() {
+                    Some(list) => list.push(letter),
+                    None => {
+                        drop(letters);
+                        drop(letter);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a rolled-back message to the redeliverer, or discards it if the
+    /// queue is already torn down.
+    pub(crate) fn backtrack(&self, message: MessageRef<T>) {
+        if let Err(message) = self.inbox.push_backtracked(message) {
+            let slot = message.slot as usize;
+            if let Discard::Done { release } =
+                message.block.slot(slot).state.transition_to_discarded()
+            {
+                self.release(&message.block, slot, release);
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! How consumers find a message: one poll of the index, and the loop that
+//! spins, parks and polls again until one is ready, the queue is closed and
+//! drained, a deadline passes or a stop flag is set.
+
+use crate::block::BLOCK_CAPACITY;
+use crate::delivery::Delivery;
+use crate::error::{ConsumeTimeoutError, TryConsumeError};
+use crate::index::{NextDue, Poll};
+use crate::queue::Queue;
+use crate::stats::Counter;
+use crate::sync::{AtomicBool, Backoff as Spin, Instant, Ordering, pin};
+use std::time::Duration;
+
+/// How long a consumer blocked on a closed queue with messages still in
+/// flight parks at most before it looks again (see `Shared::count_settle`),
+/// the first time; the interval doubles each time it parks again, up to
+/// [`CLOSED_RECHECK_MAX`], so that a consumer waiting out a long handler
+/// does not wake a thousand times a second.
+const CLOSED_RECHECK: Duration = Duration::from_millis(1);
+/// The longest interval between two such looks.
+const CLOSED_RECHECK_MAX: Duration = Duration::from_millis(64);
+
+/// How long a consumer that found nothing keeps polling (yielding the CPU
+/// in between) before it parks. Parking is expensive for the producer that
+/// must then wake it (a futex wake, a slow one when the consumer's idle
+/// CPU has to be woken too), and a short gap in the traffic is common: with
+/// only a few microseconds of spinning, a consumer at half its peak rate
+/// parked about 150 times a second and each wake-up delayed the messages
+/// behind it by up to milliseconds. Zero under `cfg(rebound_loom)`, whose
+/// mock clock does not move by itself.
+const SPIN_BEFORE_PARK: Duration = if cfg!(rebound_loom) {
+    Duration::ZERO
+} else {
+    Duration::from_micros(50)
+};
+
+impl<T: Send + Sync + 'static> Queue<T> {
+    /// Claims the earliest ready message as of a recent time, or, with
+    /// `precise`, as of a fresh clock reading. `Err` carries the earliest
+    /// known future due time. (Two words, returned in registers.)
+    pub(crate) fn poll(&self, precise: bool) -> Result<Delivery<T>, NextDue> {
+        let shared = &self.shared;
+        let now_ns = self.poll_time(precise);
+        let deadline = shared.claim_deadline(now_ns, precise);
+        match shared.index.claim(now_ns, deadline) {
+            Poll::Claimed(claimed) => {
+                if claimed.bits.attempt() > 1 {
+                    shared.counters.bump(Counter::Reclaimed, 1);
+                }
+                Ok(Delivery::new(claimed))
+            }
+            Poll::Empty { next_due } => Err(next_due),
+        }
+    }
+
+    /// [`Self::poll`] for up to `max` messages; `Err` if it claimed none.
+    pub(crate) fn poll_many(&self, precise: bool, max: usize) -> Result<Vec<Delivery<T>>, NextDue> {
+        let shared = &self.shared;
+        let now_ns = self.poll_time(precise);
+        let deadline = shared.claim_deadline(now_ns, precise);
+        let mut claimed = Vec::with_capacity(max.min(BLOCK_CAPACITY));
+        let next_due = shared.index.claim_many(now_ns, deadline, max, &mut claimed);
+        if claimed.is_empty() && max > 0 {
+            return Err(next_due);
+        }
+        let reclaimed = claimed.iter().filter(|c| c.bits.attempt() > 1).count();
+        if reclaimed > 0 {
+            shared.counters.bump(Counter::Reclaimed, reclaimed as u64);
+        }
+        Ok(claimed.into_iter().map(Delivery::new).collect())
+    }
+
+    pub(crate) fn poll_time(&self, precise: bool) -> u64 {
+        if precise {
+            self.shared.clock.precise()
+        } else {
+            self.shared.recent_ns()
+        }
+    }
+
+    pub(crate) fn drained(&self) -> bool {
+        self.shared.is_closed() && {
+            // `closed`, then the counters (all SeqCst): see `close`.
+            crate::sync::seq_cst_accesses();
+            let outstanding = self.shared.counters.outstanding();
+            outstanding == 0 || (self.shared.skips_delayed() && self.only_delayed_left(outstanding))
+        }
+    }
+
+    /// After [`Self::close_due`]: whether every message not yet settled
+    /// (`outstanding`, read before) is pending and not due. The counters are
+    /// read before the index, so a message settled or put back meanwhile
+    /// can only make this false (look again later), never true too early.
+    fn only_delayed_left(&self, outstanding: u64) -> bool {
+        let pending = self.shared.index.count_pending(self.shared.clock.precise());
+        pending.ready == 0 && pending.delayed >= outstanding
+    }
+
+    pub(crate) fn try_take<R>(
+        &self,
+        poll: impl Fn(bool) -> Result<R, NextDue>,
+    ) -> Result<R, TryConsumeError> {
+        match poll(false).or_else(|_| poll(true)) {
+            Ok(taken) => Ok(taken),
+            Err(_) if self.drained() => Err(TryConsumeError::Closed),
+            Err(_) => Err(TryConsumeError::Empty),
+        }
+    }
+
+    /// Polls with `poll` until it takes something, parking in between, until
+    /// `deadline` (forever with `None`) or until `stop` is set.
+    pub(crate) fn take_until<R>(
+        &self,
+        deadline: Option<Instant>,
+        stop: Option<&AtomicBool>,
+        poll: impl Fn(bool) -> Result<R, NextDue>,
+    ) -> Result<R, ConsumeTimeoutError> {
+        let spin = Spin::new();
+        let mut spin_until = None;
+        let mut closed_recheck = CLOSED_RECHECK;
+        loop {
+            if let Ok(taken) = poll(false) {
+                return Ok(taken);
+            }
+            // A short spin first: a producer is often a few hundred
+            // nanoseconds away, and parking costs it a futex wake.
+            if !spin.is_completed() {
+                spin.snooze();
+                continue;
+            }
+            // Then, while the queue is open, keep yielding for up to
+            // `SPIN_BEFORE_PARK` (see there), once per call and never past
+            // `deadline`. (A stop flag set meanwhile is seen after it.)
+            if !SPIN_BEFORE_PARK.is_zero() && !self.shared.is_closed() {
+                let now = self.shared.clock.now();
+                let until = *spin_until.get_or_insert_with(|| {
+                    let until = now + SPIN_BEFORE_PARK;
+                    deadline.map_or(until, |deadline| deadline.min(until))
+                });
+                if now < until {
+                    spin.snooze();
+                    continue;
+                }
+            }
+            // About to park: hand the frees this thread deferred (index
+            // nodes it unlinked, tails it replaced) to the epoch's global
+            // queue, so that they do not wait for this thread's next pin.
+            pin().flush();
+            // Register, then poll again with a precise time: see `Waiters`.
+            let sleeper = self.shared.waiters.register();
+            let next_due = match poll(true) {
+                Ok(taken) => return Ok(taken),
+                Err(next_due) => next_due,
+            };
+            if self.drained() {
+                return Err(ConsumeTimeoutError::Closed);
+            }
+            // SeqCst, after registering: pairs with the SeqCst store of the
+            // flag before `wake_consumers` (store-buffering, as in `Waiters`),
+            // so either this load sees the flag or the wake finds this sleeper.
+            if stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
+                return Err(ConsumeTimeoutError::Timeout);
+            }
+            let now = self.shared.clock.now();
+            let mut wake = next_due.get().map(|due| self.shared.clock.instant(due));
+            // Closed, with messages in flight: a settle that raced with
+            // `close` does not wake anyone (see `Shared::count_settle`), so
+            // look again soon. (The loom mutant `no_closed_recheck` drops
+            // this: see docs/verification.md.)
+            #[cfg(not(all(rebound_loom, rebound_loom_mutant = "no_closed_recheck")))]
+            if self.shared.is_closed() {
+                let recheck = now + closed_recheck;
+                wake = Some(wake.map_or(recheck, |w| w.min(recheck)));
+                closed_recheck = (closed_recheck * 2).min(CLOSED_RECHECK_MAX);
+            }
+            if let Some(deadline) = deadline {
+                if now >= deadline {
+                    return Err(ConsumeTimeoutError::Timeout);
+                }
+                wake = Some(wake.map_or(deadline, |w| w.min(deadline)));
+            }
+            sleeper.wait(wake.map(|w| w.saturating_duration_since(now)));
+        }
+    }
+}
