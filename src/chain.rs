@@ -10,6 +10,54 @@ use crate::sync::lock;
 use crate::sync::{Arc, Backoff as Spin, Guard, Ordering, pin};
 
 impl<T: Send + Sync + 'static> Shared<T> {
+    /// `due`: `None` for an immediate message; else its due time and a
+    /// precise reading of the clock taken for it.
+    /// Gives the value back if the queue is closed.
+    pub(crate) fn produce_one(
+        this: &Arc<Self>,
+        value: T,
+        due: Option<(u64, u64)>,
+    ) -> Result<MessageId, T> {
+        let shared = this;
+        if !shared.admit(1) {
+            return Err(value);
+        }
+        let now_ns = shared.recent_ns();
+        // Not an `Option`: see `MessageId::new` on store-to-load forwarding.
+        let mut id = MessageId::PLACEHOLDER;
+        let mut set = |i| id = i;
+        match due {
+            Some((due, now)) if due > now => {
+                Shared::new_block(
+                    shared,
+                    &mut std::iter::once(value),
+                    1,
+                    due,
+                    1,
+                    false,
+                    &mut set,
+                );
+                // A sleeper may need a shorter timeout.
+                shared.waiters.notify(true);
+            }
+            _ => {
+                // A due time already passed makes an immediate message,
+                // stamped as `produce` stamps: the stamps of one producer's
+                // immediate messages then follow the order they are
+                // claimed in.
+                Shared::push_fresh(shared, std::iter::once(value), now_ns, set);
+                shared.waiters.notify_after_publish(false);
+            }
+        }
+        // Both paths above call `set` exactly once.
+        debug_assert_ne!(
+            id,
+            MessageId::PLACEHOLDER,
+            "every produced message gets an id"
+        );
+        Ok(id)
+    }
+
     /// Opens the first tail: an empty block keyed at the queue's origin,
     /// in the index and registered. Called once, before the queue is shared.
     pub(crate) fn open_first_block(this: &Arc<Self>) {

@@ -8,7 +8,7 @@ use crate::id::MessageId;
 #[cfg(not(rebound_loom))]
 use crate::redelivery;
 use crate::shared::{Config, Shared};
-use crate::stats::{Counter, Stats};
+use crate::stats::Stats;
 #[cfg(not(rebound_loom))]
 use crate::sync::thread;
 use crate::sync::{Arc, AtomicBool, Instant, Ordering, lock};
@@ -105,7 +105,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert_eq!((d.id(), *d), (id, "job"));
     /// ```
     pub fn produce(&self, value: T) -> Result<MessageId, ProduceError<T>> {
-        self.produce_inner(value, None)
+        Shared::produce_one(&self.shared, value, None).map_err(ProduceError::Closed)
     }
 
     /// Puts `value` in the queue, ready `delay` from now.
@@ -128,7 +128,8 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// ```
     pub fn produce_after(&self, value: T, delay: Duration) -> Result<MessageId, ProduceError<T>> {
         let now = self.shared.clock.precise();
-        self.produce_inner(value, Some((clock::add(now, delay), now)))
+        Shared::produce_one(&self.shared, value, Some((clock::add(now, delay), now)))
+            .map_err(ProduceError::Closed)
     }
 
     /// Puts `value` in the queue, ready at `at`.
@@ -154,75 +155,12 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// ```
     pub fn produce_at(&self, value: T, at: Instant) -> Result<MessageId, ProduceError<T>> {
         let now = self.shared.clock.precise();
-        self.produce_inner(value, Some((self.shared.clock.nanos(at), now)))
-    }
-
-    /// `due`: `None` for an immediate message; else its due time and a
-    /// precise reading of the clock taken for it.
-    fn produce_inner(
-        &self,
-        value: T,
-        due: Option<(u64, u64)>,
-    ) -> Result<MessageId, ProduceError<T>> {
-        let shared = &self.shared;
-        if !self.admit(1) {
-            return Err(ProduceError::Closed(value));
-        }
-        let now_ns = shared.recent_ns();
-        // Not an `Option`: see `MessageId::new` on store-to-load forwarding.
-        let mut id = MessageId::PLACEHOLDER;
-        let mut set = |i| id = i;
-        match due {
-            Some((due, now)) if due > now => {
-                Shared::new_block(
-                    shared,
-                    &mut std::iter::once(value),
-                    1,
-                    due,
-                    1,
-                    false,
-                    &mut set,
-                );
-                // A sleeper may need a shorter timeout.
-                shared.waiters.notify(true);
-            }
-            _ => {
-                // A due time already passed makes an immediate message,
-                // stamped as `produce` stamps: the stamps of one producer's
-                // immediate messages then follow the order they are
-                // claimed in.
-                Shared::push_fresh(shared, std::iter::once(value), now_ns, set);
-                shared.waiters.notify_after_publish(false);
-            }
-        }
-        // Both paths above call `set` exactly once.
-        debug_assert_ne!(
-            id,
-            MessageId::PLACEHOLDER,
-            "every produced message gets an id"
-        );
-        Ok(id)
-    }
-
-    /// Counts `n` messages as produced, unless the queue is closed.
-    fn admit(&self, n: u64) -> bool {
-        let shared = &self.shared;
-        // Mutant for the loom models (docs/verification.md): look at
-        // `closed` before counting.
-        #[cfg(all(rebound_loom, rebound_loom_mutant = "late_count"))]
-        let closed = shared.is_closed();
-        // Count first, then look at `closed` (both SeqCst): a consumer that
-        // saw `closed` and then `outstanding() == 0` cannot miss these.
-        shared.counters.add(Counter::Produced, n);
-        crate::sync::seq_cst_accesses();
-        #[cfg(not(all(rebound_loom, rebound_loom_mutant = "late_count")))]
-        let closed = shared.is_closed();
-        if closed {
-            shared.counters.sub(Counter::Produced, n);
-            shared.waiters.notify(true);
-            return false;
-        }
-        true
+        Shared::produce_one(
+            &self.shared,
+            value,
+            Some((self.shared.clock.nanos(at), now)),
+        )
+        .map_err(ProduceError::Closed)
     }
 
     /// Puts every value in the queue, ready now, in order, and returns
@@ -258,7 +196,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
                 Ok(Vec::new())
             };
         }
-        if !self.admit(values.len() as u64) {
+        if !self.shared.admit(values.len() as u64) {
             return Err(ProduceError::Closed(values));
         }
         let shared = &self.shared;
@@ -480,32 +418,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// # d.ack().unwrap();
     /// ```
     pub fn stats(&self) -> Stats {
-        let shared = &self.shared;
-        // Settles first, then the index, then `produced`: under traffic a
-        // message is then counted at most once among acked, dead-lettered,
-        // ready and delayed, so `in_flight` errs high (by messages produced
-        // during the walk), never low.
-        let c = &shared.counters;
-        let (acked, dead_lettered) = (c.get(Counter::Acked), c.get(Counter::DeadLettered));
-        let reclaimed = c.get(Counter::Reclaimed);
-        let pending = shared.index.count_pending(shared.clock.precise());
-        let (ready, delayed) = (pending.ready, pending.delayed);
-        let produced = c.get(Counter::Produced);
-        Stats {
-            produced,
-            // First deliveries are every message produced except those never
-            // claimed yet (see `Counter::Reclaimed`). Exact when quiescent;
-            // under traffic off by the produces and claims in progress.
-            delivered: produced.saturating_sub(pending.never_claimed) + reclaimed,
-            acked,
-            rolled_back: c.get(Counter::RolledBack),
-            expired: c.get(Counter::Expired),
-            redelivered: c.get(Counter::Redelivered),
-            dead_lettered,
-            ready,
-            delayed,
-            in_flight: produced.saturating_sub(acked + dead_lettered + ready + delayed),
-        }
+        self.shared.stats()
     }
 
     /// Takes every dead letter collected so far.

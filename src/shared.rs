@@ -11,7 +11,7 @@ use crate::inbox::Inbox;
 use crate::index::Index;
 use crate::pool::{BlockPool, REGISTER_WAKE};
 use crate::state::{Discard, MAX_TICK_SPAN, Release, TICK_MASK, Tag};
-use crate::stats::{Counter, Counters};
+use crate::stats::{Counter, Counters, Stats};
 #[cfg(not(rebound_loom))]
 use crate::sync::thread;
 use crate::sync::{Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
@@ -261,6 +261,60 @@ impl<T> Shared<T> {
             {
                 self.release(&message.block, slot, release);
             }
+        }
+    }
+
+    /// Counts `n` messages as produced, unless the queue is closed.
+    pub(crate) fn admit(&self, n: u64) -> bool {
+        let shared = self;
+        // Mutant for the loom models (docs/verification.md): look at
+        // `closed` before counting.
+        #[cfg(all(rebound_loom, rebound_loom_mutant = "late_count"))]
+        let closed = shared.is_closed();
+        // Count first, then look at `closed` (both SeqCst): a consumer that
+        // saw `closed` and then `outstanding() == 0` cannot miss these.
+        shared.counters.add(Counter::Produced, n);
+        crate::sync::seq_cst_accesses();
+        #[cfg(not(all(rebound_loom, rebound_loom_mutant = "late_count")))]
+        let closed = shared.is_closed();
+        if closed {
+            shared.counters.sub(Counter::Produced, n);
+            shared.waiters.notify(true);
+            return false;
+        }
+        true
+    }
+
+    /// See `Queue::stats`.
+    pub(crate) fn stats(&self) -> Stats
+    where
+        T: Send + Sync + 'static,
+    {
+        let shared = self;
+        // Settles first, then the index, then `produced`: under traffic a
+        // message is then counted at most once among acked, dead-lettered,
+        // ready and delayed, so `in_flight` errs high (by messages produced
+        // during the walk), never low.
+        let c = &shared.counters;
+        let (acked, dead_lettered) = (c.get(Counter::Acked), c.get(Counter::DeadLettered));
+        let reclaimed = c.get(Counter::Reclaimed);
+        let pending = shared.index.count_pending(shared.clock.precise());
+        let (ready, delayed) = (pending.ready, pending.delayed);
+        let produced = c.get(Counter::Produced);
+        Stats {
+            produced,
+            // First deliveries are every message produced except those never
+            // claimed yet (see `Counter::Reclaimed`). Exact when quiescent;
+            // under traffic off by the produces and claims in progress.
+            delivered: produced.saturating_sub(pending.never_claimed) + reclaimed,
+            acked,
+            rolled_back: c.get(Counter::RolledBack),
+            expired: c.get(Counter::Expired),
+            redelivered: c.get(Counter::Redelivered),
+            dead_lettered,
+            ready,
+            delayed,
+            in_flight: produced.saturating_sub(acked + dead_lettered + ready + delayed),
         }
     }
 }
