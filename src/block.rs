@@ -124,7 +124,7 @@ impl<T> Block<T> {
     /// caller: recycling skips an allocation on the producer and a free on
     /// the redeliverer. The caller then gives the slots their prepaid
     /// references ([`prepay`]).
-    pub(crate) fn reuse(&mut self, key: Key, reserved: usize) {
+    pub(crate) fn recycle(&mut self, key: Key, reserved: usize) {
         self.cursor = Cursor::new();
         self.reserved = CachePadded::new(AtomicUsize::new(reserved));
         self.seq = key.seq;

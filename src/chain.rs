@@ -7,7 +7,7 @@ use crate::id::MessageId;
 use crate::shared::Shared;
 #[cfg(rebound_loom)]
 use crate::sync::lock;
-use crate::sync::{Arc, Backoff as Spin, Guard, Ordering, pin};
+use crate::sync::{Arc, Guard, Ordering, SpinWait, pin};
 
 impl<T: Send + Sync + 'static> Shared<T> {
     /// `due`: `None` for an immediate message; else its due time and a
@@ -82,7 +82,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         mut id: impl FnMut(MessageId),
     ) {
         let guard = pin();
-        let spin = Spin::new();
+        let spin = SpinWait::new();
         while values.len() > 0 {
             // Acquire: pairs with the Release store in `open_block`, so the
             // new block's fields are initialised.
@@ -182,7 +182,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
             seq: this.next_seq(),
         };
         let spare = if chained {
-            this.blocks.reuse(key, count)
+            this.blocks.recycled(key, count)
         } else {
             None
         };

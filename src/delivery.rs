@@ -6,7 +6,7 @@ use crate::clock;
 use crate::error::LeaseExpired;
 use crate::id::MessageId;
 use crate::shared::Shared;
-use crate::state::{Release, Settle, Tag};
+use crate::state::{Settle, Tag};
 use crate::stats::Counter;
 use crate::sync::{Arc, Instant};
 use std::fmt;
@@ -70,7 +70,7 @@ impl<T> Delivery<T> {
     }
 
     /// Marks this delivery settled (or being settled): `Drop` does nothing.
-    fn settle(&mut self) {
+    fn mark_settled(&mut self) {
         self.bits = self.bits.settled();
     }
 
@@ -134,7 +134,7 @@ impl<T> Delivery<T> {
     /// assert_eq!(q.stats().acked, 1);
     /// ```
     pub fn ack(mut self) -> Result<(), LeaseExpired> {
-        self.settle();
+        self.mark_settled();
         let outcome = self.slot_state().transition_to_acked(self.attempt());
         self.finish(outcome, Counter::Acked)
     }
@@ -154,7 +154,7 @@ impl<T> Delivery<T> {
     /// assert_eq!(q.consume().unwrap().attempt(), 2);
     /// ```
     pub fn rollback(mut self) -> Result<(), LeaseExpired> {
-        self.roll_back(None)
+        self.rollback_with(None)
     }
 
     /// Try again after `delay` (instead of the queue's backoff), or
@@ -174,7 +174,7 @@ impl<T> Delivery<T> {
     /// # d.ack().unwrap();
     /// ```
     pub fn rollback_after(mut self, delay: Duration) -> Result<(), LeaseExpired> {
-        self.roll_back(Some(delay))
+        self.rollback_with(Some(delay))
     }
 
     /// Still working on it: the lease now ends `extension` from now, unless
@@ -217,7 +217,7 @@ impl<T> Delivery<T> {
     /// assert_eq!(q.stats().dead_lettered, 1);
     /// ```
     pub fn dead_letter(mut self) -> Result<(), LeaseExpired> {
-        self.settle();
+        self.mark_settled();
         let outcome = self.slot_state().transition_to_rejected(self.attempt());
         self.finish(outcome, Counter::DeadLettered)
     }
@@ -226,25 +226,25 @@ impl<T> Delivery<T> {
         &self.block.slot(self.index()).state
     }
 
-    fn roll_back(&mut self, delay: Option<Duration>) -> Result<(), LeaseExpired> {
-        self.settle();
+    fn rollback_with(&mut self, delay: Option<Duration>) -> Result<(), LeaseExpired> {
+        self.mark_settled();
         let shared = self.shared();
         let attempt = self.attempt();
         // The due time first: nothing may run between the transition and
-        // the hand-over that could leave the message `Backtracked` with
+        // the hand-over that could leave the message `RolledBack` with
         // nobody to bring it back.
         let delay = delay.unwrap_or_else(|| shared.config.backoff.delay(attempt));
         let due = clock::add(shared.clock.precise(), delay);
         let outcome = self
             .slot_state()
-            .transition_to_backtracked(attempt, shared.config.max_attempts);
+            .transition_to_rolled_back(attempt, shared.config.max_attempts);
         if let Settle::Done {
-            to: Tag::Backtracked,
+            to: Tag::RolledBack,
             ..
         } = outcome
         {
             shared.counters.bump(Counter::RolledBack, 1);
-            shared.backtrack(MessageRef {
+            shared.hand_over_rollback(MessageRef {
                 block: Arc::clone(&self.block),
                 slot: self.index() as u32,
                 attempt,
@@ -263,19 +263,19 @@ impl<T> Delivery<T> {
     fn finish(&self, outcome: Settle, counter: Counter) -> Result<(), LeaseExpired> {
         let shared = self.shared();
         match outcome {
-            Settle::Done { release, .. } => {
+            Settle::Done { fate, .. } => {
                 // Counted when this guard drops: after the release, since a
                 // consumer woken by the count on a closed queue may return
                 // `Closed` and drain the dead letters, and also if the
                 // payload's destructor panics in the release, so that the
                 // settle is never lost to `close()` and `stats()`.
                 let _count = CountOnDrop { shared, counter };
-                shared.release(&self.block, self.index(), release);
+                shared.release_payload(&self.block, self.index(), fate);
                 Ok(())
             }
             Settle::Stale => {
-                let release: Release = self.slot_state().release_holder();
-                shared.release(&self.block, self.index(), release);
+                let fate = self.slot_state().release_holder();
+                shared.release_payload(&self.block, self.index(), fate);
                 Err(LeaseExpired)
             }
         }
@@ -311,7 +311,7 @@ impl<T> Drop for Delivery<T> {
         if self.bits.is_live() {
             // An unsettled drop (handler returned early, or panicked) is a
             // rollback; if the lease had expired, it just lets go.
-            let _ = self.roll_back(None);
+            let _ = self.rollback_with(None);
         }
     }
 }

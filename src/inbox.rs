@@ -18,8 +18,8 @@ use std::time::Duration;
 pub(crate) const INBOX_INTERVAL_NS: u64 = 1_000_000;
 
 struct InboxState<T> {
-    backtracked: Vec<MessageRef<T>>,
-    /// The earliest due time in `backtracked` (`u64::MAX` if empty).
+    rolled_back: Vec<MessageRef<T>>,
+    /// The earliest due time in `rolled_back` (`u64::MAX` if empty).
     earliest: u64,
     /// When the busy redeliverer, asleep, looks at the inbox next
     /// (nanoseconds); 0 while it is awake or idle.
@@ -47,7 +47,7 @@ impl<T> Inbox<T> {
     pub(crate) fn new() -> Self {
         Self {
             state: Mutex::new(InboxState {
-                backtracked: Vec::new(),
+                rolled_back: Vec::new(),
                 earliest: u64::MAX,
                 wake_at: 0,
                 floor: 0,
@@ -61,7 +61,7 @@ impl<T> Inbox<T> {
 
     /// Hands over a rolled-back message; gives it back if the redeliverer is
     /// stopped (the queue is being torn down).
-    pub(crate) fn push_backtracked(&self, message: MessageRef<T>) -> Result<(), MessageRef<T>> {
+    pub(crate) fn push_rolled_back(&self, message: MessageRef<T>) -> Result<(), MessageRef<T>> {
         let mut state = lock(&self.state);
         if state.stopped {
             return Err(message);
@@ -74,7 +74,7 @@ impl<T> Inbox<T> {
         // instead of 100 us (scratch harness, same session).
         let due = round_up_to_span(message.ts).saturating_sub(SPAN_NS);
         state.earliest = state.earliest.min(due);
-        state.backtracked.push(message);
+        state.rolled_back.push(message);
         if state.idle {
             state.idle = false;
             self.cond.notify_one();
@@ -121,14 +121,14 @@ impl<T> Inbox<T> {
 
     /// Whether rolled-back messages wait.
     #[cfg(not(rebound_loom))]
-    pub(crate) fn has_backtracked(&self) -> bool {
-        !lock(&self.state).backtracked.is_empty()
+    pub(crate) fn has_rolled_back(&self) -> bool {
+        !lock(&self.state).rolled_back.is_empty()
     }
 
     /// Takes the rolled-back messages, at `now`.
-    pub(crate) fn take(&self, now: u64, backtracked: &mut Vec<MessageRef<T>>) {
+    pub(crate) fn take(&self, now: u64, rolled_back: &mut Vec<MessageRef<T>>) {
         let mut state = lock(&self.state);
-        std::mem::swap(&mut state.backtracked, backtracked);
+        std::mem::swap(&mut state.rolled_back, rolled_back);
         state.earliest = u64::MAX;
         state.floor = now.saturating_add(INBOX_INTERVAL_NS);
     }
@@ -139,7 +139,7 @@ impl<T> Inbox<T> {
         let mut state = lock(&self.state);
         state.stopped = true;
         self.cond.notify_all();
-        std::mem::take(&mut state.backtracked)
+        std::mem::take(&mut state.rolled_back)
     }
 
     /// Sleeps until `until` (nanoseconds on `clock`; `u64::MAX`: forever).
@@ -161,7 +161,7 @@ impl<T> Inbox<T> {
                 return None;
             }
             let woken = std::mem::take(&mut state.kicked)
-                || !state.backtracked.is_empty()
+                || !state.rolled_back.is_empty()
                 || blocks.waiting() >= REGISTER_WAKE;
             let until = if idle {
                 until

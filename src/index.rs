@@ -18,7 +18,7 @@
 
 use crate::batch::{Batch, Claimed, Head, PendingCount};
 pub(crate) use crate::block::Key;
-use crate::sync::Backoff;
+use crate::sync::SpinWait;
 #[cfg(not(rebound_loom))]
 use crossbeam_epoch as epoch;
 #[cfg(not(rebound_loom))]
@@ -198,10 +198,10 @@ impl<N> Walk<N> {
 
     /// Ends a walk: tries its pick with `claim`, and says whether the claim
     /// is over (`Some`) or the caller must walk again (`None`), after the
-    /// right pause on `backoff`.
+    /// right pause on `spin`.
     fn finish<T>(
         self,
-        backoff: &Backoff,
+        spin: &SpinWait,
         claim: impl FnOnce(N, usize, usize, u64) -> Option<Claimed<T>>,
     ) -> Option<Poll<T>> {
         match self.best {
@@ -211,7 +211,7 @@ impl<N> Walk<N> {
                     // Another consumer took the entry first (the claim gave
                     // way to it already, see `Batch::claim`), or a redelivery
                     // entry was stale: look again.
-                    backoff.spin();
+                    spin.spin();
                     None
                 }
             },
@@ -222,7 +222,7 @@ impl<N> Walk<N> {
             // would be false: that message, and any queued behind it, was
             // produced before the producer's call returned.
             None if self.busy => {
-                backoff.snooze();
+                spin.snooze();
                 None
             }
             None => Some(Poll::Empty {
@@ -299,7 +299,7 @@ impl<T: Send + Sync + 'static> Index<T> {
     /// One claim: walk, then try the pick, until a claim wins or nothing
     /// is offered.
     fn claim_pinned(&self, guard: &epoch::Guard, now_ns: u64, deadline_tick: u64) -> Poll<T> {
-        let backoff = Backoff::new();
+        let spin = SpinWait::new();
         loop {
             let mut walk = Walk::new(now_ns);
             let mut cursor = self.list.front(guard);
@@ -320,7 +320,7 @@ impl<T: Send + Sync + 'static> Index<T> {
                 }
                 cursor = entry.next();
             }
-            if let Some(poll) = walk.finish(&backoff, |entry, from, pos, ts| {
+            if let Some(poll) = walk.finish(&spin, |entry, from, pos, ts| {
                 entry.value().claim(from, pos, ts, deadline_tick)
             }) {
                 return poll;
@@ -362,7 +362,7 @@ pub(crate) use model::Index;
 /// The loom-visible index: same API, same walk, a lock only around the map.
 #[cfg(rebound_loom)]
 mod model {
-    use super::{Backoff, Batch, Claimed, Key, NextDue, PendingCount, Poll, Step, Walk};
+    use super::{Batch, Claimed, Key, NextDue, PendingCount, Poll, SpinWait, Step, Walk};
     use crate::sync::{Mutex, lock};
     use std::collections::BTreeMap;
     /// A reference to a node, like a skiplist `Entry`: it keeps the batch
@@ -409,7 +409,7 @@ mod model {
         /// skiplist walk may also miss nodes inserted behind it), with the
         /// same [`Walk`].
         pub(crate) fn claim(&self, now_ns: u64, deadline_tick: u64) -> Poll<T> {
-            let backoff = Backoff::new();
+            let spin = SpinWait::new();
             loop {
                 let mut walk = Walk::new(now_ns);
                 for (key, batch) in self.nodes() {
@@ -425,7 +425,7 @@ mod model {
                         break;
                     }
                 }
-                if let Some(poll) = walk.finish(&backoff, |batch, from, pos, ts| {
+                if let Some(poll) = walk.finish(&spin, |batch, from, pos, ts| {
                     batch.claim(from, pos, ts, deadline_tick)
                 }) {
                     return poll;
@@ -464,16 +464,16 @@ mod tests {
     /// ready" would be false (and a consumer must not park on it).
     #[test]
     fn a_walk_held_up_by_a_slot_being_written_walks_again() {
-        let backoff = Backoff::new();
-        while !backoff.is_completed() {
-            backoff.snooze();
+        let spin = SpinWait::new();
+        while !spin.is_completed() {
+            spin.snooze();
         }
         let mut walk: Walk<()> = Walk::new(5_000);
         walk.busy = true;
-        assert!(walk.finish::<u8>(&backoff, |_, _, _, _| None).is_none());
+        assert!(walk.finish::<u8>(&spin, |_, _, _, _| None).is_none());
         // With nothing being written, no timeout is invented.
         let walk: Walk<()> = Walk::new(5_000);
-        match walk.finish::<u8>(&backoff, |_, _, _, _| None) {
+        match walk.finish::<u8>(&spin, |_, _, _, _| None) {
             Some(Poll::Empty { next_due }) => assert_eq!(next_due.get(), None),
             _ => panic!("expected Empty"),
         }

@@ -1,7 +1,7 @@
 //! The block pool: new blocks on their way to the redeliverer's watch
 //! list, and dead blocks back to producers for reuse. One owner of block
 //! reuse, one verb for it: [`BlockPool::recycle`] takes dead blocks in,
-//! [`BlockPool::reuse`] hands one out made fresh.
+//! [`BlockPool::recycled`] hands one out made fresh.
 //!
 //! Chain blocks are appended to a queue, in the order they were opened,
 //! when its lock is free; other blocks, and chain blocks when the lock is
@@ -15,7 +15,7 @@
 //! Chain blocks die in about the order they were opened, so a producer
 //! opening a block first looks at the oldest one queued: if nothing else
 //! references it, the producer takes it back and reuses it
-//! ([`Registrations::reclaim`]). In a steady stream most blocks thus never
+//! ([`Registrations::recycled`]). In a steady stream most blocks thus never
 //! reach the redeliverer, which takes the queue only for a lease scan or
 //! once [`REGISTER_WAKE`] blocks wait (an old block still held, a slow
 //! consumer). Before, the redeliverer took every block every 10 ms and
@@ -99,22 +99,22 @@ impl<T> BlockPool<T> {
         drop(spare);
     }
 
-    /// A dead chain block made fresh (see [`Block::reuse`]), keyed `key`,
+    /// A dead chain block made fresh (see [`Block::recycle`]), keyed `key`,
     /// whose first `reserved` slots are the caller's: the oldest registered
     /// one if nothing references it any more, else a spare one. `None` if
     /// neither has one or their locks are taken just now: a producer never
     /// waits for them.
-    pub(crate) fn reuse(&self, key: Key, reserved: usize) -> Option<Arc<Block<T>>> {
+    pub(crate) fn recycled(&self, key: Key, reserved: usize) -> Option<Arc<Block<T>>> {
         let mut block = self
             .registered
-            .reclaim()
+            .recycled()
             .or_else(|| try_lock(&self.spare)?.pop())?;
-        // Either source hands over the only reference (`reclaim` saw it so
+        // Either source hands over the only reference (`recycled` saw it so
         // under its lock; the spare list holds blocks the redeliverer found
         // dead), so this always succeeds, and its Acquire is what orders the
         // reuse after the last holder's drop. If it did not, the block is
         // dropped and the caller allocates.
-        Arc::get_mut(&mut block)?.reuse(key, reserved);
+        Arc::get_mut(&mut block)?.recycle(key, reserved);
         crate::block::prepay(&block);
         Some(block)
     }
@@ -194,7 +194,7 @@ impl<T> Registrations<T> {
     /// The oldest queued chain block, taken back, if nothing else
     /// references it (so every message in it is final): the caller reuses
     /// it, through `Arc::get_mut`. `None` if the queue's lock is taken.
-    pub(crate) fn reclaim(&self) -> Option<Arc<Block<T>>> {
+    pub(crate) fn recycled(&self) -> Option<Arc<Block<T>>> {
         let mut queued = try_lock(&self.queued)?;
         // `strong_count` is a Relaxed load: it only decides whether to take
         // the block. Under the lock the queue's reference is the only one
@@ -324,14 +324,14 @@ mod tests {
         assert_eq!(regs.len(), 3);
         drop(b);
         assert!(
-            regs.reclaim().is_none(),
+            regs.recycled().is_none(),
             "b is dead, but a is older and held"
         );
         drop(a);
-        assert_eq!(regs.reclaim().map(|a| Arc::as_ptr(&a)), Some(a_at));
-        assert_eq!(regs.reclaim().map(|b| Arc::as_ptr(&b)), Some(b_at));
+        assert_eq!(regs.recycled().map(|a| Arc::as_ptr(&a)), Some(a_at));
+        assert_eq!(regs.recycled().map(|b| Arc::as_ptr(&b)), Some(b_at));
         drop(single);
-        assert!(regs.reclaim().is_none(), "a block of one is never reused");
+        assert!(regs.recycled().is_none(), "a block of one is never reused");
         assert_eq!(regs.len(), 1);
         let c = block(true);
         regs.push(Arc::clone(&c));

@@ -34,7 +34,7 @@ pub(crate) struct Redeliverer<T> {
     next_scan: u64,
     /// Prune `watched` when it grows past this.
     prune_at: usize,
-    backtracked: Vec<MessageRef<T>>,
+    rolled_back: Vec<MessageRef<T>>,
     ready: Vec<MessageRef<T>>,
     /// Blocks the last scan found dead, on their way to `BlockPool::recycle`.
     dead: Vec<Arc<Block<T>>>,
@@ -71,7 +71,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
             watched: Vec::new(),
             next_scan: 0,
             prune_at: REGISTER_WAKE,
-            backtracked: Vec::new(),
+            rolled_back: Vec::new(),
             ready: Vec::new(),
             dead: Vec::new(),
             falling_due: FallingDue::default(),
@@ -86,9 +86,9 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         let scan = tick_reached(self.next_scan, now_tick);
         // A lease scan must see every block that may hold a claim: all of
         // them, the queued ones too.
-        shared.inbox.take(now, &mut self.backtracked);
+        shared.inbox.take(now, &mut self.rolled_back);
         shared.blocks.take(&mut self.watched, scan);
-        for message in self.backtracked.drain(..) {
+        for message in self.rolled_back.drain(..) {
             let state = &message.block.slot(message.slot as usize).state;
             if let Reinsert::Pending { attempt } = state.transition_to_pending() {
                 self.ready.push(MessageRef { attempt, ..message });
@@ -277,7 +277,7 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
         } else {
             shared.clock.nanos(at)
         };
-        let has_work = shared.blocks.waiting() >= REGISTER_WAKE || shared.inbox.has_backtracked();
+        let has_work = shared.blocks.waiting() >= REGISTER_WAKE || shared.inbox.has_rolled_back();
         if now >= next_pass || has_work {
             next_pass = redeliverer.redeliver_due(&shared, now);
         }

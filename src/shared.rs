@@ -10,7 +10,7 @@ use crate::id::MessageId;
 use crate::inbox::Inbox;
 use crate::index::Index;
 use crate::pool::{BlockPool, REGISTER_WAKE};
-use crate::state::{Discard, MAX_TICK_SPAN, Release, TICK_MASK, Tag};
+use crate::state::{Discard, Fate, MAX_TICK_SPAN, PayloadFate, TICK_MASK, Tag};
 use crate::stats::{Counter, Counters, Stats};
 #[cfg(not(rebound_loom))]
 use crate::sync::thread;
@@ -217,21 +217,24 @@ impl<T> Shared<T> {
         }
     }
 
-    /// Carries out what the last holder of a message must do with its payload.
-    pub(crate) fn release(&self, block: &Block<T>, slot: usize, release: Release) {
+    /// Carries out what a holder that let go must do with the payload,
+    /// spending the token its transition handed it.
+    pub(crate) fn release_payload(&self, block: &Block<T>, slot: usize, fate: PayloadFate) {
         let cell = block.slot(slot);
-        match release {
-            Release::Keep => {}
-            // SAFETY: `Release::Drop` is handed to exactly one caller: the one
-            // whose transition left the word final with no holders.
-            Release::Drop => unsafe { cell.drop_payload() },
-            Release::DeadLetter => {
+        match fate.into_fate() {
+            Fate::Keep => {}
+            // SAFETY: a `PayloadFate` of `Drop` is made only by the state
+            // machine (`state::fate_of`), for the one caller whose
+            // transition left the word final with no holders, and it is
+            // spent here, once (it is not `Copy`).
+            Fate::Drop => unsafe { cell.drop_payload() },
+            Fate::DeadLetter => {
                 let word = cell.state.load();
                 let reason = match word.tag() {
                     Tag::DeadRejected => DeadLetterReason::Rejected,
                     _ => DeadLetterReason::MaxAttempts,
                 };
-                // SAFETY: as for `Release::Drop`; the payload is moved out once.
+                // SAFETY: as for `Fate::Drop`; the payload is moved out once.
                 let payload = unsafe { cell.take() };
                 let letter = DeadLetter {
                     id: self.message_id(block, slot),
@@ -253,13 +256,12 @@ impl<T> Shared<T> {
 
     /// Hands a rolled-back message to the redeliverer, or discards it if the
     /// queue is already torn down.
-    pub(crate) fn backtrack(&self, message: MessageRef<T>) {
-        if let Err(message) = self.inbox.push_backtracked(message) {
+    pub(crate) fn hand_over_rollback(&self, message: MessageRef<T>) {
+        if let Err(message) = self.inbox.push_rolled_back(message) {
             let slot = message.slot as usize;
-            if let Discard::Done { release } =
-                message.block.slot(slot).state.transition_to_discarded()
+            if let Discard::Done { fate } = message.block.slot(slot).state.transition_to_discarded()
             {
-                self.release(&message.block, slot, release);
+                self.release_payload(&message.block, slot, fate);
             }
         }
     }
@@ -297,16 +299,16 @@ impl<T> Shared<T> {
         // during the walk), never low.
         let c = &shared.counters;
         let (acked, dead_lettered) = (c.get(Counter::Acked), c.get(Counter::DeadLettered));
-        let reclaimed = c.get(Counter::Reclaimed);
+        let repeat_claims = c.get(Counter::RepeatClaims);
         let pending = shared.index.count_pending(shared.clock.precise());
         let (ready, delayed) = (pending.ready, pending.delayed);
         let produced = c.get(Counter::Produced);
         Stats {
             produced,
             // First deliveries are every message produced except those never
-            // claimed yet (see `Counter::Reclaimed`). Exact when quiescent;
+            // claimed yet (see `Counter::RepeatClaims`). Exact when quiescent;
             // under traffic off by the produces and claims in progress.
-            delivered: produced.saturating_sub(pending.never_claimed) + reclaimed,
+            delivered: produced.saturating_sub(pending.never_claimed) + repeat_claims,
             acked,
             rolled_back: c.get(Counter::RolledBack),
             expired: c.get(Counter::Expired),

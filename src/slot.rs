@@ -4,7 +4,7 @@
 //! This is the only file with `unsafe`. The payload cell is written once by
 //! the producer that reserved the slot, read through shared references by
 //! holders, and taken or dropped once by whoever the state word names as the
-//! last one out (see [`crate::state::Release`]).
+//! last one out (see [`crate::state::PayloadFate`]).
 
 use crate::state::MessageState;
 use crate::sync::UnsafeCell;
@@ -51,7 +51,7 @@ impl<T> Slot<T> {
     /// # Safety
     /// The caller is counted in the state word's `holders` for as long as the
     /// reference lives. While `holders > 0` nobody takes or drops the payload
-    /// ([`crate::state::Release`] only says `Drop`/`DeadLetter` at zero), and
+    /// ([`crate::state::PayloadFate`] only says `Drop`/`DeadLetter` at zero), and
     /// it was initialised before the claim that made the caller a holder.
     pub(crate) unsafe fn payload(&self) -> &T {
         // SAFETY: by the contract the cell is initialised and only shared.
@@ -62,7 +62,7 @@ impl<T> Slot<T> {
     ///
     /// # Safety
     /// The caller won the transition that made it the last one out
-    /// (`Release::DeadLetter`), or owns the slot outright; the payload is
+    /// (`Fate::DeadLetter`), or owns the slot outright; the payload is
     /// initialised and nobody else will read it again.
     pub(crate) unsafe fn take(&self) -> T {
         // SAFETY: by the contract this is the one and only read-out.

@@ -22,7 +22,7 @@
 //! is 16 bytes instead of 24 (26.7 instead of 34.8 bytes per queued message;
 //! throughput did not change measurably: docs/design.md, "Why blocks").
 
-use crate::sync::{AtomicU64, Backoff, Ordering};
+use crate::sync::{AtomicU64, Ordering, SpinWait};
 
 const TAG_BITS: u32 = 3;
 const COUNT_BITS: u32 = 12;
@@ -57,7 +57,7 @@ pub(crate) enum Tag {
     /// `tick`. Left by that holder's settle or by the redeliverer's expiry.
     Claimed = 2,
     /// Rolled back by its holder; the redeliverer owns the next step.
-    Backtracked = 3,
+    RolledBack = 3,
     /// Final: acknowledged.
     Acked = 4,
     /// Final: dead-lettered because its last allowed delivery failed.
@@ -74,7 +74,7 @@ impl Tag {
             0 => Tag::Empty,
             1 => Tag::Pending,
             2 => Tag::Claimed,
-            3 => Tag::Backtracked,
+            3 => Tag::RolledBack,
             4 => Tag::Acked,
             5 => Tag::DeadMaxAttempts,
             6 => Tag::DeadRejected,
@@ -169,18 +169,26 @@ pub(crate) enum Claim {
 #[must_use]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Settle {
-    /// The transition happened. `release` says what this holder, which just
+    /// The transition happened. `fate` says what this holder, which just
     /// let go, must now do with the payload.
-    Done { to: Tag, release: Release },
+    Done { to: Tag, fate: PayloadFate },
     /// The claim expired (or was settled) before: nothing changed, and the
     /// caller is still a holder that must call [`MessageState::release_holder`].
     Stale,
 }
 
-/// What a holder that lets go must do with the payload.
+/// What a holder that lets go must do with the payload: a token that only
+/// the state machine makes (its field is private to this file) and that is
+/// not `Copy`, so the one `Drop` or `DeadLetter` a transition hands out (to
+/// the holder whose transition left the word final with no holders) is
+/// spent once, by `Shared::release_payload`.
 #[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct PayloadFate(Fate);
+
+/// The kinds of [`PayloadFate`].
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
-pub(crate) enum Release {
+pub(crate) enum Fate {
     /// Others still need it (another holder, or the message lives on).
     Keep,
     /// Final state and last holder: drop the payload now.
@@ -189,15 +197,22 @@ pub(crate) enum Release {
     DeadLetter,
 }
 
-fn release_for(word: Word) -> Release {
+impl PayloadFate {
+    /// Spends the token.
+    pub(crate) fn into_fate(self) -> Fate {
+        self.0
+    }
+}
+
+fn fate_of(word: Word) -> PayloadFate {
     if word.holders() != 0 {
-        return Release::Keep;
+        return PayloadFate(Fate::Keep);
     }
-    match word.tag() {
-        Tag::Acked | Tag::Discarded => Release::Drop,
-        Tag::DeadMaxAttempts | Tag::DeadRejected => Release::DeadLetter,
-        _ => Release::Keep,
-    }
+    PayloadFate(match word.tag() {
+        Tag::Acked | Tag::Discarded => Fate::Drop,
+        Tag::DeadMaxAttempts | Tag::DeadRejected => Fate::DeadLetter,
+        _ => Fate::Keep,
+    })
 }
 
 /// Outcome of [`MessageState::transition_to_expired`].
@@ -222,8 +237,8 @@ pub(crate) enum Expire {
 pub(crate) enum Reinsert {
     /// Pending again at `attempt`: the caller must put it into the index.
     Pending { attempt: u32 },
-    /// Not backtracked (already discarded by teardown): nothing to do.
-    NotBacktracked,
+    /// Not rolled_back (already discarded by teardown): nothing to do.
+    NotRolledBack,
 }
 
 /// Outcome of [`MessageState::transition_to_discarded`].
@@ -231,8 +246,8 @@ pub(crate) enum Reinsert {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Discard {
     /// Discarded; `release` tells whether the caller drops the payload now.
-    Done { release: Release },
-    /// Not pending or backtracked: someone else owns it.
+    Done { fate: PayloadFate },
+    /// Not pending or rolled_back: someone else owns it.
     NotIdle,
 }
 
@@ -296,7 +311,7 @@ impl MessageState {
             all(rebound_loom, rebound_loom_mutant = "split_cas"),
             allow(unreachable_code)
         )]
-        let backoff = Backoff::new();
+        let spin = SpinWait::new();
         let mut current = self.load();
         loop {
             let next = step(current)?;
@@ -309,7 +324,7 @@ impl MessageState {
                 Ok(_) => return Ok((current, next)),
                 Err(actual) => {
                     current = Word(actual);
-                    backoff.spin();
+                    spin.spin();
                 }
             }
         }
@@ -380,7 +395,7 @@ impl MessageState {
         match result {
             Ok((_, new)) => Settle::Done {
                 to: new.tag(),
-                release: release_for(new),
+                fate: fate_of(new),
             },
             Err(()) => Settle::Stale,
         }
@@ -391,14 +406,14 @@ impl MessageState {
         self.settle(generation, |_| Tag::Acked)
     }
 
-    /// `Claimed(gen) -> Backtracked`, or `-> DeadMaxAttempts` when `gen` was
+    /// `Claimed(gen) -> RolledBack`, or `-> DeadMaxAttempts` when `gen` was
     /// the last allowed attempt.
-    pub(crate) fn transition_to_backtracked(&self, generation: u32, max_attempts: u32) -> Settle {
+    pub(crate) fn transition_to_rolled_back(&self, generation: u32, max_attempts: u32) -> Settle {
         self.settle(generation, |w| {
             if w.attempt() >= max_attempts {
                 Tag::DeadMaxAttempts
             } else {
-                Tag::Backtracked
+                Tag::RolledBack
             }
         })
     }
@@ -423,13 +438,13 @@ impl MessageState {
     }
 
     /// A stale holder (its claim expired or was superseded) lets go.
-    pub(crate) fn release_holder(&self) -> Release {
+    pub(crate) fn release_holder(&self) -> PayloadFate {
         match self.transition(|w| {
             debug_assert!(w.holders() > 0, "release without a holder: {w:?}");
             Ok::<_, ()>(w.with_holders(w.holders().saturating_sub(1)))
         }) {
-            Ok((_, new)) => release_for(new),
-            Err(()) => Release::Keep,
+            Ok((_, new)) => fate_of(new),
+            Err(()) => PayloadFate(Fate::Keep),
         }
     }
 
@@ -476,10 +491,10 @@ impl MessageState {
         }
     }
 
-    /// Redeliverer: `Backtracked(attempt) -> Pending(attempt)`.
+    /// Redeliverer: `RolledBack(attempt) -> Pending(attempt)`.
     pub(crate) fn transition_to_pending(&self) -> Reinsert {
         match self.transition(|w| {
-            if w.tag() == Tag::Backtracked {
+            if w.tag() == Tag::RolledBack {
                 Ok(w.with_tag(Tag::Pending))
             } else {
                 Err(())
@@ -488,22 +503,20 @@ impl MessageState {
             Ok((_, new)) => Reinsert::Pending {
                 attempt: new.attempt(),
             },
-            Err(()) => Reinsert::NotBacktracked,
+            Err(()) => Reinsert::NotRolledBack,
         }
     }
 
-    /// Teardown: `Pending | Backtracked -> Discarded`.
+    /// Teardown: `Pending | RolledBack -> Discarded`.
     pub(crate) fn transition_to_discarded(&self) -> Discard {
         match self.transition(|w| {
-            if matches!(w.tag(), Tag::Pending | Tag::Backtracked) {
+            if matches!(w.tag(), Tag::Pending | Tag::RolledBack) {
                 Ok(w.with_tag(Tag::Discarded))
             } else {
                 Err(())
             }
         }) {
-            Ok((_, new)) => Discard::Done {
-                release: release_for(new),
-            },
+            Ok((_, new)) => Discard::Done { fate: fate_of(new) },
             Err(()) => Discard::NotIdle,
         }
     }
@@ -572,7 +585,7 @@ mod tests {
             s.transition_to_acked(1),
             Settle::Done {
                 to: Tag::Acked,
-                release: Release::Drop
+                fate: PayloadFate(Fate::Drop)
             }
         );
         assert_eq!(s.transition_to_acked(1), Settle::Stale);
@@ -608,10 +621,10 @@ mod tests {
             s.transition_to_acked(2),
             Settle::Done {
                 to: Tag::Acked,
-                release: Release::Keep
+                fate: PayloadFate(Fate::Keep)
             }
         );
-        assert_eq!(s.release_holder(), Release::Drop);
+        assert_eq!(s.release_holder(), PayloadFate(Fate::Drop));
     }
 
     #[test]
@@ -622,10 +635,10 @@ mod tests {
             Claim::Won { attempt: 1 }
         ));
         assert_eq!(
-            s.transition_to_backtracked(1, 2),
+            s.transition_to_rolled_back(1, 2),
             Settle::Done {
-                to: Tag::Backtracked,
-                release: Release::Keep
+                to: Tag::RolledBack,
+                fate: PayloadFate(Fate::Keep)
             }
         );
         assert_eq!(s.transition_to_pending(), Reinsert::Pending { attempt: 1 });
@@ -634,10 +647,10 @@ mod tests {
             Claim::Won { attempt: 2 }
         ));
         assert_eq!(
-            s.transition_to_backtracked(2, 2),
+            s.transition_to_rolled_back(2, 2),
             Settle::Done {
                 to: Tag::DeadMaxAttempts,
-                release: Release::DeadLetter
+                fate: PayloadFate(Fate::DeadLetter)
             }
         );
     }
@@ -653,8 +666,8 @@ mod tests {
             s.transition_to_expired(3, 1, |_| 0),
             Expire::DeadLettered { attempt: 1 }
         );
-        assert_eq!(s.transition_to_backtracked(1, 1), Settle::Stale);
-        assert_eq!(s.release_holder(), Release::DeadLetter);
+        assert_eq!(s.transition_to_rolled_back(1, 1), Settle::Stale);
+        assert_eq!(s.release_holder(), PayloadFate(Fate::DeadLetter));
     }
 
     #[test]
@@ -689,7 +702,7 @@ mod tests {
         assert_eq!(
             s.transition_to_discarded(),
             Discard::Done {
-                release: Release::Drop
+                fate: PayloadFate(Fate::Drop)
             }
         );
         let s = pending();

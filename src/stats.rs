@@ -52,7 +52,7 @@ pub(crate) enum Counter {
     /// deliveries are not counted as they happen: `Queue::stats` derives
     /// them (produced minus pending messages never claimed), which keeps a
     /// counter update off every claim (4% of the 1p1c rate).
-    Reclaimed,
+    RepeatClaims,
     Acked,
     RolledBack,
     Expired,
@@ -207,7 +207,7 @@ impl Counters {
             Counter::Acked,
             Counter::RolledBack,
             Counter::DeadLettered,
-            Counter::Reclaimed,
+            Counter::RepeatClaims,
         ]
         .into_iter()
         .fold(0u64, |sum, counter| sum.wrapping_add(self.get(counter)))
@@ -241,7 +241,7 @@ mod tests {
                 for _ in 0..THREADS {
                     s.spawn(|| {
                         for _ in 0..EACH {
-                            counters.bump(Counter::Reclaimed, 1);
+                            counters.bump(Counter::RepeatClaims, 1);
                             counters.add(Counter::Acked, 1);
                         }
                     });
@@ -249,7 +249,7 @@ mod tests {
             });
         }
         let total = 2 * THREADS as u64 * EACH;
-        assert_eq!(counters.get(Counter::Reclaimed), total);
+        assert_eq!(counters.get(Counter::RepeatClaims), total);
         assert_eq!(counters.get(Counter::Acked), total);
         assert_eq!(counters.outstanding(), 0u64.wrapping_sub(total));
     }

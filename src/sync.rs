@@ -60,16 +60,16 @@ pub(crate) fn seq_cst_accesses() {
 /// thread the stale values it saw before, which would hide lost wake-ups in
 /// `Queue::consume`'s spin-then-park.
 #[cfg(not(rebound_loom))]
-pub(crate) use crossbeam_utils::Backoff;
+pub(crate) use crossbeam_utils::Backoff as SpinWait;
 
 #[cfg(rebound_loom)]
 #[derive(Debug, Default)]
-pub(crate) struct Backoff {
+pub(crate) struct SpinWait {
     step: std::cell::Cell<u32>,
 }
 
 #[cfg(rebound_loom)]
-impl Backoff {
+impl SpinWait {
     /// Steps before [`Self::is_completed`]: enough to take both branches
     /// (spin again, give up) of every caller.
     const STEPS: u32 = 2;

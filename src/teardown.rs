@@ -10,7 +10,7 @@ use crate::sync::{Arc, lock, pin};
 /// The last handle is gone: stop the redeliverer, drop every message nobody
 /// holds, and break the `Shared -> index -> Block -> Shared` cycle.
 pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
-    let backtracked = shared.inbox.stop();
+    let rolled_back = shared.inbox.stop();
     let mut blocks = Vec::new();
     shared.blocks.take(&mut blocks, true);
     #[cfg(not(rebound_loom))]
@@ -24,7 +24,7 @@ pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
             }
         }
     }
-    blocks.extend(backtracked.into_iter().map(|m| m.block));
+    blocks.extend(rolled_back.into_iter().map(|m| m.block));
     shared.index.for_each(|batch| {
         if let Batch::Fresh(block) = batch {
             blocks.push(Arc::clone(block));
@@ -36,8 +36,8 @@ pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
     let mut panic = None;
     for block in &blocks {
         for index in 0..block.len() {
-            if let Discard::Done { release } = block.slot(index).state.transition_to_discarded() {
-                contain(&mut panic, || shared.release(block, index, release));
+            if let Discard::Done { fate } = block.slot(index).state.transition_to_discarded() {
+                contain(&mut panic, || shared.release_payload(block, index, fate));
             }
         }
     }

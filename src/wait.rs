@@ -8,7 +8,7 @@ use crate::error::{ConsumeTimeoutError, TryConsumeError};
 use crate::index::{NextDue, Poll};
 use crate::queue::Queue;
 use crate::stats::Counter;
-use crate::sync::{AtomicBool, Backoff as Spin, Instant, Ordering, pin};
+use crate::sync::{AtomicBool, Instant, Ordering, SpinWait, pin};
 use std::time::Duration;
 
 /// How long a consumer blocked on a closed queue with messages still in
@@ -45,7 +45,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         match shared.index.claim(now_ns, deadline) {
             Poll::Claimed(claimed) => {
                 if claimed.bits.attempt() > 1 {
-                    shared.counters.bump(Counter::Reclaimed, 1);
+                    shared.counters.bump(Counter::RepeatClaims, 1);
                 }
                 Ok(Delivery::new(claimed))
             }
@@ -63,9 +63,9 @@ impl<T: Send + Sync + 'static> Queue<T> {
         if claimed.is_empty() && max > 0 {
             return Err(next_due);
         }
-        let reclaimed = claimed.iter().filter(|c| c.bits.attempt() > 1).count();
-        if reclaimed > 0 {
-            shared.counters.bump(Counter::Reclaimed, reclaimed as u64);
+        let repeats = claimed.iter().filter(|c| c.bits.attempt() > 1).count();
+        if repeats > 0 {
+            shared.counters.bump(Counter::RepeatClaims, repeats as u64);
         }
         Ok(claimed.into_iter().map(Delivery::new).collect())
     }
@@ -115,7 +115,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         stop: Option<&AtomicBool>,
         poll: impl Fn(bool) -> Result<R, NextDue>,
     ) -> Result<R, ConsumeTimeoutError> {
-        let spin = Spin::new();
+        let spin = SpinWait::new();
         let mut spin_until = None;
         let mut closed_recheck = CLOSED_RECHECK;
         loop {

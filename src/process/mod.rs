@@ -38,7 +38,7 @@ const BUDGET: usize = 32;
 /// The permits: how many handlers (or the dispatcher's pending claim) are
 /// running, and who waits for one to end.
 #[derive(Debug)]
-struct Slots {
+struct Permits {
     taken: usize,
     /// Threads waiting on `Core::cond` (the dispatcher for a free permit, a
     /// `join` or `shutdown` for none taken).
@@ -51,7 +51,7 @@ struct Core {
     limit: usize,
     /// Set once by `shutdown` or drop: no new claims.
     stop: AtomicBool,
-    slots: Mutex<Slots>,
+    permits: Mutex<Permits>,
     cond: Condvar,
     tallies: Tallies,
 }
@@ -65,28 +65,28 @@ impl Core {
 
     /// Takes a permit, waiting while all are taken. `false` once stopping.
     fn acquire(&self) -> bool {
-        let mut slots = lock(&self.slots);
+        let mut permits = lock(&self.permits);
         loop {
             if self.stopping() {
                 return false;
             }
-            if slots.taken < self.limit {
-                slots.taken += 1;
+            if permits.taken < self.limit {
+                permits.taken += 1;
                 return true;
             }
-            slots.waiting += 1;
-            slots = wait(&self.cond, slots, None);
-            slots.waiting -= 1;
+            permits.waiting += 1;
+            permits = wait(&self.cond, permits, None);
+            permits.waiting -= 1;
         }
     }
 
     /// Returns a permit. Whatever the handler's thread wrote before (its
     /// tallies) happens before a waiter that sees the count drop.
     fn release(&self) {
-        let mut slots = lock(&self.slots);
-        slots.taken -= 1;
-        let wake = slots.waiting > 0;
-        drop(slots);
+        let mut permits = lock(&self.permits);
+        permits.taken -= 1;
+        let wake = permits.waiting > 0;
+        drop(permits);
         // A waiter counted itself under the lock and released it only by
         // waiting, so this notification cannot be missed.
         if wake {
@@ -96,8 +96,8 @@ impl Core {
 
     /// Waits until no permit is taken, or until `deadline`.
     fn wait_idle(&self, deadline: Option<Instant>) {
-        let mut slots = lock(&self.slots);
-        while slots.taken > 0 {
+        let mut permits = lock(&self.permits);
+        while permits.taken > 0 {
             let timeout = match deadline {
                 Some(deadline) => match deadline.checked_duration_since(now()) {
                     Some(left) if !left.is_zero() => Some(left),
@@ -105,9 +105,9 @@ impl Core {
                 },
                 None => None,
             };
-            slots.waiting += 1;
-            slots = wait(&self.cond, slots, timeout);
-            slots.waiting -= 1;
+            permits.waiting += 1;
+            permits = wait(&self.cond, permits, timeout);
+            permits.waiting -= 1;
         }
     }
 
@@ -119,7 +119,7 @@ impl Core {
         queue.wake_consumers();
         // Taking the lock orders this after a dispatcher's check in
         // `acquire`: it either saw the flag or is waiting, and is woken.
-        drop(lock(&self.slots));
+        drop(lock(&self.permits));
         self.cond.notify_all();
     }
 }
@@ -134,14 +134,14 @@ impl Drop for Permit<'_> {
 }
 
 /// What the dispatcher and every pool job of one processor use.
-struct Worker<T, F> {
+struct Runner<T, F> {
     core: Arc<Core>,
     queue: Queue<T>,
     handler: F,
     max_attempts: u32,
 }
 
-impl<T, F, R> Worker<T, F>
+impl<T, F, R> Runner<T, F>
 where
     T: Send + Sync + 'static,
     F: Fn(&Delivery<T>) -> R + Send + Sync + 'static,
@@ -154,13 +154,13 @@ where
             match self.queue.consume_unless(&core.stop) {
                 Ok(delivery) => {
                     core.tallies.add(Tally::Claimed);
-                    let worker = Arc::clone(&self);
+                    let runner = Arc::clone(&self);
                     pool.spawn(move || {
-                        worker.run(delivery);
+                        runner.run(delivery);
                         // The last handle of the queue may go with this job,
                         // and with it, teardown: a payload destructor that
                         // panics there must not unwind into rayon.
-                        let _ = catch_unwind(AssertUnwindSafe(move || drop(worker)));
+                        let _ = catch_unwind(AssertUnwindSafe(move || drop(runner)));
                     });
                 }
                 // Stopping (`Timeout` is only returned then), or the queue is
@@ -314,14 +314,14 @@ impl<T: Send + Sync + 'static> Processor<T> {
         let core = Arc::new(Core {
             limit,
             stop: AtomicBool::new(false),
-            slots: Mutex::new(Slots {
+            permits: Mutex::new(Permits {
                 taken: 0,
                 waiting: 0,
             }),
             cond: Condvar::new(),
             tallies: Tallies::default(),
         });
-        let worker = Arc::new(Worker {
+        let runner = Arc::new(Runner {
             core: Arc::clone(&core),
             max_attempts: self.queue.max_attempts(),
             queue: self.queue.clone(),
@@ -329,7 +329,7 @@ impl<T: Send + Sync + 'static> Processor<T> {
         });
         let dispatcher = thread::Builder::new()
             .name("rebound-dispatcher".into())
-            .spawn(move || worker.dispatch(pool))
+            .spawn(move || runner.dispatch(pool))
             .map_err(|e| StartError::Spawn(e.kind()))?;
         Ok(Processing {
             core,
