@@ -260,6 +260,7 @@ impl<T> Delivery<T> {
 
     /// Common tail of every settle: count it, release the payload if this
     /// holder was the last, or, if the claim was stale, just let go.
+    #[inline]
     fn finish(&self, outcome: Settle, counter: Counter) -> Result<(), LeaseExpired> {
         let shared = self.shared();
         match outcome {

@@ -150,13 +150,11 @@ impl<N> Walk<N> {
             }
             return Step::Next;
         }
-        let head = batch.head();
-        if let (true, Head::Ready { ts, .. }) = (chained, &head) {
-            // As for the key: an immediate message's stamp is in the past.
-            self.now_ns = self.now_ns.max(*ts);
-        }
-        let chain_head = match head {
-            Head::Ready { from, pos, ts } if ts <= self.now_ns => {
+        let chain_head = match batch.head() {
+            // As for the key: an immediate message's stamp is in the past,
+            // so it is due, and so is anything stamped before it.
+            Head::Ready { from, pos, ts } if chained || ts <= self.now_ns => {
+                self.now_ns = self.now_ns.max(ts);
                 if !self.beaten_by_best(ts) {
                     self.best = Some((node(), from, pos, ts));
                 }

@@ -38,6 +38,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// Claims the earliest ready message as of a recent time, or, with
     /// `precise`, as of a fresh clock reading. `Err` carries the earliest
     /// known future due time. (Two words, returned in registers.)
+    #[inline]
     pub(crate) fn poll(&self, precise: bool) -> Result<Delivery<T>, NextDue> {
         let shared = &self.shared;
         let now_ns = self.poll_time(precise);
@@ -54,6 +55,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     }
 
     /// [`Self::poll`] for up to `max` messages; `Err` if it claimed none.
+    #[inline]
     pub(crate) fn poll_many(&self, precise: bool, max: usize) -> Result<Vec<Delivery<T>>, NextDue> {
         let shared = &self.shared;
         let now_ns = self.poll_time(precise);
@@ -70,6 +72,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         Ok(claimed.into_iter().map(Delivery::new).collect())
     }
 
+    #[inline]
     pub(crate) fn poll_time(&self, precise: bool) -> u64 {
         if precise {
             self.shared.clock.precise()
@@ -96,6 +99,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         pending.ready == 0 && pending.delayed >= outstanding
     }
 
+    #[inline]
     pub(crate) fn try_take<R>(
         &self,
         poll: impl Fn(bool) -> Result<R, NextDue>,
