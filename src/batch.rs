@@ -6,7 +6,7 @@
 use crate::block::Block;
 use crate::cursor::Cursor;
 use crate::state::{Claim, Tag};
-use crate::sync::Arc;
+use crate::sync::{Arc, MODEL, now, pause};
 
 /// Nanoseconds per index batch of redelivered messages (100 us). Redelivery
 /// due times are rounded up to a multiple of it, so a batch falls due whole.
@@ -46,16 +46,13 @@ impl<T> RefBatch<T> {
 /// Pauses between two looks at a cursor while giving way (about 1.4 us on
 /// the machine the benchmarks ran on, 11 ns per pause; a pause takes 1 to
 /// 40 ns depending on the CPU, so [`GIVE_WAY_MAX`] bounds the wait in time).
-#[cfg(not(rebound_loom))]
 const GIVE_WAY_PAUSES: u32 = 128;
 /// Giving way goes on only while the cursor moves by at least this many
 /// entries per look: one consumer taking message after message (it moved
 /// about 30 per look in the drain), not several each claiming now and then
 /// between handlers, which the loser must not wait for.
-#[cfg(not(rebound_loom))]
 const GIVE_WAY_MIN_STEP: usize = 8;
 /// The longest a consumer gives way at a time.
-#[cfg(not(rebound_loom))]
 const GIVE_WAY_MAX: std::time::Duration = std::time::Duration::from_micros(50);
 
 pub(crate) enum Batch<T> {
@@ -181,28 +178,28 @@ impl<T> Batch<T> {
     /// runs out, or [`GIVE_WAY_MAX`] has passed. One look reads the cursor,
     /// so a consumer that gives way costs the one it waits for a line
     /// transfer per look, not per message.
-    #[cfg(not(rebound_loom))]
+    ///
+    /// In the loom world giving way is only a matter of timing, which loom
+    /// does not model: the caller looks again at once.
     fn give_way(&self, mut seen: usize) {
-        let start = std::time::Instant::now();
+        if MODEL {
+            return;
+        }
+        let start = now();
         loop {
             for _ in 0..GIVE_WAY_PAUSES {
-                std::hint::spin_loop();
+                pause();
             }
-            let now = self.cursor();
-            if now < seen.saturating_add(GIVE_WAY_MIN_STEP)
-                || now >= self.capacity()
-                || start.elapsed() >= GIVE_WAY_MAX
+            let cursor = self.cursor();
+            if cursor < seen.saturating_add(GIVE_WAY_MIN_STEP)
+                || cursor >= self.capacity()
+                || now().saturating_duration_since(start) >= GIVE_WAY_MAX
             {
                 return;
             }
-            seen = now;
+            seen = cursor;
         }
     }
-
-    /// Under `cfg(rebound_loom)` giving way is only a matter of timing,
-    /// which loom does not model: the caller looks again at once.
-    #[cfg(rebound_loom)]
-    fn give_way(&self, _seen: usize) {}
 
     /// See [`Cursor::advance`].
     fn move_cursor(&self, from: usize, to: usize) -> Result<(), usize> {

@@ -6,14 +6,14 @@ use crate::cursor::Cursor;
 use crate::shared::Shared;
 use crate::slot::Slot;
 use crate::state::MAX_TS_OFFSET_US;
-use crate::sync::{Arc, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicPtr, AtomicUsize, MODEL, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// Slots per block for immediate messages. 64 amortises the skiplist node,
 /// the allocation and the id counter; a delayed message gets a block of one.
-/// Under `cfg(rebound_loom)`: 2, so that a model with a few messages fills a
+/// In the loom world: 2, so that a model with a few messages fills a
 /// block and races producers over opening the next one.
-pub(crate) const BLOCK_CAPACITY: usize = if cfg!(rebound_loom) { 2 } else { 64 };
+pub(crate) const BLOCK_CAPACITY: usize = if MODEL { 2 } else { 64 };
 /// Bits of a message id that number the slot within its block.
 pub(crate) const SLOT_BITS: u32 = 6;
 const _: () = assert!(BLOCK_CAPACITY <= 1 << SLOT_BITS);

@@ -8,7 +8,7 @@ use crate::id::MessageId;
 use crate::shared::Shared;
 use crate::state::{Settle, Tag};
 use crate::stats::Counter;
-use crate::sync::{Arc, Instant};
+use crate::sync::{Arc, Instant, MODEL};
 use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
@@ -46,12 +46,10 @@ pub struct Delivery<T> {
     bits: ClaimBits,
 }
 
-// Two words: returned in registers by `consume` and friends. (Not under
-// `cfg(rebound_loom)`, whose `Arc` is larger.)
-#[cfg(not(rebound_loom))]
-const _: () = assert!(std::mem::size_of::<Delivery<u64>>() == 16);
-#[cfg(not(rebound_loom))]
-const _: () = assert!(std::mem::size_of::<Result<Delivery<u64>, crate::Closed>>() == 16);
+// Two words: returned in registers by `consume` and friends. (Not in the
+// loom world, whose `Arc` is larger.)
+const _: () = assert!(MODEL || std::mem::size_of::<Delivery<u64>>() == 16);
+const _: () = assert!(MODEL || std::mem::size_of::<Result<Delivery<u64>, crate::Closed>>() == 16);
 
 impl<T> Delivery<T> {
     pub(crate) fn new(claimed: Claimed<T>) -> Self {

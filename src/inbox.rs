@@ -3,14 +3,9 @@
 //! redeliverer sleeps until the next thing it must do.
 
 use crate::batch::{MessageRef, SPAN_NS, round_up_to_span};
-#[cfg(not(rebound_loom))]
 use crate::clock::Clock;
-#[cfg(not(rebound_loom))]
 use crate::pool::{BlockPool, REGISTER_WAKE};
-use crate::sync::{Condvar, Mutex, lock};
-#[cfg(not(rebound_loom))]
-use crate::sync::{now, wait};
-#[cfg(not(rebound_loom))]
+use crate::sync::{Condvar, Mutex, lock, now, wait};
 use std::time::Duration;
 
 /// While rollbacks arrive, a busy redeliverer looks at them at most this
@@ -92,7 +87,7 @@ impl<T> Inbox<T> {
 
     /// Holds the lock the redeliverer takes on every wake-up: a test stalls
     /// it (as if it were off the CPU) for as long as it keeps the guard.
-    #[cfg(all(test, not(rebound_loom)))]
+    #[cfg(test)]
     pub(crate) fn stall(&self) -> impl Sized + '_ {
         lock(&self.state)
     }
@@ -120,7 +115,6 @@ impl<T> Inbox<T> {
     }
 
     /// Whether rolled-back messages wait.
-    #[cfg(not(rebound_loom))]
     pub(crate) fn has_rolled_back(&self) -> bool {
         !lock(&self.state).rolled_back.is_empty()
     }
@@ -147,7 +141,6 @@ impl<T> Inbox<T> {
     /// early when a rolled-back message falls due, but no earlier than the
     /// floor. Returns `None` once stopped, else whether the redeliverer was
     /// kicked or has work waiting.
-    #[cfg(not(rebound_loom))]
     pub(crate) fn sleep(
         &self,
         clock: &Clock,

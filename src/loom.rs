@@ -28,7 +28,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
     /// puts what is ready back into the index. Returns when the next pass is
     /// needed at the latest (nanoseconds since the queue's origin).
     pub fn redeliver_due(&mut self, queue: &Queue<T>) -> u64 {
-        let shared = queue.shared();
+        let shared = &queue.shared;
         self.0.redeliver_due(shared, shared.clock.precise())
     }
 }
@@ -43,7 +43,7 @@ impl<T> fmt::Debug for Redeliverer<T> {
 /// the redeliverer's clock upkeep would, and ends every timed wait (the
 /// caller advances past every deadline it waits for).
 pub fn advance<T>(queue: &Queue<T>, by: Duration) {
-    let shared = queue.shared();
+    let shared = &queue.shared;
     let now = shared.clock.advance(by);
     let _ = shared.clock.refresh(shared.clock.instant(now));
     shared.waiters.fire_timers();
@@ -51,5 +51,5 @@ pub fn advance<T>(queue: &Queue<T>, by: Duration) {
 
 /// The queue's mock time, in nanoseconds since its origin.
 pub fn now<T>(queue: &Queue<T>) -> u64 {
-    queue.shared().clock.precise()
+    queue.shared.clock.precise()
 }

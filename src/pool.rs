@@ -66,7 +66,6 @@ impl<T> BlockPool<T> {
     }
 
     /// Blocks registered and not taken yet (a hint).
-    #[cfg_attr(rebound_loom, allow(dead_code))]
     pub(crate) fn waiting(&self) -> usize {
         self.registered.len()
     }

@@ -5,13 +5,10 @@ use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
 use crate::error::{BuildError, Closed, ConsumeTimeoutError, ProduceError, TryConsumeError};
 use crate::id::MessageId;
-#[cfg(not(rebound_loom))]
 use crate::redelivery;
 use crate::shared::{Config, Shared};
 use crate::stats::Stats;
-#[cfg(not(rebound_loom))]
-use crate::sync::thread;
-use crate::sync::{Arc, AtomicBool, Instant, Ordering, lock};
+use crate::sync::{Arc, AtomicBool, Instant, MODEL, Ordering, lock, thread};
 use crate::teardown::teardown;
 use std::fmt;
 use std::time::Duration;
@@ -75,14 +72,14 @@ impl<T: Send + Sync + 'static> Queue<T> {
         let shared = Shared::new(config, teardown::<T>);
         Shared::open_first_block(&shared);
         let queue = Queue { shared };
-        // Under `cfg(rebound_loom)` no thread: the models run single passes
-        // of `Redeliverer::redeliver_due` themselves (`rebound::__loom`).
-        #[cfg(not(rebound_loom))]
-        queue.spawn_redeliverer()?;
+        // In the loom world no thread: the models run single passes of
+        // `Redeliverer::redeliver_due` themselves (`rebound::__loom`).
+        if !MODEL {
+            queue.spawn_redeliverer()?;
+        }
         Ok(queue)
     }
 
-    #[cfg(not(rebound_loom))]
     fn spawn_redeliverer(&self) -> Result<(), BuildError> {
         let worker = Arc::clone(&self.shared);
         let handle = thread::Builder::new()
@@ -439,14 +436,6 @@ impl<T: Send + Sync + 'static> Queue<T> {
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
-    }
-}
-
-#[cfg(rebound_loom)]
-impl<T> Queue<T> {
-    /// Under `cfg(rebound_loom)`: the shared state, for `rebound::__loom`.
-    pub(crate) fn shared(&self) -> &Shared<T> {
-        &self.shared
     }
 }
 

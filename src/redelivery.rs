@@ -11,16 +11,13 @@
 use crate::batch::{Batch, MessageRef, RefBatch, SPAN_NS, round_up_to_span};
 use crate::block::{Block, Key};
 use crate::clock;
-#[cfg(not(rebound_loom))]
 use crate::clock::UPKEEP_INTERVAL;
-#[cfg(not(rebound_loom))]
 use crate::inbox::INBOX_INTERVAL_NS;
 use crate::pool::REGISTER_WAKE;
 use crate::shared::Shared;
 use crate::state::{Expire, MAX_TICK_SPAN, Reinsert, TICK_MASK, tick_reached};
 use crate::stats::Counter;
 use crate::sync::Arc;
-#[cfg(not(rebound_loom))]
 use crate::sync::now;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -226,7 +223,6 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
     /// The queue went idle: frees every dead block it keeps, the spare
     /// ones and those only the watch list and the registrations hold, so
     /// that an idle queue gives back the memory a burst left behind.
-    #[cfg(not(rebound_loom))]
     fn shed(&mut self, shared: &Shared<T>) {
         // Index nodes and replaced tails, which hold blocks, are freed
         // through the epoch: move it on first, so that the frees waiting
@@ -241,7 +237,6 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         shared.blocks.shed_spares();
     }
 
-    #[cfg(not(rebound_loom))]
     fn into_watched(self) -> Vec<Arc<Block<T>>> {
         self.watched
     }
@@ -249,7 +244,6 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
 
 /// How long without traffic before the redeliverer goes idle (64 ms, in
 /// nanoseconds).
-#[cfg(not(rebound_loom))]
 const IDLE_AFTER_NS: u64 = 64_000_000;
 
 /// The redeliverer thread, until the queue is torn down; then it hands back
@@ -261,8 +255,7 @@ const IDLE_AFTER_NS: u64 = 64_000_000;
 /// pass if rollbacks or enough new blocks are waiting or a lease may have
 /// ended. After [`IDLE_AFTER_NS`] without traffic it stops the upkeep and
 /// sleeps until the next possible lease end, new work, or a kick.
-/// Not under `cfg(rebound_loom)`: there the models run the passes.
-#[cfg(not(rebound_loom))]
+/// Not started in the loom world: there the models run the passes.
 pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<Block<T>>> {
     let mut redeliverer = Redeliverer::new();
     let mut next_pass = 0;
@@ -352,7 +345,6 @@ mod tests {
     /// second after the claim (the stall is in the lag log, and the expiry
     /// gives it back).
     #[test]
-    #[cfg(not(rebound_loom))]
     fn a_lease_timed_from_a_stale_reading_is_not_cut_short() {
         use crate::Queue;
         use std::thread;

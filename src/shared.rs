@@ -12,9 +12,9 @@ use crate::index::Index;
 use crate::pool::{BlockPool, REGISTER_WAKE};
 use crate::state::{Discard, Fate, MAX_TICK_SPAN, PayloadFate, TICK_MASK, Tag};
 use crate::stats::{Counter, Counters, Stats};
-#[cfg(not(rebound_loom))]
-use crate::sync::thread;
-use crate::sync::{Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{
+    Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, lock, thread,
+};
 use crate::waiters::Waiters;
 use std::time::Duration;
 
@@ -43,7 +43,6 @@ impl Default for Config {
 }
 
 /// The redeliverer thread, which hands back the blocks it watched.
-#[cfg(not(rebound_loom))]
 pub(crate) type RedelivererThread<T> = thread::JoinHandle<Vec<Arc<Block<T>>>>;
 
 /// Everything the handles, deliveries, blocks and the redeliverer share.
@@ -75,8 +74,7 @@ pub(crate) struct Shared<T> {
     pub(crate) dead_letters: Mutex<Option<Vec<DeadLetter<T>>>>,
     /// Live `Queue` handles; the last one tears the queue down.
     pub(crate) handles: AtomicUsize,
-    /// Not under `cfg(rebound_loom)`: there the model runs the passes.
-    #[cfg(not(rebound_loom))]
+    /// `None` in the loom world, where the model runs the passes.
     pub(crate) redeliverer: Mutex<Option<RedelivererThread<T>>>,
     /// Under `cfg(rebound_loom)`: replaced tails, kept until teardown
     /// instead of released through the epoch (see `sync::pin`).
@@ -109,7 +107,6 @@ impl<T> Shared<T> {
             blocks: BlockPool::new(),
             dead_letters: Mutex::new(Some(Vec::new())),
             handles: AtomicUsize::new(1),
-            #[cfg(not(rebound_loom))]
             redeliverer: Mutex::new(None),
             #[cfg(rebound_loom)]
             retired: Mutex::new(Vec::new()),

@@ -27,6 +27,15 @@ pub(crate) use loom::sync::atomic::{
 };
 #[cfg(rebound_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+#[cfg(rebound_loom)]
+pub(crate) use loom::thread;
+
+/// Whether this is the loom world (`cfg(rebound_loom)`): code that is the
+/// same in both worlds but sized or started differently reads this constant
+/// instead of a `cfg`, so that both worlds compile it (the redeliverer
+/// thread is not started in a model, which runs its passes itself; blocks
+/// hold 2 messages; nothing spins against the mock clock).
+pub(crate) const MODEL: bool = cfg!(rebound_loom);
 
 pub(crate) use std::time::Instant;
 
@@ -50,6 +59,15 @@ pub(crate) fn now() -> Instant {
 pub(crate) fn seq_cst_accesses() {
     #[cfg(rebound_loom)]
     fence(Ordering::SeqCst);
+}
+
+/// One pause of a spin loop (a CPU hint); nothing in the loom world, where
+/// spinning is not modelled.
+#[inline(always)]
+pub(crate) fn pause() {
+    if !MODEL {
+        std::hint::spin_loop();
+    }
 }
 
 /// Spinning while another thread finishes: crossbeam's `Backoff`, or, under

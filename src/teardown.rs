@@ -3,9 +3,7 @@
 use crate::batch::Batch;
 use crate::shared::Shared;
 use crate::state::Discard;
-#[cfg(not(rebound_loom))]
-use crate::sync::thread;
-use crate::sync::{Arc, lock, pin};
+use crate::sync::{Arc, lock, pin, thread};
 
 /// The last handle is gone: stop the redeliverer, drop every message nobody
 /// holds, and break the `Shared -> index -> Block -> Shared` cycle.
@@ -13,14 +11,11 @@ pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
     let rolled_back = shared.inbox.stop();
     let mut blocks = Vec::new();
     shared.blocks.take(&mut blocks, true);
-    #[cfg(not(rebound_loom))]
-    {
-        let worker = lock(&shared.redeliverer).take();
-        if let Some(worker) = worker {
-            if worker.thread().id() != thread::current().id() {
-                if let Ok(watched) = worker.join() {
-                    blocks.extend(watched);
-                }
+    let worker = lock(&shared.redeliverer).take();
+    if let Some(worker) = worker {
+        if worker.thread().id() != thread::current().id() {
+            if let Ok(watched) = worker.join() {
+                blocks.extend(watched);
             }
         }
     }

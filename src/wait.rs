@@ -8,7 +8,7 @@ use crate::error::{ConsumeTimeoutError, TryConsumeError};
 use crate::index::{NextDue, Poll};
 use crate::queue::Queue;
 use crate::stats::Counter;
-use crate::sync::{AtomicBool, Instant, Ordering, SpinWait, pin};
+use crate::sync::{AtomicBool, Instant, MODEL, Ordering, SpinWait, pin};
 use std::time::Duration;
 
 /// How long a consumer blocked on a closed queue with messages still in
@@ -26,9 +26,9 @@ const CLOSED_RECHECK_MAX: Duration = Duration::from_millis(64);
 /// CPU has to be woken too), and a short gap in the traffic is common: with
 /// only a few microseconds of spinning, a consumer at half its peak rate
 /// parked about 150 times a second and each wake-up delayed the messages
-/// behind it by up to milliseconds. Zero under `cfg(rebound_loom)`, whose
+/// behind it by up to milliseconds. Zero in the loom world, whose
 /// mock clock does not move by itself.
-const SPIN_BEFORE_PARK: Duration = if cfg!(rebound_loom) {
+const SPIN_BEFORE_PARK: Duration = if MODEL {
     Duration::ZERO
 } else {
     Duration::from_micros(50)
