@@ -157,7 +157,7 @@ fn rate(rates: &Rates, group: &str, contender: &str) -> Option<f64> {
 }
 
 fn bars(out: &mut String, rates: &Rates, latency: Option<&Value>) {
-    let _ = writeln!(out, "\n### Bars of issue 4\n");
+    let _ = writeln!(out, "\n### Bars\n");
     let _ = writeln!(
         out,
         "| bar | scenario | figure | verdict |\n|---|---|---|---|"

@@ -28,7 +28,7 @@ pub(crate) struct MessageRef<T> {
     pub(crate) ts: u64,
 }
 
-/// Redelivered messages due in the same millisecond, sorted by `(ts, id)`.
+/// Redelivered messages due in the same 100 us span, sorted by `(ts, id)`.
 pub(crate) struct RefBatch<T> {
     cursor: Cursor,
     entries: Box<[MessageRef<T>]>,
@@ -43,13 +43,13 @@ impl<T> RefBatch<T> {
     }
 }
 
-/// Pauses between two looks at a cursor while giving way (about 1.4 us on
-/// the machine the benchmarks ran on, 11 ns per pause; a pause takes 1 to
-/// 40 ns depending on the CPU, so [`GIVE_WAY_MAX`] bounds the wait in time).
+/// Pauses between two looks at a cursor while giving way. A pause takes 1
+/// to 40 ns depending on the CPU, so [`GIVE_WAY_MAX`] bounds the wait in
+/// time.
 const GIVE_WAY_PAUSES: u32 = 128;
 /// Giving way goes on only while the cursor moves by at least this many
-/// entries per look: one consumer taking message after message (it moved
-/// about 30 per look in the drain), not several each claiming now and then
+/// entries per look: one consumer taking message after message, not
+/// several each claiming now and then
 /// between handlers, which the loser must not wait for.
 const GIVE_WAY_MIN_STEP: usize = 8;
 /// The longest a consumer gives way at a time.
@@ -103,9 +103,9 @@ pub(crate) struct Claimed<T> {
 /// | 18 | live: the delivery is not settled yet |
 /// | 19..64 | timestamp, in microseconds after the block's key |
 ///
-/// With these as separate fields a `Delivery` was 32 bytes, returned from
-/// each layer of `consume` through memory; at 16 bytes it is returned in two
-/// registers. The timestamp is capped at [`Self::MAX_TS_US`] (about 407
+/// Packed so that a `Delivery` is 16 bytes, returned from each layer of
+/// `consume` in two registers (separate fields would make it 32 bytes,
+/// returned through memory). The timestamp is capped at [`Self::MAX_TS_US`] (about 407
 /// days after the message's block was opened), never later than the real
 /// one.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -302,8 +302,8 @@ impl<T> Batch<T> {
     /// A loser returns `None` and its caller backs off before it looks
     /// again, which lets the winner take the next few entries while their
     /// lines are still in its cache. (With the cursor as a mere hint, two
-    /// consumers took every other message and handed every line back and
-    /// forth: 4.4 M msg/s draining a backlog together, against 23.5 for one.)
+    /// consumers would take every other message and hand every line back
+    /// and forth; docs/design.md, "Claims".)
     pub(crate) fn claim(
         &self,
         from: usize,

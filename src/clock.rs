@@ -1,14 +1,14 @@
 //! Time for the hot paths: a recent reading of the clock, kept fresh by the
 //! traffic itself and, as a backstop, by the redeliverer thread.
 //!
-//! Reading `Instant::now()` costs about 29 ns here, and a message needs a
+//! Reading `Instant::now()` costs tens of nanoseconds, and a message needs a
 //! time on produce (its timestamp) and on claim (its lease deadline). So
 //! the hot paths read a shared recent reading instead, and producers store a
 //! fresh one once per block of 64 messages they open
 //! ([`Clock::refresh_from_traffic`]). Consumers do not: a reading stored
 //! while a block fills gives its later messages a timestamp after the
-//! block's key, and then every claim walk visits the next block too (8%
-//! of the 1p1c rate when consumers refreshed once per block). While
+//! block's key, and then every claim walk visits the next block too
+//! (docs/design.md, "The recent clock"). While
 //! the queue sees traffic the redeliverer also stores one every
 //! [`UPKEEP_INTERVAL`], which bounds how old the reading gets when traffic
 //! is too slow to fill blocks; it marks the reading stale when it goes idle,
@@ -29,9 +29,8 @@ use std::time::Duration;
 /// busy: the oldest the reading gets when traffic does not refresh it.
 ///
 /// Each refresh wakes the redeliverer, which takes a core from a producer
-/// or a consumer on a loaded 2-core machine: at 1 ms a paced 1p1c consumer
-/// was preempted about 190 times per 200 ms. Traffic refreshes the reading
-/// itself, so this is only a backstop (docs/design.md, "The redeliverer").
+/// or a consumer on a loaded machine. Traffic refreshes the reading itself,
+/// so this is only a backstop (docs/design.md, "The redeliverer").
 pub(crate) const UPKEEP_INTERVAL: Duration = Duration::from_millis(10);
 /// The age a lease timed from a recent reading allows for: the upkeep
 /// interval plus 1 ms of scheduling delay. A reading that stands longer

@@ -31,8 +31,8 @@ impl MessageId {
     pub(crate) fn new(queue_nonce: u64, number: u64) -> Self {
         debug_assert!(number < 1 << 62, "message number overflow");
         // `Uuid::new_v8(bytes)`, in one integer: setting the version and
-        // variant bits byte by byte and then reading the 16 bytes back cost
-        // a failed store-to-load forward on every produce.
+        // variant bits byte by byte and then reading the 16 bytes back would
+        // cost a failed store-to-load forward on every produce.
         let bits = (u128::from(queue_nonce) << 64 | u128::from(number)) & !VERSION_VARIANT_MASK
             | VERSION_8_VARIANT_RFC;
         Self(Uuid::from_u128(bits))

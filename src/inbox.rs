@@ -64,9 +64,8 @@ impl<T> Inbox<T> {
         // Look one batch span before it is due, so that it is back in the
         // index by then and a parked consumer's own timed wait (on the
         // index's next due time) ends when it falls due. Looking only once
-        // it was due chained two wake-ups (this thread's, then the
-        // consumer's): `rollback_after(1 ms)` came back a median 195 us late
-        // instead of 100 us (scratch harness, same session).
+        // it is due would chain two wake-ups (this thread's, then the
+        // consumer's) and bring the message back about twice as late.
         let due = round_up_to_span(message.ts).saturating_sub(SPAN_NS);
         state.earliest = state.earliest.min(due);
         state.rolled_back.push(message);

@@ -302,8 +302,8 @@ impl<T: Send + Sync + 'static> Index<T> {
             let mut walk = Walk::new(now_ns);
             let mut cursor = self.list.front(guard);
             // Borrowed, not moved out: moving the `Entry` (returned through
-            // memory) copied it with a load wider than the stores that wrote
-            // it, a failed store-to-load forward on every claim.
+            // memory) would copy it with a load wider than the stores that
+            // wrote it, a failed store-to-load forward on every claim.
             while let Some(entry) = cursor.as_ref() {
                 let step = walk.visit(
                     entry.key(),

@@ -7,8 +7,8 @@
 //! when its lock is free; other blocks, and chain blocks when the lock is
 //! taken, go on a lock-free stack. Opening a block never waits for a lock:
 //! on a machine with as many busy threads as cores the redeliverer can be
-//! preempted while holding one, and a producer parked behind it stalled for
-//! up to milliseconds. Pushing onto the stack is a compare-exchange; taking
+//! preempted while holding one, and a producer parked behind it would stall
+//! for up to milliseconds. Pushing onto the stack is a compare-exchange; taking
 //! it is one swap of the whole list, so there is no pop of single nodes and
 //! no ABA.
 //!
@@ -18,11 +18,10 @@
 //! ([`Registrations::recycled`]). In a steady stream most blocks thus never
 //! reach the redeliverer, which takes the queue only for a lease scan or
 //! once [`REGISTER_WAKE`] blocks wait (an old block still held, a slow
-//! consumer). Before, the redeliverer took every block every 10 ms and
-//! looked at each (is it dead?): about 50 us for the 1 000 blocks of a 1p1c
-//! stream at 6 M msg/s, a chain of cache misses that took a core from a
-//! producer or a consumer on this 2-core machine and set the p99 of the
-//! produce -> claim latency (docs/benchmarks.md, "Latency").
+//! consumer). Inspecting every new block on each upkeep instead would be a
+//! chain of cache misses that takes a core from a producer or a consumer
+//! every 10 ms and sets the latency tail (docs/design.md, "The
+//! redeliverer").
 //!
 //! Dead blocks the redeliverer finds are kept in a spare list, bounded in
 //! bytes ([`SPARE_BYTES`]), for producers whose oldest queued block is not
@@ -38,7 +37,7 @@ use std::ptr;
 pub(crate) const REGISTER_WAKE: usize = 256;
 
 /// The most memory the dead chain blocks kept for reuse may take, in
-/// bytes: about 1 000 blocks of `u64`s, four blocks of 4 KiB payloads, none
+/// bytes: about 1 500 blocks of `u64`s, seven of 4 KiB payloads, none
 /// of 64 KiB ones.
 pub(crate) const SPARE_BYTES: usize = 2 << 20;
 

@@ -183,10 +183,9 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
     /// time.
     ///
     /// Due times are first rounded up to a multiple of the span, so every
-    /// message of a batch falls due at once: a batch whose head was due and
-    /// the rest not stayed in every claim walk's way until it was, which
-    /// cost 10% of the one-consumer rate with 10% of messages rolled back
-    /// for 1 ms (see docs/design.md). Never early; at most 100 us late.
+    /// message of a batch falls due at once: a batch whose head is due and
+    /// the rest not would stay in every claim walk's way until it is
+    /// (docs/design.md, "The redeliverer"). Never early; at most 100 us late.
     /// Remembers the batches due after `now` in `falling_due`.
     fn reinsert(&mut self, shared: &Shared<T>, now: u64) {
         if self.ready.is_empty() {

@@ -198,8 +198,8 @@ impl<T> Shared<T> {
     /// Counts a holder's settle (`acked` or `dead_lettered`).
     ///
     /// While the queue is open nobody waits for settles, so it is a plain
-    /// store on this thread's counter stripe: a locked increment here cost
-    /// a tenth of the one-consumer rate. Once the queue is closed, consumers
+    /// store on this thread's counter stripe: a locked increment here would
+    /// cost a noticeable share of the one-consumer rate. Once the queue is closed, consumers
     /// blocked in `consume` wait for the last settle: it is then a SeqCst
     /// increment followed by a wake-up (the close protocol, see
     /// [`Queue::close`]). A settle that saw the queue open just before it

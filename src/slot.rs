@@ -1,7 +1,7 @@
 //! One message: its state word (which also holds a fresh message's
 //! timestamp) and its payload cell.
 //!
-//! This is the only file with `unsafe`. The payload cell is written once by
+//! Its `unsafe` methods are the only access to the payload. The cell is written once by
 //! the producer that reserved the slot, read through shared references by
 //! holders, and taken or dropped once by whoever the state word names as the
 //! last one out (see [`crate::state::PayloadFate`]).

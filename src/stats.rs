@@ -51,7 +51,7 @@ pub(crate) enum Counter {
     /// Claims of a message delivered before (attempt 2 and up). First
     /// deliveries are not counted as they happen: `Queue::stats` derives
     /// them (produced minus pending messages never claimed), which keeps a
-    /// counter update off every claim (4% of the 1p1c rate).
+    /// counter update off every claim.
     RepeatClaims,
     Acked,
     RolledBack,

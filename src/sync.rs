@@ -4,8 +4,8 @@
 //! Everything that decides who owns a message goes through these names, so
 //! that under `cfg(rebound_loom)` they become loom's (see
 //! `docs/verification.md`) without touching the state machine. The loom half
-//! changes nothing in a normal build: there these names are the same std and
-//! crossbeam items as before, and [`seq_cst_accesses`] is empty.
+//! changes nothing in a normal build: there these names are plain std and
+//! crossbeam items, and [`seq_cst_accesses`] is empty.
 
 #[cfg(all(rebound_loom, not(feature = "loom")))]
 compile_error!(

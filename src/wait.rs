@@ -23,10 +23,10 @@ const CLOSED_RECHECK_MAX: Duration = Duration::from_millis(64);
 /// How long a consumer that found nothing keeps polling (yielding the CPU
 /// in between) before it parks. Parking is expensive for the producer that
 /// must then wake it (a futex wake, a slow one when the consumer's idle
-/// CPU has to be woken too), and a short gap in the traffic is common: with
-/// only a few microseconds of spinning, a consumer at half its peak rate
-/// parked about 150 times a second and each wake-up delayed the messages
-/// behind it by up to milliseconds. Zero in the loom world, whose
+/// CPU has to be woken too), and a short gap in the traffic is common: a
+/// consumer that parks at every short gap costs its producer a wake-up each
+/// time, and a wake-up can delay the messages behind it by milliseconds.
+/// Zero in the loom world, whose
 /// mock clock does not move by itself.
 const SPIN_BEFORE_PARK: Duration = if MODEL {
     Duration::ZERO
