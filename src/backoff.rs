@@ -182,16 +182,23 @@ mod tests {
         );
     }
 
-    /// Jitter on the largest delays never panics and never lengthens them.
+    /// Jitter on the largest delays never panics, never lengthens them,
+    /// and shortens them by at most its fraction.
     #[test]
     fn jitter_on_huge_delays_saturates_instead_of_panicking() {
         for fraction in [0.0, 1e-20, 1e-12, 0.5, 1.0] {
-            let fixed = Backoff::fixed(Duration::MAX).with_jitter(fraction);
-            let exp =
-                Backoff::exponential(Duration::from_secs(1), Duration::MAX).with_jitter(fraction);
-            for attempt in [1, 2, 64, 1000] {
-                assert!(fixed.delay(attempt) <= Duration::MAX);
-                assert!(exp.delay(attempt) <= Duration::MAX);
+            let plain = [
+                Backoff::fixed(Duration::MAX),
+                Backoff::exponential(Duration::from_secs(1), Duration::MAX),
+            ];
+            for backoff in plain {
+                let jittered = backoff.with_jitter(fraction);
+                for attempt in [1, 2, 64, 1000] {
+                    let (base, delay) = (backoff.delay(attempt), jittered.delay(attempt));
+                    assert!(delay <= base, "{fraction}: {delay:?} > {base:?}");
+                    let floor = base.as_secs_f64() * (1.0 - fraction) * 0.999_999;
+                    assert!(delay.as_secs_f64() >= floor, "{fraction}: {delay:?}");
+                }
             }
         }
     }

@@ -114,6 +114,11 @@ impl<T> Block<T> {
         block
     }
 
+    /// Whether a chain block of this payload is large enough (64 KiB or
+    /// more) that a thread hands the epoch each deferred free of one at
+    /// once, so that dead blocks do not wait in an idle thread's bag.
+    pub(crate) const LARGE: bool = Self::bytes(BLOCK_CAPACITY) >= 64 << 10;
+
     /// The memory a block of `len` slots takes, in bytes.
     pub(crate) const fn bytes(len: usize) -> usize {
         std::mem::size_of::<Self>() + len * std::mem::size_of::<Slot<T>>()
@@ -124,7 +129,7 @@ impl<T> Block<T> {
     /// caller: recycling skips an allocation on the producer and a free on
     /// the redeliverer. The caller then gives the slots their prepaid
     /// references ([`prepay`]).
-    pub(crate) fn recycle(&mut self, key: Key, reserved: usize) {
+    pub(crate) fn reset(&mut self, key: Key, reserved: usize) {
         self.cursor = Cursor::new();
         self.reserved = CachePadded::new(AtomicUsize::new(reserved));
         self.seq = key.seq;

@@ -150,6 +150,12 @@ impl<T: Send + Sync + 'static> Shared<T> {
         // Dropping an `Arc<Block<T>>` on another thread is fine: `Block<T>`
         // is `Send + Sync` for `T: Send + Sync`.
         unsafe { guard.defer_unchecked(move || old.release()) };
+        // Large blocks: hand the deferred release to the epoch's global
+        // queue now, rather than let it wait in this thread's bag (up to 64
+        // deferred calls) for as long as this thread does not pin again.
+        if Block::<T>::LARGE {
+            guard.flush();
+        }
     }
 
     /// Under `cfg(rebound_loom)`: keeps the replaced tail's reference until

@@ -20,9 +20,9 @@
 //! upkeep interval plus scheduling delay), which the slow paths correct with
 //! a precise reading.
 
-use crate::sync::{AtomicU64, Instant, Ordering, now};
+use crate::sync::{AtomicU64, Instant, Ordering, PlainMutex, lock_plain, now};
 use crossbeam_utils::CachePadded;
-use std::sync::PoisonError;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// How often the redeliverer refreshes the recent reading while the queue is
@@ -42,38 +42,83 @@ pub(crate) const RECENT_MAX_AGE: Duration =
 const STALE: u64 = u64::MAX;
 const NANOS_PER_TICK: u64 = 1_000_000;
 
-/// A recent reading that stood longer than [`RECENT_MAX_AGE`]: `reading`
-/// (nanoseconds) was replaced `extra` nanoseconds later than that.
+/// Readings that stood longer than [`RECENT_MAX_AGE`]: each reading in
+/// `from..=to` was replaced at most `extra` nanoseconds later than that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Lag {
-    pub(crate) reading: u64,
-    pub(crate) extra: u64,
+struct Lag {
+    from: u64,
+    to: u64,
+    extra: u64,
 }
 
-/// The lag log: readings that stood too long, oldest first (rare: each is a
-/// stall of the threads that refresh the reading).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Lags(Vec<Lag>);
+/// The most ranges the lag log keeps; past it the two oldest merge (which
+/// only lengthens some graces: later, never earlier).
+const LAG_RANGES: usize = 64;
+
+/// The lag log: readings that stood too long, as ranges in reading order
+/// (readings only grow, and every note is made under the log's lock in the
+/// same critical section as the store that replaced the reading). Empty
+/// unless the threads that refresh the reading stall.
+#[derive(Debug)]
+pub(crate) struct Lags {
+    ranges: VecDeque<Lag>,
+    /// How long after its reading a range can still matter: the lease,
+    /// the allowed age, and two ticks of rounding.
+    span: u64,
+}
 
 impl Lags {
-    /// Extra ticks before a lease that ends at `deadline_ns` (the start of
-    /// its deadline tick) and was timed from a recent reading may end: the
-    /// lag of the reading it was timed from, if that one stood too long.
-    /// A lease of `lease` timed from reading `r` ends in the tick of
-    /// `r + RECENT_MAX_AGE + lease` (rounded up), so `r` lies in the
-    /// millisecond before `deadline_ns - lease - RECENT_MAX_AGE`. Another
-    /// lease that happens to end in the same tick waits as long: later, never
-    /// earlier, than promised.
-    pub(crate) fn grace(&self, deadline_ns: u64, lease: Duration) -> u64 {
-        if self.0.is_empty() {
-            return 0;
+    fn new(lease: Duration) -> Self {
+        Lags {
+            ranges: VecDeque::new(),
+            span: add(2 * NANOS_PER_TICK, lease.saturating_add(RECENT_MAX_AGE)),
         }
-        let high = deadline_ns.saturating_sub(add(0, lease + RECENT_MAX_AGE));
+    }
+
+    /// Notes that `reading` stood `extra` nanoseconds longer than allowed,
+    /// at `now`; forgets what no lease can need any more.
+    fn note(&mut self, reading: u64, extra: u64, now: u64) {
+        match self.ranges.back_mut() {
+            Some(last) if reading <= last.to => last.extra = last.extra.max(extra),
+            _ => self.ranges.push_back(Lag {
+                from: reading,
+                to: reading,
+                extra,
+            }),
+        }
+        if self.ranges.len() > LAG_RANGES {
+            if let Some(oldest) = self.ranges.pop_front() {
+                if let Some(next) = self.ranges.front_mut() {
+                    next.from = oldest.from;
+                    next.extra = next.extra.max(oldest.extra);
+                }
+            }
+        }
+        let span = self.span;
+        while self
+            .ranges
+            .front()
+            .is_some_and(|lag| lag.to.saturating_add(span).saturating_add(lag.extra) < now)
+        {
+            self.ranges.pop_front();
+        }
+    }
+
+    /// Extra nanoseconds a lease that ends at `deadline_ns` (the start of
+    /// its deadline tick), timed from a recent reading, lasts: the lag of
+    /// the reading it was timed from, if that one stood too long. A lease
+    /// of `lease` timed from reading `r` ends in the tick of
+    /// `r + RECENT_MAX_AGE + lease` (rounded up), so `r` lies in the
+    /// millisecond up to `deadline_ns - lease - RECENT_MAX_AGE`. Another
+    /// lease that happens to end in the same tick lasts as long: later,
+    /// never earlier, than promised.
+    fn grace(&self, deadline_ns: u64, lease: Duration) -> u64 {
+        let high = deadline_ns.saturating_sub(add(0, lease.saturating_add(RECENT_MAX_AGE)));
         let low = high.saturating_sub(NANOS_PER_TICK);
-        self.0
+        self.ranges
             .iter()
-            .filter(|lag| (low..=high).contains(&lag.reading))
-            .map(|lag| tick_ceil(lag.extra))
+            .filter(|lag| lag.from <= high && lag.to >= low)
+            .map(|lag| lag.extra)
             .max()
             .unwrap_or(0)
     }
@@ -93,11 +138,13 @@ pub(crate) struct Clock {
     origin: Instant,
     /// Nanoseconds since `origin`, or `STALE`.
     recent: CachePadded<AtomicU64>,
-    /// Readings that stood too long (see [`RECENT_MAX_AGE`]). A std mutex,
-    /// also under `cfg(rebound_loom)`: it guards bookkeeping of time, not
-    /// shared state the queue synchronises through, and no loom operation
-    /// runs while it is held.
-    lags: std::sync::Mutex<Lags>,
+    /// Readings that stood too long (see [`RECENT_MAX_AGE`]). Every store
+    /// that replaces a reading takes this lock around the store, so a
+    /// reading is in the log by the time anyone sees the newer one. A lock
+    /// loom does not see (`sync::PlainMutex`): it guards bookkeeping of
+    /// time, not state the queue synchronises through, and no loom
+    /// operation runs while it is held.
+    lags: PlainMutex<Lags>,
     /// Under `cfg(rebound_loom)`: the time, in nanoseconds since `origin`,
     /// advanced only by the model.
     #[cfg(rebound_loom)]
@@ -105,12 +152,13 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
-    pub(crate) fn new() -> Self {
+    /// A clock for a queue whose leases last `lease`.
+    pub(crate) fn new(lease: Duration) -> Self {
         let origin = now();
         Self {
             origin,
             recent: CachePadded::new(AtomicU64::new(0)),
-            lags: std::sync::Mutex::default(),
+            lags: PlainMutex::new(Lags::new(lease)),
             #[cfg(rebound_loom)]
             mock: crate::sync::MockTime::default(),
         }
@@ -197,6 +245,7 @@ impl Clock {
     /// A reading replaced later than [`RECENT_MAX_AGE`] after it was taken
     /// goes to the lag log.
     fn store_newer(&self, nanos: u64, over_stale: bool) {
+        let mut lags = lock_plain(&self.lags);
         // Relaxed: see `recent`.
         let replaced = self
             .recent
@@ -209,49 +258,51 @@ impl Clock {
                 replace.then_some(nanos)
             });
         if let Ok(old) = replaced {
-            if old != STALE {
-                // Read after the store: this thread may have been off the
-                // CPU between its reading and the store, and the old
-                // reading stood until the store.
-                self.note_lag(old, self.precise());
-            }
+            // Read after the store: this thread may have been off the CPU
+            // between its reading and the store, and the old reading stood
+            // until the store.
+            self.note_lag(&mut lags, old);
         }
     }
 
-    /// Notes that reading `old` stood as the recent one until `replaced`,
-    /// if that is longer than [`RECENT_MAX_AGE`].
-    fn note_lag(&self, old: u64, replaced: u64) {
-        let stood = replaced.saturating_sub(old);
+    /// Notes that reading `old` stood as the recent one until now, if that
+    /// is longer than [`RECENT_MAX_AGE`]. The caller holds the log's lock
+    /// and just replaced `old`.
+    fn note_lag(&self, lags: &mut Lags, old: u64) {
+        if old == STALE {
+            return;
+        }
+        let now = self.precise();
+        let stood = now.saturating_sub(old);
         if let Some(extra) = stood.checked_sub(add(0, RECENT_MAX_AGE)) {
             if extra > 0 {
-                let mut lags = self.lags.lock().unwrap_or_else(PoisonError::into_inner);
-                lags.0.push(Lag {
-                    reading: old,
-                    extra,
-                });
+                lags.note(old, extra, now);
             }
         }
     }
 
-    /// The lag log, without the lags that no lease of `lease` can need at
-    /// `now` any more (their leases ended, grace included, by then).
-    pub(crate) fn lags(&self, now: u64, lease: Duration) -> Lags {
-        let mut lags = self.lags.lock().unwrap_or_else(PoisonError::into_inner);
-        let span = add(0, lease + RECENT_MAX_AGE) + 2 * NANOS_PER_TICK;
-        lags.0
-            .retain(|lag| lag.reading.saturating_add(span).saturating_add(lag.extra) >= now);
-        lags.clone()
+    /// Extra ticks a lease that ends at tick start `deadline_ns`, timed
+    /// from a recent reading, of a queue whose leases last `lease`, lasts
+    /// (see [`Lags::grace`]).
+    pub(crate) fn grace_ticks(&self, deadline_ns: u64, lease: Duration) -> u64 {
+        tick_ceil(lock_plain(&self.lags).grace(deadline_ns, lease))
     }
 
     /// Upkeep going idle: mark the reading stale, unless someone stored a
-    /// newer one since `seen` (then the upkeep must go on).
+    /// newer one since `seen` (then the upkeep must go on). The reading
+    /// `seen` stood until now: noted in the lag log if that is too long.
     #[must_use]
-    #[cfg_attr(rebound_loom, allow(dead_code))]
     pub(crate) fn stop_upkeep(&self, seen: u64) -> bool {
+        let mut lags = lock_plain(&self.lags);
         // Relaxed: see `recent`.
-        self.recent
+        let stopped = self
+            .recent
             .compare_exchange(seen, STALE, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+            .is_ok();
+        if stopped {
+            self.note_lag(&mut lags, seen);
+        }
+        stopped
     }
 }
 
@@ -281,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_stale_reading_is_replaced_once_and_restarts_the_upkeep() {
-        let clock = Clock::new();
+        let clock = Clock::new(Duration::from_secs(30));
         let seen = clock.refresh(now());
         assert!(matches!(clock.recent(), Recent::Fresh(n) if n == seen));
         assert!(clock.stop_upkeep(seen));
@@ -295,7 +346,7 @@ mod tests {
 
     #[test]
     fn traffic_refreshes_a_fresh_reading_but_never_a_stale_one() {
-        let clock = Clock::new();
+        let clock = Clock::new(Duration::from_secs(30));
         let seen = clock.refresh(now());
         std::thread::sleep(Duration::from_millis(2));
         let traffic = clock.refresh_from_traffic();
@@ -318,5 +369,60 @@ mod tests {
             (1, 2, 2)
         );
         assert_eq!(add(u64::MAX - 1, Duration::from_secs(1)), u64::MAX);
+    }
+
+    const MS: u64 = 1_000_000;
+
+    /// The tick a lease of `lease` timed from reading `r` ends in, as
+    /// `Shared::claim_deadline` computes it, in nanoseconds.
+    fn deadline_ns(r: u64, lease: Duration) -> u64 {
+        tick_nanos(tick_ceil(add(r, lease + RECENT_MAX_AGE)))
+    }
+
+    #[test]
+    fn a_lag_graces_exactly_the_leases_timed_from_its_reading() {
+        let lease = Duration::from_secs(1);
+        for r in [5 * MS, 5 * MS + 1, 6 * MS - 1] {
+            let mut lags = Lags::new(lease);
+            lags.note(r, 400 * MS, r + 411 * MS);
+            assert_eq!(
+                lags.grace(deadline_ns(r, lease), lease),
+                400 * MS,
+                "r = {r}"
+            );
+            // Timed from a reading 2 ms later, or 2 ms earlier: none.
+            assert_eq!(lags.grace(deadline_ns(r + 2 * MS, lease), lease), 0);
+            assert_eq!(lags.grace(deadline_ns(r - 2 * MS, lease), lease), 0);
+        }
+    }
+
+    #[test]
+    fn the_lag_log_stays_small_and_forgets_what_no_lease_needs() {
+        let lease = Duration::from_secs(1);
+        let mut lags = Lags::new(lease);
+        for i in 0..200 {
+            lags.note(i * MS, MS * (i + 1), i * MS + 12 * MS);
+        }
+        assert!(lags.ranges.len() <= LAG_RANGES);
+        // The oldest readings were merged, never dropped while needed: a
+        // lease timed from the first still gets at least its lag.
+        assert!(lags.grace(deadline_ns(0, lease), lease) >= MS);
+        // Long after every lease timed from them ended, they go.
+        lags.note(100_000 * MS, MS, 100_000 * MS + 12 * MS);
+        assert_eq!(lags.ranges.len(), 1);
+        assert_eq!(lags.grace(deadline_ns(0, lease), lease), 0);
+    }
+
+    #[test]
+    fn only_a_reading_that_stood_too_long_is_noted() {
+        let clock = Clock::new(Duration::from_secs(1));
+        let mut lags = Lags::new(Duration::from_secs(1));
+        clock.note_lag(&mut lags, clock.precise());
+        clock.note_lag(&mut lags, STALE);
+        assert!(lags.ranges.is_empty());
+        std::thread::sleep(RECENT_MAX_AGE + Duration::from_millis(50));
+        clock.note_lag(&mut lags, 0);
+        assert_eq!(lags.ranges.len(), 1);
+        assert!(lags.ranges[0].extra >= 50 * MS);
     }
 }

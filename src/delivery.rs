@@ -98,9 +98,11 @@ impl<T> Delivery<T> {
         self.bits.attempt()
     }
 
-    /// When the message became due for this delivery: when it was produced,
-    /// the time asked of `produce_after`/`produce_at`, or the redelivery time
-    /// (to the microsecond, rounded down).
+    /// When the message became due for this delivery: when it was produced
+    /// (a recent reading of the clock, also for a `produce_after` of zero or
+    /// a `produce_at` time already passed), the future time asked of
+    /// `produce_after`/`produce_at`, or the redelivery time (to the
+    /// microsecond, rounded down).
     ///
     /// ```
     /// use std::time::Instant;
@@ -194,8 +196,13 @@ impl<T> Delivery<T> {
     /// ```
     pub fn extend_lease(&self, extension: Duration) -> Result<(), LeaseExpired> {
         let shared = self.shared();
-        let deadline = shared.deadline_tick(shared.clock.precise(), extension);
-        if self.slot_state().extend_lease(self.attempt(), deadline) {
+        let now = shared.clock.precise();
+        let deadline = shared.deadline_tick(now, extension);
+        let grace = |tick| shared.grace_ticks(tick, now);
+        if self
+            .slot_state()
+            .extend_lease(self.attempt(), deadline, grace)
+        {
             Ok(())
         } else {
             Err(LeaseExpired)

@@ -13,6 +13,7 @@ use std::fmt;
 /// assert_eq!(err.into_inner(), "hello");
 /// ```
 #[derive(PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
 pub enum ProduceError<T> {
     /// The queue is closed; here is the message back.
     Closed(T),

@@ -3,8 +3,8 @@
 //! redeliverer sleeps until the next thing it must do.
 
 use crate::batch::{MessageRef, SPAN_NS, round_up_to_span};
+use crate::block_pool::{BlockPool, REGISTER_WAKE};
 use crate::clock::Clock;
-use crate::pool::{BlockPool, REGISTER_WAKE};
 use crate::sync::{Condvar, Mutex, lock, now, wait};
 use std::time::Duration;
 

@@ -17,8 +17,8 @@
 //! state words.
 
 use crate::batch::{Batch, Claimed, Head, PendingCount};
-pub(crate) use crate::block::Key;
-use crate::sync::SpinWait;
+use crate::block::{Block, Key};
+use crate::sync::{Guard, SpinWait, pin};
 #[cfg(not(rebound_loom))]
 use crossbeam_epoch as epoch;
 #[cfg(not(rebound_loom))]
@@ -46,14 +46,29 @@ impl NextDue {
     /// due time anyone waits for: a saturated one is as good as none.)
     pub(crate) const NONE: NextDue = NextDue(u64::MAX);
 
+    /// Not a due time: a producer is still writing a slot that holds up
+    /// the chain, and the walk spun a while for it. The caller walks again
+    /// with a new time and lease deadline (unpinned meanwhile). One word
+    /// with the due times, so that a poll result stays two words.
+    pub(crate) const BUSY: NextDue = NextDue(u64::MAX - 1);
+
+    /// The due time, if there is one (neither [`Self::NONE`] nor
+    /// [`Self::BUSY`]).
     pub(crate) fn get(self) -> Option<u64> {
-        (self != Self::NONE).then_some(self.0)
+        (self.0 < Self::BUSY.0).then_some(self.0)
+    }
+
+    pub(crate) fn is_busy(self) -> bool {
+        self == Self::BUSY
     }
 }
 
 impl From<Option<u64>> for NextDue {
+    /// A due time as late as [`NextDue::BUSY`] (584 years from the queue's
+    /// start) counts as none, so that it is never mistaken for it.
     fn from(due: Option<u64>) -> Self {
-        due.map_or(Self::NONE, NextDue)
+        due.filter(|&due| due < Self::BUSY.0)
+            .map_or(Self::NONE, NextDue)
     }
 }
 
@@ -218,15 +233,29 @@ impl<N> Walk<N> {
             // for a slot being written. It runs no user code there, so the
             // wait is short unless it is preempted, and "nothing ready"
             // would be false: that message, and any queued behind it, was
-            // produced before the producer's call returned.
-            None if self.busy => {
+            // produced before the producer's call returned. A short spin
+            // here, then the caller's turn (`NextDue::BUSY`): it waits with
+            // a fresh time, so that a lease it then claims is timed from
+            // the claim.
+            None if self.busy && !spin.is_completed() => {
                 spin.snooze();
                 None
             }
+            None if self.busy => Some(Poll::Empty {
+                next_due: NextDue::BUSY,
+            }),
             None => Some(Poll::Empty {
                 next_due: self.next_due.into(),
             }),
         }
+    }
+}
+
+/// After a walk unlinked a node: for a large block, hands the deferred free
+/// to the epoch at once (see `Block::LARGE`), as a replaced tail does.
+fn unlinked<T>(guard: &Guard) {
+    if Block::<T>::LARGE {
+        guard.flush();
     }
 }
 
@@ -261,7 +290,7 @@ impl<T: Send + Sync + 'static> Index<T> {
     }
 
     pub(crate) fn insert(&self, key: Key, batch: Batch<T>) {
-        let guard = epoch::pin();
+        let guard = pin();
         debug_assert!(
             !self.list.contains_key(&key, &guard),
             "duplicate index key {key:?}"
@@ -275,7 +304,7 @@ impl<T: Send + Sync + 'static> Index<T> {
     /// first message, so once a key is not smaller than the best head found
     /// so far, no later batch can hold an earlier message.
     pub(crate) fn claim(&self, now_ns: u64, deadline_tick: u64) -> Poll<T> {
-        self.claim_pinned(&epoch::pin(), now_ns, deadline_tick)
+        self.claim_pinned(&pin(), now_ns, deadline_tick)
     }
 
     /// Claims up to `max` ready messages, in order, into `out`, each as
@@ -288,7 +317,7 @@ impl<T: Send + Sync + 'static> Index<T> {
         max: usize,
         out: &mut Vec<Claimed<T>>,
     ) -> NextDue {
-        let guard = epoch::pin();
+        let guard = pin();
         claim_up_to(max, out, || {
             self.claim_pinned(&guard, now_ns, deadline_tick)
         })
@@ -296,7 +325,7 @@ impl<T: Send + Sync + 'static> Index<T> {
 
     /// One claim: walk, then try the pick, until a claim wins or nothing
     /// is offered.
-    fn claim_pinned(&self, guard: &epoch::Guard, now_ns: u64, deadline_tick: u64) -> Poll<T> {
+    fn claim_pinned(&self, guard: &Guard, now_ns: u64, deadline_tick: u64) -> Poll<T> {
         let spin = SpinWait::new();
         loop {
             let mut walk = Walk::new(now_ns);
@@ -311,6 +340,7 @@ impl<T: Send + Sync + 'static> Index<T> {
                     || entry.clone(),
                     || {
                         let _ = entry.remove();
+                        unlinked::<T>(guard);
                     },
                 );
                 if let Step::Stop = step {
@@ -328,7 +358,7 @@ impl<T: Send + Sync + 'static> Index<T> {
 
     /// Counts pending messages, ready meaning due by `now_ns`.
     pub(crate) fn count_pending(&self, now_ns: u64) -> PendingCount {
-        let guard = epoch::pin();
+        let guard = pin();
         let mut count = PendingCount::default();
         for entry in self.list.iter(&guard) {
             entry.value().count_pending(now_ns, &mut count);
@@ -338,7 +368,7 @@ impl<T: Send + Sync + 'static> Index<T> {
 
     /// Calls `f` on every batch (teardown).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Batch<T>)) {
-        let guard = epoch::pin();
+        let guard = pin();
         for entry in self.list.iter(&guard) {
             f(entry.value());
         }
@@ -346,7 +376,7 @@ impl<T: Send + Sync + 'static> Index<T> {
 
     /// Unlinks every batch; the epoch frees them.
     pub(crate) fn clear(&self) {
-        let guard = epoch::pin();
+        let guard = pin();
         while let Some(entry) = self.list.pop_front(&guard) {
             entry.release(&guard);
         }
@@ -360,7 +390,7 @@ pub(crate) use model::Index;
 /// The loom-visible index: same API, same walk, a lock only around the map.
 #[cfg(rebound_loom)]
 mod model {
-    use super::{Batch, Claimed, Key, NextDue, PendingCount, Poll, SpinWait, Step, Walk};
+    use super::{Batch, Claimed, Key, NextDue, PendingCount, Poll, SpinWait, Step, Walk, pin};
     use crate::sync::{Mutex, lock};
     use std::collections::BTreeMap;
     /// A reference to a node, like a skiplist `Entry`: it keeps the batch
@@ -417,6 +447,7 @@ mod model {
                         || Node::clone(&batch),
                         || {
                             lock(&self.map).remove(&key);
+                            super::unlinked::<T>(&pin());
                         },
                     );
                     if let Step::Stop = step {
@@ -457,18 +488,29 @@ mod tests {
     use super::*;
 
     /// A walk that found nothing to claim but a slot still being written
-    /// walks again, however long it has waited: the message in that slot
-    /// was produced before its producer's call returned, so "nothing is
-    /// ready" would be false (and a consumer must not park on it).
+    /// never reports nothing ready: the message in that slot was produced
+    /// before its producer's call returned. It spins and walks again, then
+    /// hands the wait to its caller as `BUSY` (never a due time), which
+    /// walks again with a fresh time.
     #[test]
     fn a_walk_held_up_by_a_slot_being_written_walks_again() {
         let spin = SpinWait::new();
+        let mut walk: Walk<()> = Walk::new(5_000);
+        walk.busy = true;
+        assert!(walk.finish::<u8>(&spin, |_, _, _, _| None).is_none());
         while !spin.is_completed() {
             spin.snooze();
         }
         let mut walk: Walk<()> = Walk::new(5_000);
         walk.busy = true;
-        assert!(walk.finish::<u8>(&spin, |_, _, _, _| None).is_none());
+        match walk.finish::<u8>(&spin, |_, _, _, _| None) {
+            Some(Poll::Empty { next_due }) => {
+                assert!(next_due.is_busy() && next_due.get().is_none());
+            }
+            _ => panic!("expected the caller's turn to wait"),
+        }
+        // A real due time is never taken for it.
+        assert_eq!(NextDue::from(Some(u64::MAX - 1)), NextDue::NONE);
         // With nothing being written, no timeout is invented.
         let walk: Walk<()> = Walk::new(5_000);
         match walk.finish::<u8>(&spin, |_, _, _, _| None) {

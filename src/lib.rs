@@ -60,6 +60,7 @@
 mod backoff;
 mod batch;
 mod block;
+mod block_pool;
 mod builder;
 mod chain;
 mod clock;
@@ -70,8 +71,6 @@ mod error;
 mod id;
 mod inbox;
 mod index;
-mod pool;
-#[cfg(not(rebound_loom))]
 mod process;
 mod queue;
 mod redelivery;
@@ -81,6 +80,7 @@ mod state;
 mod stats;
 mod sync;
 mod teardown;
+mod unwind;
 mod wait;
 mod waiters;
 
@@ -93,7 +93,6 @@ pub use error::{
     TryConsumeError,
 };
 pub use id::MessageId;
-#[cfg(not(rebound_loom))]
 pub use process::{Outcome, Pool, Processing, Processor, Report};
 pub use queue::Queue;
 pub use stats::Stats;

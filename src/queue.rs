@@ -206,7 +206,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
         Ok(ids)
     }
 
-    /// Claims the ready message with the earliest timestamp, without waiting.
+    /// Claims the ready message with the earliest timestamp, without
+    /// parking. (It may wait for a producer that reserved a slot holding up
+    /// the chain to finish writing it: that message was produced before
+    /// this call, so "nothing ready" would be false.)
     ///
     /// # Errors
     /// [`TryConsumeError::Empty`] if nothing is ready;
@@ -225,7 +228,8 @@ impl<T: Send + Sync + 'static> Queue<T> {
         self.try_take(|precise| self.poll(precise))
     }
 
-    /// Claims up to `max` ready messages, earliest first, without waiting.
+    /// Claims up to `max` ready messages, earliest first, without parking
+    /// (see [`Self::try_consume`]).
     /// Each is its own [`Delivery`], with its own lease, settled on its own;
     /// the batch only shares the cost of finding them. `max == 0` returns
     /// an empty batch.
@@ -322,7 +326,6 @@ impl<T: Send + Sync + 'static> Queue<T> {
 
     /// Like [`Self::consume`], giving up (with `Timeout`) once `stop` is set
     /// and [`Self::wake_consumers`] was called after setting it.
-    #[cfg_attr(rebound_loom, allow(dead_code))]
     pub(crate) fn consume_unless(
         &self,
         stop: &AtomicBool,
@@ -332,13 +335,11 @@ impl<T: Send + Sync + 'static> Queue<T> {
 
     /// Wakes every parked consumer, so that one waiting in
     /// [`Self::consume_unless`] notices its stop flag.
-    #[cfg_attr(rebound_loom, allow(dead_code))]
     pub(crate) fn wake_consumers(&self) {
         self.shared.waiters.notify(true);
     }
 
     /// The queue's `max_attempts`.
-    #[cfg_attr(rebound_loom, allow(dead_code))]
     pub(crate) fn max_attempts(&self) -> u32 {
         self.shared.config.max_attempts
     }

@@ -4,13 +4,13 @@
 use crate::backoff::Backoff;
 use crate::batch::MessageRef;
 use crate::block::Block;
+use crate::block_pool::{BlockPool, REGISTER_WAKE};
 use crate::clock::{self, Clock, Recent};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::id::MessageId;
 use crate::inbox::Inbox;
 use crate::index::Index;
-use crate::pool::{BlockPool, REGISTER_WAKE};
-use crate::state::{Discard, Fate, MAX_TICK_SPAN, PayloadFate, TICK_MASK, Tag};
+use crate::state::{Discard, Fate, MAX_TICK_SPAN, PayloadFate, TICK_MASK, Tag, tick_reached};
 use crate::stats::{Counter, Counters, Stats};
 use crate::sync::{
     Arc, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, lock, thread,
@@ -94,7 +94,7 @@ impl<T> Shared<T> {
     {
         Arc::new(Shared {
             config,
-            clock: Clock::new(),
+            clock: Clock::new(config.lease),
             nonce: uuid::Uuid::new_v4().as_u64_pair().0,
             index: Index::new(),
             tail: AtomicPtr::new(std::ptr::null_mut()),
@@ -170,6 +170,22 @@ impl<T> Shared<T> {
             clock::add(now_ns, clock::RECENT_MAX_AGE)
         };
         self.deadline_tick(from, lease)
+    }
+
+    /// Extra ticks the lease ending at wrapping tick `deadline` lasts
+    /// because the recent reading it was timed from stood too long (see
+    /// `clock::Lags`), at `now_ns`. Leases under [`SHORT_LEASE`] are timed
+    /// from precise readings, and a deadline not reached yet needs no grace
+    /// yet: none.
+    pub(crate) fn grace_ticks(&self, deadline: u64, now_ns: u64) -> u64 {
+        let lease = self.config.lease;
+        let now_tick = clock::tick_floor(now_ns);
+        if lease < SHORT_LEASE || !tick_reached(deadline, now_tick & TICK_MASK) {
+            return 0;
+        }
+        let behind = (now_tick & TICK_MASK).wrapping_sub(deadline) & TICK_MASK;
+        let deadline_ns = clock::tick_nanos(now_tick.saturating_sub(behind));
+        self.clock.grace_ticks(deadline_ns, lease)
     }
 
     pub(crate) fn message_id(&self, block: &Block<T>, slot: usize) -> MessageId {

@@ -234,7 +234,7 @@ pub(crate) enum Expire {
 pub(crate) enum Reinsert {
     /// Pending again at `attempt`: the caller must put it into the index.
     Pending { attempt: u32 },
-    /// Not rolled_back (already discarded by teardown): nothing to do.
+    /// Not rolled back (already discarded by teardown): nothing to do.
     NotRolledBack,
 }
 
@@ -242,9 +242,9 @@ pub(crate) enum Reinsert {
 #[must_use]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Discard {
-    /// Discarded; `release` tells whether the caller drops the payload now.
+    /// Discarded; `fate` tells whether the caller drops the payload now.
     Done { fate: PayloadFate },
-    /// Not pending or rolled_back: someone else owns it.
+    /// Not pending or rolled back: someone else owns it.
     NotIdle,
 }
 
@@ -421,12 +421,20 @@ impl MessageState {
     }
 
     /// Moves the lease deadline of claim `gen` to `deadline` unless it is
-    /// already later. Returns false, with no effect, if the claim is gone.
+    /// already later, counting the grace `grace(tick)` its current deadline
+    /// has (see `transition_to_expired`), so that an extension never ends a
+    /// lease sooner. Returns false, with no effect, if the claim is gone.
     #[must_use]
-    pub(crate) fn extend_lease(&self, generation: u32, deadline: u64) -> bool {
+    pub(crate) fn extend_lease(
+        &self,
+        generation: u32,
+        deadline: u64,
+        grace: impl Fn(u64) -> u64,
+    ) -> bool {
         self.transition(|w| {
             if w.is_claim_of(generation) {
-                Ok(w.with_tick(later_tick(w.tick(), deadline)))
+                let current = w.tick().wrapping_add(grace(w.tick())) & TICK_MASK;
+                Ok(w.with_tick(later_tick(current, deadline)))
             } else {
                 Err(())
             }
@@ -671,8 +679,8 @@ mod tests {
     fn extend_never_shortens_and_fails_once_expired() {
         let s = pending();
         assert!(matches!(s.transition_to_claimed(0, 10), Claim::Won { .. }));
-        assert!(s.extend_lease(1, 20));
-        assert!(s.extend_lease(1, 15));
+        assert!(s.extend_lease(1, 20, |_| 0));
+        assert!(s.extend_lease(1, 15, |_| 0));
         assert_eq!(s.load().tick(), 20);
         assert_eq!(
             s.transition_to_expired(19, 16, |_| 0),
@@ -682,7 +690,7 @@ mod tests {
             s.transition_to_expired(20, 16, |_| 0),
             Expire::Redeliver { attempt: 1 }
         );
-        assert!(!s.extend_lease(1, 100));
+        assert!(!s.extend_lease(1, 100, |_| 0));
     }
 
     #[test]

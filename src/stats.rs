@@ -200,7 +200,6 @@ impl Counters {
 
     /// A number that changes whenever messages are produced, settled or
     /// redelivered.
-    #[cfg_attr(rebound_loom, allow(dead_code))]
     pub(crate) fn traffic(&self) -> u64 {
         [
             Counter::Produced,

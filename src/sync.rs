@@ -113,6 +113,18 @@ impl SpinWait {
     }
 }
 
+/// A lock loom does not see, for bookkeeping that is not state the queue
+/// synchronises through (the clock's lag log): std's in both worlds. No
+/// loom operation may run while it is held.
+pub(crate) use std::sync::Mutex as PlainMutex;
+
+/// Locks a [`PlainMutex`], ignoring poison as [`lock`] does.
+pub(crate) fn lock_plain<T>(mutex: &PlainMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Locks `mutex`, ignoring poison: every critical section in this crate
 /// leaves its data consistent before anything that can panic runs, so a
 /// poisoned lock holds valid data and must not turn into a lost message.

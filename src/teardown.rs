@@ -4,6 +4,7 @@ use crate::batch::Batch;
 use crate::shared::Shared;
 use crate::state::Discard;
 use crate::sync::{Arc, lock, pin, thread};
+use crate::unwind::{Panic, catch};
 
 /// The last handle is gone: stop the redeliverer, drop every message nobody
 /// holds, and break the `Shared -> index -> Block -> Shared` cycle.
@@ -63,20 +64,19 @@ pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
         pin().flush();
     }
     if let Some(panic) = panic {
-        std::panic::resume_unwind(panic);
+        panic.resume();
     }
 }
 
 /// Runs `f`, keeping the first panic of teardown in `first` instead of
 /// letting it unwind (a payload's destructor is the only code of the user's
 /// that teardown runs).
-fn contain(first: &mut Option<Box<dyn std::any::Any + Send>>, f: impl FnOnce()) {
-    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+fn contain(first: &mut Option<Panic>, f: impl FnOnce()) {
+    if let Err(panic) = catch(f) {
         if first.is_none() {
             *first = Some(panic);
         } else {
-            // A panic payload's own destructor may panic too.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+            panic.discard();
         }
     }
 }

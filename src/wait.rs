@@ -41,16 +41,23 @@ impl<T: Send + Sync + 'static> Queue<T> {
     #[inline]
     pub(crate) fn poll(&self, precise: bool) -> Result<Delivery<T>, NextDue> {
         let shared = &self.shared;
-        let now_ns = self.poll_time(precise);
-        let deadline = shared.claim_deadline(now_ns, precise);
-        match shared.index.claim(now_ns, deadline) {
-            Poll::Claimed(claimed) => {
-                if claimed.bits.attempt() > 1 {
-                    shared.counters.bump(Counter::RepeatClaims, 1);
+        let spin = SpinWait::new();
+        loop {
+            let now_ns = self.poll_time(precise);
+            let deadline = shared.claim_deadline(now_ns, precise);
+            match shared.index.claim(now_ns, deadline) {
+                Poll::Claimed(claimed) => {
+                    if claimed.bits.attempt() > 1 {
+                        shared.counters.bump(Counter::RepeatClaims, 1);
+                    }
+                    return Ok(Delivery::new(claimed));
                 }
-                Ok(Delivery::new(claimed))
+                // A slot still being written holds up the chain: wait for
+                // it (see `index::Walk::finish`), then walk again with a
+                // fresh time and deadline.
+                Poll::Empty { next_due } if next_due.is_busy() => spin.snooze(),
+                Poll::Empty { next_due } => return Err(next_due),
             }
-            Poll::Empty { next_due } => Err(next_due),
         }
     }
 
@@ -58,12 +65,20 @@ impl<T: Send + Sync + 'static> Queue<T> {
     #[inline]
     pub(crate) fn poll_many(&self, precise: bool, max: usize) -> Result<Vec<Delivery<T>>, NextDue> {
         let shared = &self.shared;
-        let now_ns = self.poll_time(precise);
-        let deadline = shared.claim_deadline(now_ns, precise);
+        let spin = SpinWait::new();
         let mut claimed = Vec::with_capacity(max.min(BLOCK_CAPACITY));
-        let next_due = shared.index.claim_many(now_ns, deadline, max, &mut claimed);
-        if claimed.is_empty() && max > 0 {
-            return Err(next_due);
+        loop {
+            let now_ns = self.poll_time(precise);
+            let deadline = shared.claim_deadline(now_ns, precise);
+            let next_due = shared.index.claim_many(now_ns, deadline, max, &mut claimed);
+            if !claimed.is_empty() || max == 0 {
+                break;
+            }
+            // As in `poll`.
+            if !next_due.is_busy() {
+                return Err(next_due);
+            }
+            spin.snooze();
         }
         let repeats = claimed.iter().filter(|c| c.bits.attempt() > 1).count();
         if repeats > 0 {
@@ -91,12 +106,22 @@ impl<T: Send + Sync + 'static> Queue<T> {
     }
 
     /// After [`Self::close_due`]: whether every message not yet settled
-    /// (`outstanding`, read before) is pending and not due. The counters are
-    /// read before the index, so a message settled or put back meanwhile
-    /// can only make this false (look again later), never true too early.
+    /// (`outstanding`, read before) is pending and not due. A walk of the
+    /// index, so this is asked only once the queue is closed that way. A
+    /// message settled during the walk can only make this false (look
+    /// again later); one put back into the index during the walk could be
+    /// counted twice (its old entry, then its new one), so a walk during
+    /// which the redelivery counter moved says false too (the counter is
+    /// statistics: a put-back it does not show yet can still be counted
+    /// twice, a narrow race that at worst lets consumers stop while a
+    /// message comes back ready; it stays in the queue, never lost).
     fn only_delayed_left(&self, outstanding: u64) -> bool {
+        let counters = &self.shared.counters;
+        let put_back = counters.get(Counter::Redelivered);
         let pending = self.shared.index.count_pending(self.shared.clock.precise());
-        pending.ready == 0 && pending.delayed >= outstanding
+        pending.ready == 0
+            && pending.delayed >= outstanding
+            && counters.get(Counter::Redelivered) == put_back
     }
 
     #[inline]

@@ -238,3 +238,24 @@ fn close_due_does_not_wait_for_messages_delayed_past_the_process() {
     assert_eq!((s.delayed, s.in_flight, s.rolled_back), (2, 0, 1));
     assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Closed);
 }
+
+/// The last handle dropped by a thread that is already unwinding (a panic
+/// elsewhere), with a payload whose destructor panics: teardown contains
+/// that panic (a second one would abort the process) and the first panic
+/// goes on.
+#[test]
+fn teardown_during_a_panic_does_not_abort() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let unwound = catch_unwind(AssertUnwindSafe(|| {
+        let q: Queue<Bomb> = Queue::new();
+        q.produce(Bomb::new(true, &drops)).unwrap();
+        q.produce(Bomb::new(false, &drops)).unwrap();
+        panic!("the handler's own panic");
+    }));
+    let message = unwound.unwrap_err();
+    assert_eq!(
+        message.downcast_ref::<&str>(),
+        Some(&"the handler's own panic")
+    );
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+}

@@ -16,9 +16,9 @@ use crate::delivery::Delivery;
 use crate::error::{LeaseExpired, StartError};
 use crate::queue::Queue;
 use crate::sync::{Arc, AtomicBool, Condvar, Instant, Mutex, Ordering, lock, now, thread, wait};
+use crate::unwind::catch;
 use report::{Tallies, Tally};
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 mod outcome;
@@ -148,19 +148,21 @@ where
     R: Into<Outcome>,
 {
     /// The dispatcher: take a permit, claim a message, hand it to the pool.
-    fn dispatch(self: Arc<Self>, pool: Pool) {
-        let core = &self.core;
+    fn dispatch(this: Arc<Self>, pool: Pool) {
+        let core = &this.core;
         while core.acquire() {
-            match self.queue.consume_unless(&core.stop) {
+            match this.queue.consume_unless(&core.stop) {
                 Ok(delivery) => {
                     core.tallies.add(Tally::Claimed);
-                    let runner = Arc::clone(&self);
+                    let runner = Arc::clone(&this);
                     pool.spawn(move || {
                         runner.run(delivery);
                         // The last handle of the queue may go with this job,
                         // and with it, teardown: a payload destructor that
                         // panics there must not unwind into rayon.
-                        let _ = catch_unwind(AssertUnwindSafe(move || drop(runner)));
+                        if let Err(panic) = catch(move || drop(runner)) {
+                            panic.discard();
+                        }
                     });
                 }
                 // Stopping (`Timeout` is only returned then), or the queue is
@@ -195,7 +197,7 @@ where
     fn handle(&self, delivery: Delivery<T>) {
         // AssertUnwindSafe: after a panic the runtime touches only the
         // delivery, whose settle does not depend on what the handler did.
-        let result = catch_unwind(AssertUnwindSafe(|| (self.handler)(&delivery).into()));
+        let result = catch(|| (self.handler)(&delivery).into());
         let last = delivery.attempt() >= self.max_attempts;
         let retried = if last {
             Tally::DeadLettered
@@ -213,7 +215,7 @@ where
                 let _ = settle(|| delivery.rollback(), Tally::Panicked);
                 // A panic payload whose own drop panics must not unwind into
                 // rayon (which would abort the process).
-                let _ = catch_unwind(AssertUnwindSafe(move || drop(panic)));
+                panic.discard();
                 Tally::Panicked
             }
         };
@@ -227,11 +229,11 @@ where
 /// after the settle's transition: a panic there means the settle took
 /// effect, and it must not unwind into rayon, which would abort the process.
 fn settle(settle: impl FnOnce() -> Result<(), LeaseExpired>, tally: Tally) -> Tally {
-    match catch_unwind(AssertUnwindSafe(settle)) {
+    match catch(settle) {
         Ok(Ok(())) => tally,
         Ok(Err(LeaseExpired)) => Tally::Expired,
         Err(panic) => {
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(panic)));
+            panic.discard();
             tally
         }
     }
@@ -329,7 +331,7 @@ impl<T: Send + Sync + 'static> Processor<T> {
         });
         let dispatcher = thread::Builder::new()
             .name("rebound-dispatcher".into())
-            .spawn(move || runner.dispatch(pool))
+            .spawn(move || Runner::dispatch(runner, pool))
             .map_err(|e| StartError::Spawn(e.kind()))?;
         Ok(Processing {
             core,

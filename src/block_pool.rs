@@ -97,7 +97,7 @@ impl<T> BlockPool<T> {
         drop(spare);
     }
 
-    /// A dead chain block made fresh (see [`Block::recycle`]), keyed `key`,
+    /// A dead chain block made fresh (see [`Block::reset`]), keyed `key`,
     /// whose first `reserved` slots are the caller's: the oldest registered
     /// one if nothing references it any more, else a spare one. `None` if
     /// neither has one or their locks are taken just now: a producer never
@@ -112,7 +112,7 @@ impl<T> BlockPool<T> {
         // dead), so this always succeeds, and its Acquire is what orders the
         // reuse after the last holder's drop. If it did not, the block is
         // dropped and the caller allocates.
-        Arc::get_mut(&mut block)?.recycle(key, reserved);
+        Arc::get_mut(&mut block)?.reset(key, reserved);
         crate::block::prepay(&block);
         Some(block)
     }
