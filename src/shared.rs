@@ -76,10 +76,6 @@ pub(crate) struct Shared<T> {
     pub(crate) handles: AtomicUsize,
     /// `None` in the loom world, where the model runs the passes.
     pub(crate) redeliverer: Mutex<Option<RedelivererThread<T>>>,
-    /// Under `cfg(rebound_loom)`: replaced tails, kept until teardown
-    /// instead of released through the epoch (see `sync::pin`).
-    #[cfg(rebound_loom)]
-    pub(crate) retired: Mutex<Vec<Arc<Block<T>>>>,
     /// `teardown::<T>`, captured where its bounds are known, so that the
     /// unbounded `Drop for Queue<T>` can call it.
     pub(crate) teardown: fn(&Shared<T>),
@@ -108,8 +104,6 @@ impl<T> Shared<T> {
             dead_letters: Mutex::new(Some(Vec::new())),
             handles: AtomicUsize::new(1),
             redeliverer: Mutex::new(None),
-            #[cfg(rebound_loom)]
-            retired: Mutex::new(Vec::new()),
             teardown,
         })
     }

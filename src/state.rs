@@ -21,7 +21,7 @@
 //! own: the producer's publish writes both at once, and a slot of a `u64`
 //! is 16 bytes (docs/design.md, "Why blocks", has the measurement).
 
-use crate::sync::{AtomicU64, Ordering, SpinWait};
+use crate::sync::{AtomicU64, Ordering, SetMut, SpinWait};
 
 const TAG_BITS: u32 = 3;
 const COUNT_BITS: u32 = 12;
@@ -260,6 +260,22 @@ impl MessageState {
         Self {
             word: AtomicU64::new(Tag::Empty as u64),
         }
+    }
+
+    /// Back to `Empty`, attempt 0, no holders: the slot of a dead block
+    /// being recycled. `&mut`: nobody else can reach the word (the block
+    /// was taken back through `Arc::get_mut`, whose Acquire orders this
+    /// after every earlier access by another thread).
+    pub(crate) fn reset(&mut self) {
+        debug_assert!(
+            {
+                let w = self.load();
+                w.tag() == Tag::Empty || (w.tag().is_final() && w.holders() == 0)
+            },
+            "reset of a live message: {:?}",
+            self.load()
+        );
+        self.word.set_mut(Tag::Empty as u64);
     }
 
     /// Reads the word. Acquire: pairs with the Release (or AcqRel) of
