@@ -260,15 +260,10 @@ impl<T> Shared<T> {
     /// Counts `n` messages as produced, unless the queue is closed.
     pub(crate) fn admit(&self, n: u64) -> bool {
         let shared = self;
-        // Mutant for the loom models (docs/verification.md): look at
-        // `closed` before counting.
-        #[cfg(all(rebound_loom, rebound_loom_mutant = "late_count"))]
-        let closed = shared.is_closed();
         // Count first, then look at `closed` (both SeqCst): a consumer that
         // saw `closed` and then `outstanding() == 0` cannot miss these.
         shared.counters.add(Counter::Produced, n);
         crate::sync::seq_cst_accesses();
-        #[cfg(not(all(rebound_loom, rebound_loom_mutant = "late_count")))]
         let closed = shared.is_closed();
         if closed {
             shared.counters.sub(Counter::Produced, n);

@@ -311,19 +311,6 @@ impl MessageState {
         &self,
         mut step: impl FnMut(Word) -> Result<Word, R>,
     ) -> Result<(Word, Word), R> {
-        // Mutant for the loom models (docs/verification.md): the
-        // compare-exchange split into a load and a store.
-        #[cfg(all(rebound_loom, rebound_loom_mutant = "split_cas"))]
-        {
-            let current = self.load();
-            let next = step(current)?;
-            self.word.store(next.0, Ordering::Release);
-            return Ok((current, next));
-        }
-        #[cfg_attr(
-            all(rebound_loom, rebound_loom_mutant = "split_cas"),
-            allow(unreachable_code)
-        )]
         let spin = SpinWait::new();
         let mut current = self.load();
         loop {
