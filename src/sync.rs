@@ -299,22 +299,28 @@ impl MockTime {
     }
 }
 
-/// Under `cfg(rebound_loom)`: loom's `Arc` with a `strong_count` loom does
-/// not see.
+/// Under `cfg(rebound_loom)`: loom's `Arc` with a `strong_count` that does
+/// not synchronise.
 ///
-/// loom's own `Arc::strong_count` synchronises (it acquires every earlier
-/// drop, as a SeqCst load of the count would), where std's is a Relaxed
-/// load that orders nothing. rebound decides on the count alone whether a
-/// block is dead (`Registrations::reclaim`, the redeliverer's scan) and
-/// leaves the Acquire that orders a reuse after the last holder's drop to
+/// loom's own `Arc::strong_count` acquires every earlier drop (as a SeqCst
+/// load of the count would), where std's is a Relaxed load that orders
+/// nothing. rebound decides on the count alone whether a block is dead
+/// (`Registrations::reclaim`, the redeliverer's scan) and leaves the
+/// Acquire that orders a reuse after the last holder's drop to
 /// `Arc::get_mut`; with loom's count the models could not see a reuse that
-/// skips it. Here the count is kept beside the value in a std atomic,
-/// changed right after loom's own count changes (no loom operation runs in
-/// between, so no other thread of the model does) and read without
-/// synchronising. Everything else is loom's: clones, drops and `get_mut`
-/// synchronise as loom models them, and a leaked `Arc` is reported.
+/// skips it. Here the count is also kept in a std atomic beside the value,
+/// changed right after loom's own count (no loom operation runs in between,
+/// so no other thread of the model does) and read without synchronising.
+/// So that loom still explores the orders of a count check and the drops
+/// that can change its answer, every drop that leaves exactly one reference
+/// (the checks ask "is it one?") also bumps a loom atomic, and the check
+/// reads that atomic, both Relaxed: dependent operations for loom's
+/// exploration that synchronise nothing. Everything else is loom's: clones,
+/// drops and `get_mut` synchronise as loom models them, and a leaked `Arc`
+/// is reported.
 #[cfg(rebound_loom)]
 mod loom_arc {
+    use super::Ordering::Relaxed;
     use std::mem::ManuallyDrop;
     use std::ops::Deref;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -324,16 +330,26 @@ mod loom_arc {
     #[repr(C)]
     struct Counted<T> {
         value: T,
-        /// The strong count. Its own (std) `Arc`, so that a drop can
-        /// update it after loom's drop may have freed `Counted`.
-        count: std::sync::Arc<AtomicUsize>,
+        /// In a (std) `Arc` of its own, so that a drop can update it after
+        /// loom's drop may have freed `Counted`.
+        count: std::sync::Arc<Count>,
+    }
+
+    struct Count {
+        /// The strong count, bookkeeping outside loom.
+        strong: AtomicUsize,
+        /// Bumped by every drop that leaves one reference (see above).
+        left_one: super::AtomicUsize,
     }
 
     pub(crate) struct Arc<T>(ManuallyDrop<loom::sync::Arc<Counted<T>>>);
 
     impl<T> Arc<T> {
         pub(crate) fn new(value: T) -> Self {
-            let count = std::sync::Arc::new(AtomicUsize::new(1));
+            let count = std::sync::Arc::new(Count {
+                strong: AtomicUsize::new(1),
+                left_one: super::AtomicUsize::new(0),
+            });
             Self(ManuallyDrop::new(loom::sync::Arc::new(Counted {
                 value,
                 count,
@@ -343,9 +359,13 @@ mod loom_arc {
         /// The number of strong references, read without synchronising (a
         /// std `Arc`'s is a Relaxed load).
         pub(crate) fn strong_count(this: &Self) -> usize {
+            // Relaxed: orders nothing (see the module); a read-modify-write
+            // rather than a load, so that loom does not also explore which
+            // earlier value a load could return, which nothing reads.
+            this.0.count.left_one.fetch_add(0, Relaxed);
             // SeqCst: bookkeeping outside loom; the model runs one thread
             // at a time, so any ordering reads the latest count.
-            this.0.count.load(SeqCst)
+            this.0.count.strong.load(SeqCst)
         }
 
         pub(crate) fn get_mut(this: &mut Self) -> Option<&mut T> {
@@ -404,7 +424,7 @@ mod loom_arc {
         fn clone(&self) -> Self {
             let clone = loom::sync::Arc::clone(&self.0);
             // SeqCst: see `strong_count`.
-            clone.count.fetch_add(1, SeqCst);
+            clone.count.strong.fetch_add(1, SeqCst);
             Self(ManuallyDrop::new(clone))
         }
     }
@@ -415,7 +435,10 @@ mod loom_arc {
             // SAFETY: `self.0` is dropped once, here, and never used again.
             unsafe { ManuallyDrop::drop(&mut self.0) };
             // SeqCst: see `strong_count`.
-            count.fetch_sub(1, SeqCst);
+            if count.strong.fetch_sub(1, SeqCst) == 2 {
+                // Relaxed: see the module.
+                count.left_one.fetch_add(1, Relaxed);
+            }
         }
     }
 
