@@ -222,12 +222,12 @@ pub(crate) use crossbeam_epoch::{Guard, pin};
 pub(crate) use loom_epoch::{Guard, pin};
 
 /// Writing an atomic the caller holds exclusively (`&mut`, so no other
-/// thread can reach it), as a block being reused does to its counters and
+/// thread can reach it), as a block being recycled does to its counters and
 /// state words.
 pub(crate) trait SetMut<T> {
     /// Sets the value. A plain write in a normal build. Under
     /// `cfg(rebound_loom)` a Relaxed store: ordered before other threads'
-    /// accesses by whatever hands the value over (a block's reuse is
+    /// accesses by whatever hands the value over (a recycled block is
     /// published by the index lock or the tail's Release store), as the
     /// plain write is. (Not loom's `with_mut`: that would also check the
     /// write against consumers' earlier loads made through the loom
@@ -305,9 +305,9 @@ impl MockTime {
 /// loom's own `Arc::strong_count` acquires every earlier drop (as a SeqCst
 /// load of the count would), where std's is a Relaxed load that orders
 /// nothing. rebound decides on the count alone whether a block is dead
-/// (`Registrations::reclaim`, the redeliverer's scan) and leaves the
-/// Acquire that orders a reuse after the last holder's drop to
-/// `Arc::get_mut`; with loom's count the models could not see a reuse that
+/// (`Registrations::recycled`, the redeliverer's scan) and leaves the
+/// Acquire that orders a recycle after the last holder's drop to
+/// `Arc::get_mut`; with loom's count the models could not see a recycle that
 /// skips it. Here the count is also kept in a std atomic beside the value,
 /// changed right after loom's own count (no loom operation runs in between,
 /// so no other thread of the model does) and read without synchronising.

@@ -2,11 +2,11 @@
 //! the block's last holder reads its message, acks it and lets go. A block
 //! dies when nothing but the registration queue references it; the
 //! producer opening a block takes the oldest registered one if its count
-//! says so (`Registrations::reclaim`, a Relaxed load in a normal build)
+//! says so (`Registrations::recycled`, a Relaxed load in a normal build)
 //! and makes it fresh through `Arc::get_mut`, whose Acquire orders the new
 //! life's writes after the old holder's read and drop of the payload in
 //! the same slot (loom checks the two against each other: the block keeps
-//! its payload cells, see `Block::reuse`).
+//! its payload cells, see `Block::recycle`).
 //!
 //! The second model has the block come back through the other source, the
 //! spare list: a redeliverer pass finds it dead (the same Relaxed count)

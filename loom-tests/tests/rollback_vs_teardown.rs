@@ -1,7 +1,7 @@
 //! Race 16: a holder rolls back while the last `Queue` handle is dropped
 //! (teardown). Teardown stops the inbox, discards every pending or
-//! backtracked message (`-> Discarded`) and leaves claimed ones to their
-//! holders; the rollback turns the claim `Backtracked` and hands it to the
+//! rolled-back message (`-> Discarded`) and leaves claimed ones to their
+//! holders; the rollback turns the claim `RolledBack` and hands it to the
 //! inbox, or, once the inbox is stopped, discards it itself. Whatever the
 //! order (the rollback's hand-over before the stop, after it, or teardown's
 //! discard between the rollback's transition and its hand-over), the
