@@ -6,7 +6,7 @@ use crate::cursor::Cursor;
 use crate::shared::Shared;
 use crate::slot::Slot;
 use crate::state::MAX_TS_OFFSET_US;
-use crate::sync::{Arc, AtomicPtr, AtomicUsize, MODEL, Ordering};
+use crate::sync::{Arc, AtomicPtr, AtomicUsize, MODEL, Ordering, SetMut};
 use crossbeam_utils::CachePadded;
 
 /// Slots per block for immediate messages. 64 amortises the skiplist node,
@@ -129,14 +129,19 @@ impl<T> Block<T> {
     /// caller: recycling skips an allocation on the producer and a free on
     /// the redeliverer. The caller then gives the slots their prepaid
     /// references ([`prepay`]).
+    ///
+    /// Everything is reset in place (no new atomics, no new payload cells):
+    /// in the loom world the next producer's writes are then checked
+    /// against the previous life's accesses, which the caller's
+    /// `Arc::get_mut` must order before them.
     pub(crate) fn reset(&mut self, key: Key, reserved: usize) {
-        self.cursor = Cursor::new();
-        self.reserved = CachePadded::new(AtomicUsize::new(reserved));
+        self.cursor.reset();
+        self.reserved.set_mut(reserved);
         self.seq = key.seq;
         self.key_ts = key.ts;
-        // Dropping the old slots drops no payload: a dead block's payloads
-        // were all dropped or moved out by their last holders.
-        self.slots.iter_mut().for_each(|slot| *slot = Slot::new());
+        // No payload to drop: a dead block's payloads were all dropped or
+        // moved out by their last holders.
+        self.slots.iter_mut().for_each(Slot::reset);
     }
 
     /// The key this block is (or was) indexed under.

@@ -5,8 +5,6 @@ use crate::batch::Batch;
 use crate::block::{BLOCK_CAPACITY, Block, Key, Next, Reserve};
 use crate::id::MessageId;
 use crate::shared::Shared;
-#[cfg(rebound_loom)]
-use crate::sync::lock;
 use crate::sync::{Arc, Guard, Ordering, SpinWait, pin};
 
 impl<T: Send + Sync + 'static> Shared<T> {
@@ -92,7 +90,8 @@ impl<T: Send + Sync + 'static> Shared<T> {
             // hence no producer, is left). A replaced tail's reference is
             // released through `guard.defer_unchecked`, which runs only after
             // every thread pinned before the replacement, this one included,
-            // has unpinned (under `cfg(rebound_loom)`: kept until teardown).
+            // has unpinned (in the loom world, the stand-in in
+            // `sync::loom_epoch` guarantees the same).
             // So the block outlives this borrow.
             let tail = unsafe { &*tail_ptr };
             // Never earlier than the block's key (see `open_block`).
@@ -140,7 +139,6 @@ impl<T: Send + Sync + 'static> Shared<T> {
 
     /// Releases the strong reference the replaced tail `old` held, once no
     /// producer can be using it.
-    #[cfg(not(rebound_loom))]
     fn retire_tail(&self, old: *const Block<T>, guard: &Guard) {
         let old = RetiredTail(old);
         // SAFETY: `old` is the strong reference `tail` held until the store
@@ -156,18 +154,6 @@ impl<T: Send + Sync + 'static> Shared<T> {
         if Block::<T>::LARGE {
             guard.flush();
         }
-    }
-
-    /// Under `cfg(rebound_loom)`: keeps the replaced tail's reference until
-    /// teardown (loom cannot see the epoch), which is also safe for any
-    /// producer still using it.
-    #[cfg(rebound_loom)]
-    fn retire_tail(&self, old: *const Block<T>, _guard: &Guard) {
-        // SAFETY: as in the epoch version: `old` came from `Arc::into_raw`
-        // and this thread alone retires it, once; the `Arc` made here is
-        // kept alive until teardown, so no producer's borrow outlives it.
-        let old = unsafe { Arc::from_raw(old) };
-        lock(&self.retired).push(old);
     }
 
     /// A block of `len` slots keyed at `ts`, holding the next `count` values
@@ -222,8 +208,7 @@ impl<T> RetiredTail<T> {
 }
 
 impl<T> Shared<T> {
-    /// Teardown: releases the tail's reference (and, under
-    /// `cfg(rebound_loom)`, the replaced tails kept until now).
+    /// Teardown: releases the tail's reference.
     pub(crate) fn release_tail(&self) {
         // Relaxed: no other thread can reach `tail` any more (no handle is
         // left).
@@ -231,7 +216,5 @@ impl<T> Shared<T> {
         if !tail.is_null() {
             RetiredTail(tail.cast_const()).release();
         }
-        #[cfg(rebound_loom)]
-        drop(std::mem::take(&mut *lock(&self.retired)));
     }
 }

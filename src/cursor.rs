@@ -2,7 +2,7 @@
 //! batch of redelivered ones), whose compare-exchange decides who claims an
 //! entry.
 
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering, SetMut};
 use crossbeam_utils::CachePadded;
 
 /// The first entry of a batch that may still be claimable. It only ever
@@ -16,6 +16,12 @@ pub(crate) struct Cursor(CachePadded<AtomicUsize>);
 impl Cursor {
     pub(crate) fn new() -> Self {
         Cursor(CachePadded::new(AtomicUsize::new(0)))
+    }
+
+    /// Back to the first entry, in place: a block being recycled, which
+    /// nobody else can reach (see `Block::recycle`).
+    pub(crate) fn reset(&mut self) {
+        self.0.set_mut(0);
     }
 
     /// The cursor as it is now (a hint: it may move at once).

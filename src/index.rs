@@ -13,8 +13,9 @@
 //! whose epoch-deferred frees would outlive a loom execution) is replaced by
 //! a loom-visible model with the same API: a loom `Mutex<BTreeMap>` of
 //! shared batch references, walked outside the lock exactly as the skiplist
-//! is, so that claims still race on the batches' cursors and the messages'
-//! state words.
+//! is, one node at a time (so a walk meets nodes inserted ahead of it while
+//! it runs, as a skiplist walk does), so that claims still race on the
+//! batches' cursors and the messages' state words.
 
 use crate::batch::{Batch, Claimed, Head, PendingCount};
 use crate::block::{Block, Key};
@@ -393,6 +394,7 @@ mod model {
     use super::{Batch, Claimed, Key, NextDue, PendingCount, Poll, SpinWait, Step, Walk, pin};
     use crate::sync::{Mutex, lock};
     use std::collections::BTreeMap;
+    use std::ops::Bound::{Excluded, Unbounded};
     /// A reference to a node, like a skiplist `Entry`: it keeps the batch
     /// alive after it left the map. A std `Arc` on purpose: its count is
     /// bookkeeping of this model, not a synchronisation loom must explore
@@ -415,7 +417,19 @@ mod model {
             debug_assert!(previous.is_none(), "duplicate index key {key:?}");
         }
 
-        /// The nodes in key order, as a skiplist walk would meet them.
+        /// The first node after `key` (the first of all with `None`), as
+        /// a skiplist walk's `next` finds it now: nodes inserted since the
+        /// walk began are met if they lie ahead of it.
+        fn next(&self, key: Option<&Key>) -> Option<(Key, Node<Batch<T>>)> {
+            let map = lock(&self.map);
+            let mut ahead = match key {
+                Some(key) => map.range((Excluded(*key), Unbounded)),
+                None => map.range(..),
+            };
+            ahead.next().map(|(key, batch)| (*key, Node::clone(batch)))
+        }
+
+        /// The nodes in key order, as a skiplist iteration would meet them.
         fn nodes(&self) -> Vec<(Key, Node<Batch<T>>)> {
             lock(&self.map)
                 .iter()
@@ -433,14 +447,14 @@ mod model {
             super::claim_up_to(max, out, || self.claim(now_ns, deadline_tick))
         }
 
-        /// The skiplist `claim_pinned`, over a snapshot of the nodes (a
-        /// skiplist walk may also miss nodes inserted behind it), with the
-        /// same [`Walk`].
+        /// The skiplist `claim_pinned`, node by node ([`Self::next`]),
+        /// with the same [`Walk`].
         pub(crate) fn claim(&self, now_ns: u64, deadline_tick: u64) -> Poll<T> {
             let spin = SpinWait::new();
             loop {
                 let mut walk = Walk::new(now_ns);
-                for (key, batch) in self.nodes() {
+                let mut node = self.next(None);
+                while let Some((key, batch)) = node {
                     let step = walk.visit(
                         &key,
                         &batch,
@@ -453,6 +467,7 @@ mod model {
                     if let Step::Stop = step {
                         break;
                     }
+                    node = self.next(Some(&key));
                 }
                 if let Some(poll) = walk.finish(&spin, |batch, from, pos, ts| {
                     batch.claim(from, pos, ts, deadline_tick)

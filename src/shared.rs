@@ -76,10 +76,6 @@ pub(crate) struct Shared<T> {
     pub(crate) handles: AtomicUsize,
     /// `None` in the loom world, where the model runs the passes.
     pub(crate) redeliverer: Mutex<Option<RedelivererThread<T>>>,
-    /// Under `cfg(rebound_loom)`: replaced tails, kept until teardown
-    /// instead of released through the epoch (see `sync::pin`).
-    #[cfg(rebound_loom)]
-    pub(crate) retired: Mutex<Vec<Arc<Block<T>>>>,
     /// `teardown::<T>`, captured where its bounds are known, so that the
     /// unbounded `Drop for Queue<T>` can call it.
     pub(crate) teardown: fn(&Shared<T>),
@@ -108,8 +104,6 @@ impl<T> Shared<T> {
             dead_letters: Mutex::new(Some(Vec::new())),
             handles: AtomicUsize::new(1),
             redeliverer: Mutex::new(None),
-            #[cfg(rebound_loom)]
-            retired: Mutex::new(Vec::new()),
             teardown,
         })
     }
@@ -282,15 +276,10 @@ impl<T> Shared<T> {
     /// Counts `n` messages as produced, unless the queue is closed.
     pub(crate) fn admit(&self, n: u64) -> bool {
         let shared = self;
-        // Mutant for the loom models (docs/verification.md): look at
-        // `closed` before counting.
-        #[cfg(all(rebound_loom, rebound_loom_mutant = "late_count"))]
-        let closed = shared.is_closed();
         // Count first, then look at `closed` (both SeqCst): a consumer that
         // saw `closed` and then `outstanding() == 0` cannot miss these.
         shared.counters.add(Counter::Produced, n);
         crate::sync::seq_cst_accesses();
-        #[cfg(not(all(rebound_loom, rebound_loom_mutant = "late_count")))]
         let closed = shared.is_closed();
         if closed {
             shared.counters.sub(Counter::Produced, n);

@@ -32,6 +32,14 @@ impl<T> Slot<T> {
         }
     }
 
+    /// Makes the slot of a dead block fresh again, in place: its word back
+    /// to `Empty`, its payload cell kept (it holds no payload: the last
+    /// holder dropped or took it). Keeping the cell is what lets loom check
+    /// the next producer's write against the last holder's accesses.
+    pub(crate) fn reset(&mut self) {
+        self.state.reset();
+    }
+
     /// Writes the payload, then publishes the slot as pending with its
     /// timestamp, `ts_offset_us` microseconds after its block's key.
     ///

@@ -21,7 +21,7 @@
 //! own: the producer's publish writes both at once, and a slot of a `u64`
 //! is 16 bytes (docs/design.md, "Why blocks", has the measurement).
 
-use crate::sync::{AtomicU64, Ordering, SpinWait};
+use crate::sync::{AtomicU64, Ordering, SetMut, SpinWait};
 
 const TAG_BITS: u32 = 3;
 const COUNT_BITS: u32 = 12;
@@ -262,6 +262,22 @@ impl MessageState {
         }
     }
 
+    /// Back to `Empty`, attempt 0, no holders: the slot of a dead block
+    /// being recycled. `&mut`: nobody else can reach the word (the block
+    /// was taken back through `Arc::get_mut`, whose Acquire orders this
+    /// after every earlier access by another thread).
+    pub(crate) fn reset(&mut self) {
+        debug_assert!(
+            {
+                let w = self.load();
+                w.tag() == Tag::Empty || (w.tag().is_final() && w.holders() == 0)
+            },
+            "reset of a live message: {:?}",
+            self.load()
+        );
+        self.word.set_mut(Tag::Empty as u64);
+    }
+
     /// Reads the word. Acquire: pairs with the Release (or AcqRel) of
     /// whichever transition wrote it, so a `Pending` read sees the payload
     /// that [`Self::publish`] made visible.
@@ -295,19 +311,6 @@ impl MessageState {
         &self,
         mut step: impl FnMut(Word) -> Result<Word, R>,
     ) -> Result<(Word, Word), R> {
-        // Mutant for the loom models (docs/verification.md): the
-        // compare-exchange split into a load and a store.
-        #[cfg(all(rebound_loom, rebound_loom_mutant = "split_cas"))]
-        {
-            let current = self.load();
-            let next = step(current)?;
-            self.word.store(next.0, Ordering::Release);
-            return Ok((current, next));
-        }
-        #[cfg_attr(
-            all(rebound_loom, rebound_loom_mutant = "split_cas"),
-            allow(unreachable_code)
-        )]
         let spin = SpinWait::new();
         let mut current = self.load();
         loop {

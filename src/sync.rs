@@ -26,9 +26,11 @@ pub(crate) use loom::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
 };
 #[cfg(rebound_loom)]
-pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use loom::sync::{Mutex, MutexGuard};
 #[cfg(rebound_loom)]
 pub(crate) use loom::thread;
+#[cfg(rebound_loom)]
+pub(crate) use loom_arc::Arc;
 
 /// Whether this is the loom world (`cfg(rebound_loom)`): code that is the
 /// same in both worlds but sized or started differently reads this constant
@@ -223,26 +225,46 @@ pub(crate) fn wait<'a, T>(
     guard
 }
 
-/// The epoch that frees replaced tail blocks and index nodes. Under
-/// `cfg(rebound_loom)` there is none: crossbeam-epoch's atomics are invisible
-/// to loom, so retired tails are kept until teardown instead (see
-/// `Shared::retire_tail`) and the index is a loom-visible model.
+/// The epoch that frees replaced tail blocks and index nodes:
+/// crossbeam-epoch, or under `cfg(rebound_loom)` a loom-visible stand-in
+/// ([`loom_epoch`]) for the one use loom can see, releasing replaced tails.
 #[cfg(not(rebound_loom))]
 pub(crate) use crossbeam_epoch::{Guard, pin};
-
 #[cfg(rebound_loom)]
-#[derive(Debug)]
-pub(crate) struct Guard(());
+pub(crate) use loom_epoch::{Guard, pin};
 
-#[cfg(rebound_loom)]
-pub(crate) fn pin() -> Guard {
-    Guard(())
+/// Writing an atomic the caller holds exclusively (`&mut`, so no other
+/// thread can reach it), as a block being recycled does to its counters and
+/// state words.
+pub(crate) trait SetMut<T> {
+    /// Sets the value. A plain write in a normal build. Under
+    /// `cfg(rebound_loom)` a Relaxed store: ordered before other threads'
+    /// accesses by whatever hands the value over (a recycled block is
+    /// published by the index lock or the tail's Release store), as the
+    /// plain write is. (Not loom's `with_mut`: that would also check the
+    /// write against consumers' earlier loads made through the loom
+    /// index's nodes, which are std `Arc`s invisible to loom, where the
+    /// skiplist's epoch orders them in the real program.)
+    fn set_mut(&mut self, value: T);
 }
 
-#[cfg(rebound_loom)]
-impl Guard {
-    pub(crate) fn flush(&self) {}
+macro_rules! set_mut {
+    ($($atomic:ident: $int:ty),*) => {$(
+        impl SetMut<$int> for $atomic {
+            #[cfg(not(rebound_loom))]
+            fn set_mut(&mut self, value: $int) {
+                *self.get_mut() = value;
+            }
+
+            #[cfg(rebound_loom)]
+            fn set_mut(&mut self, value: $int) {
+                // Relaxed: see the trait.
+                self.store(value, Ordering::Relaxed);
+            }
+        }
+    )*};
 }
+set_mut!(AtomicUsize: usize, AtomicU64: u64);
 
 /// A cell whose accesses are checked by loom under `cfg(rebound_loom)`; here
 /// it is `std::cell::UnsafeCell` with closure-scoped access.
@@ -286,5 +308,257 @@ impl MockTime {
 
     pub(crate) fn advance(&self, by: u64) -> u64 {
         self.0.fetch_add(by, std::sync::atomic::Ordering::SeqCst) + by
+    }
+}
+
+/// Under `cfg(rebound_loom)`: loom's `Arc` with a `strong_count` that does
+/// not synchronise.
+///
+/// loom's own `Arc::strong_count` acquires every earlier drop (as a SeqCst
+/// load of the count would), where std's is a Relaxed load that orders
+/// nothing. rebound decides on the count alone whether a block is dead
+/// (`Registrations::recycled`, the redeliverer's scan) and leaves the
+/// Acquire that orders a recycle after the last holder's drop to
+/// `Arc::get_mut`; with loom's count the models could not see a recycle that
+/// skips it. Here the count is also kept in a std atomic beside the value,
+/// changed right after loom's own count (no loom operation runs in between,
+/// so no other thread of the model does) and read without synchronising.
+/// So that loom still explores the orders of a count check and the drops
+/// that can change its answer, every drop that leaves exactly one reference
+/// (the checks ask "is it one?") also bumps a loom atomic, and the check
+/// reads that atomic, both Relaxed: dependent operations for loom's
+/// exploration that synchronise nothing. Everything else is loom's: clones,
+/// drops and `get_mut` synchronise as loom models them, and a leaked `Arc`
+/// is reported.
+#[cfg(rebound_loom)]
+mod loom_arc {
+    use super::Ordering::Relaxed;
+    use std::mem::ManuallyDrop;
+    use std::ops::Deref;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    /// The value, then its count. `repr(C)`: the value is at offset 0, so a
+    /// pointer to the value is a pointer to the whole.
+    #[repr(C)]
+    struct Counted<T> {
+        value: T,
+        /// In a (std) `Arc` of its own, so that a drop can update it after
+        /// loom's drop may have freed `Counted`.
+        count: std::sync::Arc<Count>,
+    }
+
+    struct Count {
+        /// The strong count, bookkeeping outside loom.
+        strong: AtomicUsize,
+        /// Bumped by every drop that leaves one reference (see above).
+        left_one: super::AtomicUsize,
+    }
+
+    pub(crate) struct Arc<T>(ManuallyDrop<loom::sync::Arc<Counted<T>>>);
+
+    impl<T> Arc<T> {
+        pub(crate) fn new(value: T) -> Self {
+            let count = std::sync::Arc::new(Count {
+                strong: AtomicUsize::new(1),
+                left_one: super::AtomicUsize::new(0),
+            });
+            Self(ManuallyDrop::new(loom::sync::Arc::new(Counted {
+                value,
+                count,
+            })))
+        }
+
+        /// The number of strong references, read without synchronising (a
+        /// std `Arc`'s is a Relaxed load).
+        pub(crate) fn strong_count(this: &Self) -> usize {
+            // Relaxed: orders nothing (see the module); a read-modify-write
+            // rather than a load, so that loom does not also explore which
+            // earlier value a load could return, which nothing reads.
+            this.0.count.left_one.fetch_add(0, Relaxed);
+            // SeqCst: bookkeeping outside loom; the model runs one thread
+            // at a time, so any ordering reads the latest count.
+            this.0.count.strong.load(SeqCst)
+        }
+
+        pub(crate) fn get_mut(this: &mut Self) -> Option<&mut T> {
+            loom::sync::Arc::get_mut(&mut this.0).map(|counted| &mut counted.value)
+        }
+
+        pub(crate) fn as_ptr(this: &Self) -> *const T {
+            loom::sync::Arc::as_ptr(&this.0).cast()
+        }
+
+        pub(crate) fn ptr_eq(this: &Self, other: &Self) -> bool {
+            loom::sync::Arc::ptr_eq(&this.0, &other.0)
+        }
+
+        pub(crate) fn into_raw(this: Self) -> *const T {
+            let this = ManuallyDrop::new(this);
+            Self::as_ptr(&this)
+        }
+
+        /// # Safety
+        /// As `std::sync::Arc::from_raw`: `ptr` came from [`Self::into_raw`]
+        /// (or [`Self::as_ptr`] of a live `Arc` whose reference the caller
+        /// owns), and the reference it stands for is turned back once.
+        pub(crate) unsafe fn from_raw(ptr: *const T) -> Self {
+            // SAFETY: `ptr` points at the value of a `Counted<T>`, which
+            // is at offset 0 (`repr(C)`): it is the pointer loom's
+            // `into_raw` gave for that `Counted<T>`, and the caller hands
+            // over the reference it owns.
+            Self(ManuallyDrop::new(unsafe {
+                loom::sync::Arc::from_raw(ptr.cast::<Counted<T>>())
+            }))
+        }
+
+        /// # Safety
+        /// As `std::sync::Arc::increment_strong_count`: `ptr` is the
+        /// pointer of a live `Arc`.
+        pub(crate) unsafe fn increment_strong_count(ptr: *const T) {
+            // SAFETY: by the contract the count is at least one, and this
+            // borrowed `Arc` is never dropped.
+            let this = ManuallyDrop::new(unsafe { Self::from_raw(ptr) });
+            let _added = ManuallyDrop::new(Self::clone(&this));
+        }
+
+        /// # Safety
+        /// As `std::sync::Arc::decrement_strong_count`: `ptr` is the
+        /// pointer of a live `Arc` and the caller owns one of its
+        /// references, which this releases.
+        pub(crate) unsafe fn decrement_strong_count(ptr: *const T) {
+            // SAFETY: by the contract the caller owns the reference that
+            // this `Arc` stands for and drops.
+            drop(unsafe { Self::from_raw(ptr) });
+        }
+    }
+
+    impl<T> Clone for Arc<T> {
+        fn clone(&self) -> Self {
+            let clone = loom::sync::Arc::clone(&self.0);
+            // SeqCst: see `strong_count`.
+            clone.count.strong.fetch_add(1, SeqCst);
+            Self(ManuallyDrop::new(clone))
+        }
+    }
+
+    impl<T> Drop for Arc<T> {
+        fn drop(&mut self) {
+            let count = std::sync::Arc::clone(&self.0.count);
+            // SAFETY: `self.0` is dropped once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.0) };
+            // SeqCst: see `strong_count`.
+            if count.strong.fetch_sub(1, SeqCst) == 2 {
+                // Relaxed: see the module.
+                count.left_one.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    impl<T> Deref for Arc<T> {
+        type Target = T;
+
+        fn deref(&self) -> &T {
+            &self.0.value
+        }
+    }
+}
+
+/// Under `cfg(rebound_loom)`: a loom-visible stand-in for crossbeam-epoch,
+/// for what rebound defers through it under loom: the release of a
+/// replaced tail block (the loom index frees nothing through the epoch).
+///
+/// A deferred function runs once every thread pinned when it was deferred
+/// has unpinned, as crossbeam-epoch guarantees; here, when the number of
+/// pinned threads drops to zero (later than crossbeam may run it, never
+/// earlier). A pin is an Acquire increment of a loom counter and an unpin
+/// an AcqRel decrement, so a thread that pins acquires what every thread
+/// did before it last unpinned (the release sequence of the decrements):
+/// a producer pinning after another replaced the tail loads the new tail,
+/// which crossbeam gets from its SeqCst fences. Pinning does not acquire
+/// what a thread pinned at the same time did, so a missing Release in a
+/// producer's hand-over stays visible. The deferred functions wait in a
+/// loom mutex; the last thread to unpin takes them, under that mutex, only
+/// if nobody pinned meanwhile.
+#[cfg(rebound_loom)]
+mod loom_epoch {
+    use super::{AtomicUsize, Mutex, Ordering, lock};
+    use std::marker::PhantomData;
+
+    /// A deferred function, boxed with its lifetime erased.
+    struct Deferred(Box<dyn FnOnce()>);
+
+    // SAFETY: `Guard::defer_unchecked`'s contract makes the caller promise
+    // that the function may run on any thread (as crossbeam-epoch's does).
+    unsafe impl Send for Deferred {}
+
+    struct Epoch {
+        pinned: AtomicUsize,
+        deferred: Mutex<Vec<Deferred>>,
+    }
+
+    loom::lazy_static! {
+        /// One per loom execution (loom resets its lazy statics).
+        static ref EPOCH: Epoch = Epoch {
+            pinned: AtomicUsize::new(0),
+            deferred: Mutex::new(Vec::new()),
+        };
+    }
+
+    /// A pinned thread. Not `Send`, like crossbeam's.
+    #[derive(Debug)]
+    pub(crate) struct Guard {
+        _not_send: PhantomData<*mut ()>,
+    }
+
+    pub(crate) fn pin() -> Guard {
+        // Acquire: pairs with the AcqRel decrement of every earlier unpin.
+        EPOCH.pinned.fetch_add(1, Ordering::Acquire);
+        Guard {
+            _not_send: PhantomData,
+        }
+    }
+
+    impl Guard {
+        /// Runs `f` once every thread pinned now has unpinned.
+        ///
+        /// # Safety
+        /// As crossbeam-epoch's `Guard::defer_unchecked`: `f` may run on any
+        /// thread, later, so whatever it uses must be `Send` and outlive
+        /// the threads pinned now.
+        pub(crate) unsafe fn defer_unchecked<F: FnOnce() -> R, R>(&self, f: F) {
+            let f: Box<dyn FnOnce() + '_> = Box::new(move || drop(f()));
+            // SAFETY: only the lifetime changes; by the contract `f` stays
+            // valid until it runs, which is before every thread pinned now
+            // (this one included) has unpinned and returned.
+            let f: Box<dyn FnOnce()> = unsafe { std::mem::transmute(f) };
+            lock(&EPOCH.deferred).push(Deferred(f));
+        }
+
+        /// Nothing to hand over: deferred functions wait in one list.
+        pub(crate) fn flush(&self) {}
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            // AcqRel: Release publishes this thread's uses of what others
+            // deferred (for the thread that runs them); Acquire, if this is
+            // the last unpin, sees every other thread's.
+            if EPOCH.pinned.fetch_sub(1, Ordering::AcqRel) != 1 {
+                return;
+            }
+            let ready = {
+                let mut deferred = lock(&EPOCH.deferred);
+                // Acquire: as above. A thread that pinned since keeps the
+                // list for its own unpin: it may have loaded a tail that
+                // one of these functions releases.
+                if EPOCH.pinned.load(Ordering::Acquire) != 0 {
+                    return;
+                }
+                std::mem::take(&mut *deferred)
+            };
+            for Deferred(f) in ready {
+                f();
+            }
+        }
     }
 }

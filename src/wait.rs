@@ -194,9 +194,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
             let mut wake = next_due.get().map(|due| self.shared.clock.instant(due));
             // Closed, with messages in flight: a settle that raced with
             // `close` does not wake anyone (see `Shared::count_settle`), so
-            // look again soon. (The loom mutant `no_closed_recheck` drops
-            // this: see docs/verification.md.)
-            #[cfg(not(all(rebound_loom, rebound_loom_mutant = "no_closed_recheck")))]
+            // look again soon.
             if self.shared.is_closed() {
                 let recheck = now + closed_recheck;
                 wake = Some(wake.map_or(recheck, |w| w.min(recheck)));

@@ -38,9 +38,6 @@ impl Waiters {
         // the caller's second poll; pairs with the fence in `notify` and the
         // SeqCst publish before `notify_after_publish`.
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        // (The loom mutant `unfenced_sleep` drops this fence: see
-        // docs/verification.md.)
-        #[cfg(not(all(rebound_loom, rebound_loom_mutant = "unfenced_sleep")))]
         fence(Ordering::SeqCst);
         Sleeper {
             waiters: self,
