@@ -422,7 +422,6 @@ mod tests {
     /// another claim took loses (changing nothing), one whose entry is
     /// still ahead of the cursor wins it, and no message is skipped.
     #[test]
-    #[cfg(not(rebound_loom))]
     fn a_claim_with_a_stale_cursor_loses_and_the_next_message_stays_claimable() {
         use super::Head;
         use crate::{Delivery, Queue};

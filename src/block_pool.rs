@@ -244,7 +244,7 @@ impl<T> Drop for Registrations<T> {
     }
 }
 
-#[cfg(all(test, not(rebound_loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::Queue;

@@ -20,7 +20,7 @@
 //! upkeep interval plus scheduling delay), which the slow paths correct with
 //! a precise reading.
 
-use crate::sync::{AtomicU64, Instant, Ordering, PlainMutex, lock_plain, now};
+use crate::sync::{AtomicU64, Instant, MODEL, Ordering, PlainMutex, lock_plain, now};
 use crossbeam_utils::CachePadded;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -145,10 +145,6 @@ pub(crate) struct Clock {
     /// time, not state the queue synchronises through, and no loom
     /// operation runs while it is held.
     lags: PlainMutex<Lags>,
-    /// Under `cfg(rebound_loom)`: the time, in nanoseconds since `origin`,
-    /// advanced only by the model.
-    #[cfg(rebound_loom)]
-    mock: crate::sync::MockTime,
 }
 
 impl Clock {
@@ -159,27 +155,13 @@ impl Clock {
             origin,
             recent: CachePadded::new(AtomicU64::new(0)),
             lags: PlainMutex::new(Lags::new(lease)),
-            #[cfg(rebound_loom)]
-            mock: crate::sync::MockTime::default(),
         }
     }
 
-    /// The current time: `Instant::now()`, or under `cfg(rebound_loom)` the
-    /// mock time.
+    /// The current time (`sync::now`: in the loom world, the model's).
     #[inline]
     pub(crate) fn now(&self) -> Instant {
-        #[cfg(not(rebound_loom))]
-        return now();
-        #[cfg(rebound_loom)]
-        return self.instant(self.mock.get());
-    }
-
-    /// Under `cfg(rebound_loom)`: moves the mock time forward by `by` and
-    /// returns the new time in nanoseconds.
-    #[cfg(rebound_loom)]
-    pub(crate) fn advance(&self, by: Duration) -> u64 {
-        self.mock
-            .advance(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX))
+        now()
     }
 
     /// Nanoseconds from the queue's origin to `at` (0 before it).
@@ -221,12 +203,13 @@ impl Clock {
     /// a reading stored here would not restart it, and would then age
     /// unseen). Called once per block of messages. Returns the reading.
     ///
-    /// Under `cfg(rebound_loom)` it only reads the mock time: the models
-    /// advance the recent reading themselves ([`crate::loom::advance`]).
+    /// In the loom world it only reads the clock: the models advance the
+    /// recent reading themselves (`rebound::__loom::advance`).
     pub(crate) fn refresh_from_traffic(&self) -> u64 {
         let precise = self.precise();
-        #[cfg(not(rebound_loom))]
-        self.store_newer(precise, false);
+        if !MODEL {
+            self.store_newer(precise, false);
+        }
         precise
     }
 

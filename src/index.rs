@@ -9,21 +9,15 @@
 //! `Batch::claim`). Entries are
 //! unlinked with `Entry::remove`, whose `bool` says who unlinked it.
 //!
-//! Under `cfg(rebound_loom)` the skiplist (whose atomics loom cannot see, and
-//! whose epoch-deferred frees would outlive a loom execution) is replaced by
-//! a loom-visible model with the same API: a loom `Mutex<BTreeMap>` of
-//! shared batch references, walked outside the lock exactly as the skiplist
-//! is, one node at a time (so a walk meets nodes inserted ahead of it while
-//! it runs, as a skiplist walk does), so that claims still race on the
-//! batches' cursors and the messages' state words.
+//! The skiplist comes from the loom seam (`sync::SkipList`): in the loom
+//! world, whose models cannot see crossbeam's atomics, a loom-visible
+//! stand-in with the same API (a loom `Mutex<BTreeMap>` walked node by
+//! node), so that claims still race on the batches' cursors and the
+//! messages' state words.
 
 use crate::batch::{Batch, Claimed, Head, PendingCount};
 use crate::block::{Block, Key};
-use crate::sync::{Guard, SpinWait, pin};
-#[cfg(not(rebound_loom))]
-use crossbeam_epoch as epoch;
-#[cfg(not(rebound_loom))]
-use crossbeam_skiplist::base::SkipList;
+use crate::sync::{SkipGuard, SkipList, SpinWait, skip_collector, skip_pin};
 
 /// Outcome of [`Index::claim`]. Two words, returned in registers.
 pub(crate) enum Poll<T> {
@@ -34,8 +28,7 @@ pub(crate) enum Poll<T> {
     },
 }
 
-#[cfg(not(rebound_loom))]
-const _: () = assert!(std::mem::size_of::<Poll<u64>>() == 16);
+const _: () = assert!(crate::sync::MODEL || std::mem::size_of::<Poll<u64>>() == 16);
 
 /// An optional due time in one word (`Option<u64>` takes two, and a poll
 /// result carrying one would be returned through memory).
@@ -254,7 +247,7 @@ impl<N> Walk<N> {
 
 /// After a walk unlinked a node: for a large block, hands the deferred free
 /// to the epoch at once (see `Block::LARGE`), as a replaced tail does.
-fn unlinked<T>(guard: &Guard) {
+fn unlinked<T>(guard: &SkipGuard) {
     if Block::<T>::LARGE {
         guard.flush();
     }
@@ -277,21 +270,19 @@ fn claim_up_to<T>(
     NextDue::NONE
 }
 
-#[cfg(not(rebound_loom))]
 pub(crate) struct Index<T> {
     list: SkipList<Key, Batch<T>>,
 }
 
-#[cfg(not(rebound_loom))]
 impl<T: Send + Sync + 'static> Index<T> {
     pub(crate) fn new() -> Self {
         Self {
-            list: SkipList::new(epoch::default_collector().clone()),
+            list: SkipList::new(skip_collector()),
         }
     }
 
     pub(crate) fn insert(&self, key: Key, batch: Batch<T>) {
-        let guard = pin();
+        let guard = skip_pin();
         debug_assert!(
             !self.list.contains_key(&key, &guard),
             "duplicate index key {key:?}"
@@ -305,7 +296,7 @@ impl<T: Send + Sync + 'static> Index<T> {
     /// first message, so once a key is not smaller than the best head found
     /// so far, no later batch can hold an earlier message.
     pub(crate) fn claim(&self, now_ns: u64, deadline_tick: u64) -> Poll<T> {
-        self.claim_pinned(&pin(), now_ns, deadline_tick)
+        self.claim_pinned(&skip_pin(), now_ns, deadline_tick)
     }
 
     /// Claims up to `max` ready messages, in order, into `out`, each as
@@ -318,7 +309,7 @@ impl<T: Send + Sync + 'static> Index<T> {
         max: usize,
         out: &mut Vec<Claimed<T>>,
     ) -> NextDue {
-        let guard = pin();
+        let guard = skip_pin();
         claim_up_to(max, out, || {
             self.claim_pinned(&guard, now_ns, deadline_tick)
         })
@@ -326,7 +317,7 @@ impl<T: Send + Sync + 'static> Index<T> {
 
     /// One claim: walk, then try the pick, until a claim wins or nothing
     /// is offered.
-    fn claim_pinned(&self, guard: &Guard, now_ns: u64, deadline_tick: u64) -> Poll<T> {
+    fn claim_pinned(&self, guard: &SkipGuard, now_ns: u64, deadline_tick: u64) -> Poll<T> {
         let spin = SpinWait::new();
         loop {
             let mut walk = Walk::new(now_ns);
@@ -359,7 +350,7 @@ impl<T: Send + Sync + 'static> Index<T> {
 
     /// Counts pending messages, ready meaning due by `now_ns`.
     pub(crate) fn count_pending(&self, now_ns: u64) -> PendingCount {
-        let guard = pin();
+        let guard = skip_pin();
         let mut count = PendingCount::default();
         for entry in self.list.iter(&guard) {
             entry.value().count_pending(now_ns, &mut count);
@@ -369,7 +360,7 @@ impl<T: Send + Sync + 'static> Index<T> {
 
     /// Calls `f` on every batch (teardown).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Batch<T>)) {
-        let guard = pin();
+        let guard = skip_pin();
         for entry in self.list.iter(&guard) {
             f(entry.value());
         }
@@ -377,7 +368,7 @@ impl<T: Send + Sync + 'static> Index<T> {
 
     /// Unlinks every batch; the epoch frees them.
     pub(crate) fn clear(&self) {
-        let guard = pin();
+        let guard = skip_pin();
         while let Some(entry) = self.list.pop_front(&guard) {
             entry.release(&guard);
         }
@@ -385,120 +376,7 @@ impl<T: Send + Sync + 'static> Index<T> {
     }
 }
 
-#[cfg(rebound_loom)]
-pub(crate) use model::Index;
-
-/// The loom-visible index: same API, same walk, a lock only around the map.
-#[cfg(rebound_loom)]
-mod model {
-    use super::{Batch, Claimed, Key, NextDue, PendingCount, Poll, SpinWait, Step, Walk, pin};
-    use crate::sync::{Mutex, lock};
-    use std::collections::BTreeMap;
-    use std::ops::Bound::{Excluded, Unbounded};
-    /// A reference to a node, like a skiplist `Entry`: it keeps the batch
-    /// alive after it left the map. A std `Arc` on purpose: its count is
-    /// bookkeeping of this model, not a synchronisation loom must explore
-    /// (the blocks the batches point at are loom `Arc`s).
-    use std::sync::Arc as Node;
-
-    pub(crate) struct Index<T> {
-        map: Mutex<BTreeMap<Key, Node<Batch<T>>>>,
-    }
-
-    impl<T: Send + Sync + 'static> Index<T> {
-        pub(crate) fn new() -> Self {
-            Self {
-                map: Mutex::new(BTreeMap::new()),
-            }
-        }
-
-        pub(crate) fn insert(&self, key: Key, batch: Batch<T>) {
-            let previous = lock(&self.map).insert(key, Node::new(batch));
-            debug_assert!(previous.is_none(), "duplicate index key {key:?}");
-        }
-
-        /// The first node after `key` (the first of all with `None`), as
-        /// a skiplist walk's `next` finds it now: nodes inserted since the
-        /// walk began are met if they lie ahead of it.
-        fn next(&self, key: Option<&Key>) -> Option<(Key, Node<Batch<T>>)> {
-            let map = lock(&self.map);
-            let mut ahead = match key {
-                Some(key) => map.range((Excluded(*key), Unbounded)),
-                None => map.range(..),
-            };
-            ahead.next().map(|(key, batch)| (*key, Node::clone(batch)))
-        }
-
-        /// The nodes in key order, as a skiplist iteration would meet them.
-        fn nodes(&self) -> Vec<(Key, Node<Batch<T>>)> {
-            lock(&self.map)
-                .iter()
-                .map(|(key, batch)| (*key, Node::clone(batch)))
-                .collect()
-        }
-
-        pub(crate) fn claim_many(
-            &self,
-            now_ns: u64,
-            deadline_tick: u64,
-            max: usize,
-            out: &mut Vec<Claimed<T>>,
-        ) -> NextDue {
-            super::claim_up_to(max, out, || self.claim(now_ns, deadline_tick))
-        }
-
-        /// The skiplist `claim_pinned`, node by node ([`Self::next`]),
-        /// with the same [`Walk`].
-        pub(crate) fn claim(&self, now_ns: u64, deadline_tick: u64) -> Poll<T> {
-            let spin = SpinWait::new();
-            loop {
-                let mut walk = Walk::new(now_ns);
-                let mut node = self.next(None);
-                while let Some((key, batch)) = node {
-                    let step = walk.visit(
-                        &key,
-                        &batch,
-                        || Node::clone(&batch),
-                        || {
-                            lock(&self.map).remove(&key);
-                            super::unlinked::<T>(&pin());
-                        },
-                    );
-                    if let Step::Stop = step {
-                        break;
-                    }
-                    node = self.next(Some(&key));
-                }
-                if let Some(poll) = walk.finish(&spin, |batch, from, pos, ts| {
-                    batch.claim(from, pos, ts, deadline_tick)
-                }) {
-                    return poll;
-                }
-            }
-        }
-
-        pub(crate) fn count_pending(&self, now_ns: u64) -> PendingCount {
-            let mut count = PendingCount::default();
-            for (_, batch) in self.nodes() {
-                batch.count_pending(now_ns, &mut count);
-            }
-            count
-        }
-
-        pub(crate) fn for_each(&self, mut f: impl FnMut(&Batch<T>)) {
-            for (_, batch) in self.nodes() {
-                f(&batch);
-            }
-        }
-
-        pub(crate) fn clear(&self) {
-            let nodes = std::mem::take(&mut *lock(&self.map));
-            drop(nodes);
-        }
-    }
-}
-
-#[cfg(all(test, not(rebound_loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -102,6 +102,13 @@ pub use stats::Stats;
 #[path = "loom.rs"]
 pub mod __loom;
 
+// The unit tests run in the normal world; the loom models are the
+// `rebound-loom-tests` crate's (`loom-tests/`).
+#[cfg(all(test, rebound_loom))]
+compile_error!(
+    "rebound's unit tests do not build under `--cfg rebound_loom`: run the models in loom-tests/"
+);
+
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

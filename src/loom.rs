@@ -1,6 +1,6 @@
 //! Hooks for the loom models in `loom-tests/` (package `rebound-loom-tests`).
 //!
-//! Compiled only under `cfg(rebound_loom)`, hidden from the docs, outside
+//! Compiled only in the loom world (`--cfg rebound_loom`), hidden from the docs, outside
 //! semver. Under that cfg a queue built by the ordinary [`crate::Builder`]
 //! spawns no redeliverer thread and reads a mock clock that only
 //! [`advance`] moves; a model plays the redeliverer by calling
@@ -44,8 +44,8 @@ impl<T> fmt::Debug for Redeliverer<T> {
 /// caller advances past every deadline it waits for).
 pub fn advance<T>(queue: &Queue<T>, by: Duration) {
     let shared = &queue.shared;
-    let now = shared.clock.advance(by);
-    let _ = shared.clock.refresh(shared.clock.instant(now));
+    crate::sync::advance(by);
+    let _ = shared.clock.refresh(shared.clock.now());
     shared.waiters.fire_timers();
 }
 

@@ -1,6 +1,6 @@
 //! Exact counters, striped per thread so that hot paths never share a line.
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, MODEL, Ordering, PlainAtomicBool};
 use crossbeam_utils::CachePadded;
 
 /// A snapshot of what a queue has done. Exact once the queue is quiescent
@@ -61,9 +61,9 @@ pub(crate) enum Counter {
 }
 const COUNTERS: usize = 7;
 /// Stripes a thread can own; threads beyond this many share one more.
-/// Under `cfg(rebound_loom)`: none, so every thread shares the one stripe
-/// and the models explore the counters' races, not 65 copies of them.
-const OWNED_STRIPES: usize = if cfg!(rebound_loom) { 0 } else { 64 };
+/// In the loom world: none, so every thread shares the one stripe and the
+/// models explore the counters' races, not 65 copies of them.
+const OWNED_STRIPES: usize = if MODEL { 0 } else { 64 };
 
 type Stripe = [AtomicU64; COUNTERS];
 
@@ -88,10 +88,11 @@ const SHARED_STRIPE: StripeIndex = StripeIndex {
     owned: false,
 };
 
-#[cfg(not(rebound_loom))]
 fn stripe_index() -> StripeIndex {
-    use crate::sync::AtomicBool;
-    static OWNERS: [AtomicBool; OWNED_STRIPES] = [const { AtomicBool::new(false) }; OWNED_STRIPES];
+    // Stripe ownership is bookkeeping loom does not see (no statics there,
+    // and no stripe to own: `OWNED_STRIPES` is 0).
+    static OWNERS: [PlainAtomicBool; OWNED_STRIPES] =
+        [const { PlainAtomicBool::new(false) }; OWNED_STRIPES];
 
     /// This thread's stripe; gives it up when the thread exits.
     struct Owner(StripeIndex);
@@ -117,12 +118,6 @@ fn stripe_index() -> StripeIndex {
     // After this thread's TLS is destroyed (a delivery dropped by another
     // thread-local's destructor), fall back to the shared stripe.
     OWNER.try_with(|o| o.0).unwrap_or(SHARED_STRIPE)
-}
-
-/// Under loom (no statics, no thread-locals): every thread shares a stripe.
-#[cfg(rebound_loom)]
-fn stripe_index() -> StripeIndex {
-    SHARED_STRIPE
 }
 
 impl Counters {
@@ -223,7 +218,7 @@ impl Counters {
     }
 }
 
-#[cfg(all(test, not(rebound_loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::thread;

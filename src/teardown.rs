@@ -81,7 +81,7 @@ fn contain(first: &mut Option<Panic>, f: impl FnOnce()) {
     }
 }
 
-#[cfg(all(test, not(rebound_loom)))]
+#[cfg(test)]
 mod tests {
     use crate::block::BLOCK_CAPACITY;
     use crate::sync::{Arc, pin, thread};

@@ -75,7 +75,7 @@ impl Waiters {
 
 #[cfg(rebound_loom)]
 impl Waiters {
-    /// Under `cfg(rebound_loom)`: the mock clock passed every deadline, so
+    /// In the loom world: the mock clock passed every deadline, so
     /// every timed wait ends (see `sync::Condvar`).
     pub(crate) fn fire_timers(&self) {
         let held = lock(&self.lock);

@@ -1,94 +1,33 @@
-//! The only file that names the atomics, locks, threads, spin-waits, the
-//! epoch and the clock.
-//!
-//! Everything that decides who owns a message goes through these names, so
-//! that under `cfg(rebound_loom)` they become loom's (see
-//! `docs/verification.md`) without touching the state machine. The loom half
-//! changes nothing in a normal build: there these names are plain std and
-//! crossbeam items, and [`seq_cst_accesses`] is empty.
+//! The loom world of the loom seam: loom's atomics, locks and threads, and
+//! loom-visible stand-ins for what loom does not model itself (a condition
+//! variable whose timed waits the model ends, a spin-wait that yields, an
+//! `Arc` whose count does not synchronise, the epoch, the clock).
 
-#[cfg(all(rebound_loom, not(feature = "loom")))]
-compile_error!(
-    "`--cfg rebound_loom` needs rebound's `loom` feature (the rebound-loom-tests crate enables it)"
-);
+use super::SetMut;
 
-#[cfg(not(rebound_loom))]
-pub(crate) use std::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
-};
-#[cfg(not(rebound_loom))]
-pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-#[cfg(not(rebound_loom))]
-pub(crate) use std::thread;
-
-#[cfg(rebound_loom)]
+use super::{Instant, lock};
+pub(crate) use loom::cell::UnsafeCell;
 pub(crate) use loom::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
 };
-#[cfg(rebound_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};
-#[cfg(rebound_loom)]
 pub(crate) use loom::thread;
-#[cfg(rebound_loom)]
 pub(crate) use loom_arc::Arc;
+pub(crate) use loom_epoch::{Guard, pin};
+pub(crate) use loom_skiplist::{SkipGuard, SkipList, skip_collector, skip_pin};
 
-/// Whether this is the loom world (`cfg(rebound_loom)`): code that is the
-/// same in both worlds but sized or started differently reads this constant
-/// instead of a `cfg`, so that both worlds compile it (the redeliverer
-/// thread is not started in a model, which runs its passes itself; blocks
-/// hold 2 messages; nothing spins against the mock clock).
-pub(crate) const MODEL: bool = cfg!(rebound_loom);
-
-pub(crate) use std::time::Instant;
-
-/// The clock every timestamp, lease and due time is read from. Under
-/// `cfg(rebound_loom)` only the queue's origin is read from it: the queue's
-/// [`crate::clock::Clock`] keeps a manually advanced time instead.
-pub(crate) fn now() -> Instant {
-    Instant::now()
-}
-
-/// Marks a place where correctness rests on the single total order of
-/// SeqCst *accesses* (a SeqCst read-modify-write or store followed by a
-/// SeqCst load of another variable: the close protocol and
-/// `Waiters::notify_after_publish`). Nothing in a normal build. loom treats
-/// SeqCst accesses as AcqRel (loom's README, tokio-rs/loom#180) and would
-/// report false lost wake-ups there, so under `cfg(rebound_loom)` this is a
-/// SeqCst fence, which loom models and which orders these patterns exactly
-/// as the SeqCst accesses do (C++20 [atomics.order] p4; the argument is in
-/// docs/verification.md).
-#[inline(always)]
-pub(crate) fn seq_cst_accesses() {
-    #[cfg(rebound_loom)]
-    fence(Ordering::SeqCst);
-}
-
-/// One pause of a spin loop (a CPU hint); nothing in the loom world, where
-/// spinning is not modelled.
-#[inline(always)]
-pub(crate) fn pause() {
-    if !MODEL {
-        std::hint::spin_loop();
-    }
-}
-
-/// Spinning while another thread finishes: crossbeam's `Backoff`, or, under
-/// `cfg(rebound_loom)`, a step counter that completes after a few steps and
-/// from then on yields to loom on every `snooze` (loom must see a wait that
-/// outlasts the bound, such as a producer waiting for the next block). The
-/// first steps do not yield on purpose: after a yield loom stops showing a
-/// thread the stale values it saw before, which would hide lost wake-ups in
-/// `Queue::consume`'s spin-then-park.
-#[cfg(not(rebound_loom))]
-pub(crate) use crossbeam_utils::Backoff as SpinWait;
-
-#[cfg(rebound_loom)]
+/// Spinning while another thread finishes: a step counter that completes
+/// after a few steps and from then on yields to loom on every `snooze`
+/// (loom must see a wait that outlasts the bound, such as a producer
+/// waiting for the next block). The first steps do not yield on purpose:
+/// after a yield loom stops showing a thread the stale values it saw
+/// before, which would hide lost wake-ups in `Queue::consume`'s
+/// spin-then-park.
 #[derive(Debug, Default)]
 pub(crate) struct SpinWait {
     step: std::cell::Cell<u32>,
 }
 
-#[cfg(rebound_loom)]
 impl SpinWait {
     /// Steps before [`Self::is_completed`]: enough to take both branches
     /// (spin again, give up) of every caller.
@@ -115,60 +54,10 @@ impl SpinWait {
     }
 }
 
-/// A lock loom does not see, for bookkeeping that is not state the queue
-/// synchronises through (the clock's lag log): std's in both worlds. No
-/// loom operation may run while it is held.
-pub(crate) use std::sync::Mutex as PlainMutex;
-
-/// Locks a [`PlainMutex`], ignoring poison as [`lock`] does.
-pub(crate) fn lock_plain<T>(mutex: &PlainMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Locks `mutex`, ignoring poison: every critical section in this crate
-/// leaves its data consistent before anything that can panic runs, so a
-/// poisoned lock holds valid data and must not turn into a lost message.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Locks `mutex` if nobody holds it, ignoring poison as [`lock`] does.
-pub(crate) fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
-    match mutex.try_lock() {
-        Ok(guard) => Some(guard),
-        Err(std::sync::TryLockError::Poisoned(poison)) => Some(poison.into_inner()),
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    }
-}
-
-/// Waits on `cond` for at most `timeout` (forever with `None`), ignoring poison
-/// for the same reason as [`lock`].
-#[cfg(not(rebound_loom))]
-pub(crate) fn wait<'a, T>(
-    cond: &Condvar,
-    guard: MutexGuard<'a, T>,
-    timeout: Option<std::time::Duration>,
-) -> MutexGuard<'a, T> {
-    match timeout {
-        Some(t) => match cond.wait_timeout(guard, t) {
-            Ok((g, _)) => g,
-            Err(poison) => poison.into_inner().0,
-        },
-        None => cond
-            .wait(guard)
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    }
-}
-
 /// A loom condition variable whose timed waits end only when the model fires
 /// the timers ([`Condvar::fire_timers`], after advancing the mock clock past
 /// every deadline): loom's own `wait_timeout` never times out, and a timed
 /// wait that nobody ends is exactly the lost wake-up the models look for.
-#[cfg(rebound_loom)]
 #[derive(Debug, Default)]
 pub(crate) struct Condvar {
     cond: loom::sync::Condvar,
@@ -178,7 +67,6 @@ pub(crate) struct Condvar {
     timed: std::sync::atomic::AtomicUsize,
 }
 
-#[cfg(rebound_loom)]
 impl Condvar {
     pub(crate) fn new() -> Self {
         Self::default()
@@ -202,7 +90,6 @@ impl Condvar {
     }
 }
 
-#[cfg(rebound_loom)]
 pub(crate) fn wait<'a, T>(
     cond: &Condvar,
     guard: MutexGuard<'a, T>,
@@ -225,38 +112,9 @@ pub(crate) fn wait<'a, T>(
     guard
 }
 
-/// The epoch that frees replaced tail blocks and index nodes:
-/// crossbeam-epoch, or under `cfg(rebound_loom)` a loom-visible stand-in
-/// ([`loom_epoch`]) for the one use loom can see, releasing replaced tails.
-#[cfg(not(rebound_loom))]
-pub(crate) use crossbeam_epoch::{Guard, pin};
-#[cfg(rebound_loom)]
-pub(crate) use loom_epoch::{Guard, pin};
-
-/// Writing an atomic the caller holds exclusively (`&mut`, so no other
-/// thread can reach it), as a block being recycled does to its counters and
-/// state words.
-pub(crate) trait SetMut<T> {
-    /// Sets the value. A plain write in a normal build. Under
-    /// `cfg(rebound_loom)` a Relaxed store: ordered before other threads'
-    /// accesses by whatever hands the value over (a recycled block is
-    /// published by the index lock or the tail's Release store), as the
-    /// plain write is. (Not loom's `with_mut`: that would also check the
-    /// write against consumers' earlier loads made through the loom
-    /// index's nodes, which are std `Arc`s invisible to loom, where the
-    /// skiplist's epoch orders them in the real program.)
-    fn set_mut(&mut self, value: T);
-}
-
 macro_rules! set_mut {
     ($($atomic:ident: $int:ty),*) => {$(
         impl SetMut<$int> for $atomic {
-            #[cfg(not(rebound_loom))]
-            fn set_mut(&mut self, value: $int) {
-                *self.get_mut() = value;
-            }
-
-            #[cfg(rebound_loom)]
             fn set_mut(&mut self, value: $int) {
                 // Relaxed: see the trait.
                 self.store(value, Ordering::Relaxed);
@@ -266,49 +124,37 @@ macro_rules! set_mut {
 }
 set_mut!(AtomicUsize: usize, AtomicU64: u64);
 
-/// A cell whose accesses are checked by loom under `cfg(rebound_loom)`; here
-/// it is `std::cell::UnsafeCell` with closure-scoped access.
-#[cfg(not(rebound_loom))]
-#[derive(Debug)]
-pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
-
-#[cfg(not(rebound_loom))]
-impl<T> UnsafeCell<T> {
-    pub(crate) const fn new(value: T) -> Self {
-        Self(std::cell::UnsafeCell::new(value))
-    }
-
-    /// Runs `f` with a shared pointer to the contents.
-    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-        f(self.0.get())
-    }
-
-    /// Runs `f` with a unique pointer to the contents.
-    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
-        f(self.0.get())
-    }
-}
-
-#[cfg(rebound_loom)]
-pub(crate) use loom::cell::UnsafeCell;
-
-/// Under `cfg(rebound_loom)`: the time of one queue, in nanoseconds since its
-/// origin, moved only by the model. A std atomic, invisible to loom on
+/// The model's clock: one instant per execution, plus a time moved only by
+/// the model ([`advance`]). The offset is a std atomic, invisible to loom on
 /// purpose: time is not shared memory the queue synchronises through, and
 /// every reader sees the latest value, like a real monotonic clock.
-#[cfg(rebound_loom)]
-#[derive(Debug, Default)]
-pub(crate) struct MockTime(std::sync::atomic::AtomicU64);
+struct MockClock {
+    start: Instant,
+    nanos: std::sync::atomic::AtomicU64,
+}
 
-#[cfg(rebound_loom)]
-impl MockTime {
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
+loom::lazy_static! {
+    /// One per loom execution (loom resets its lazy statics).
+    static ref CLOCK: MockClock = MockClock {
+        start: Instant::now(),
+        nanos: std::sync::atomic::AtomicU64::new(0),
+    };
+}
 
-    pub(crate) fn advance(&self, by: u64) -> u64 {
-        self.0.fetch_add(by, std::sync::atomic::Ordering::SeqCst) + by
-    }
+/// The model's current time.
+pub(crate) fn now() -> Instant {
+    // SeqCst: bookkeeping outside loom (see `MockClock`).
+    CLOCK.start
+        + std::time::Duration::from_nanos(CLOCK.nanos.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+/// Moves the model's clock forward by `by`.
+pub(crate) fn advance(by: std::time::Duration) {
+    let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+    // SeqCst: as in `now`.
+    CLOCK
+        .nanos
+        .fetch_add(by, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Under `cfg(rebound_loom)`: loom's `Arc` with a `strong_count` that does
@@ -330,7 +176,6 @@ impl MockTime {
 /// exploration that synchronise nothing. Everything else is loom's: clones,
 /// drops and `get_mut` synchronise as loom models them, and a leaked `Arc`
 /// is reported.
-#[cfg(rebound_loom)]
 mod loom_arc {
     use super::Ordering::Relaxed;
     use std::mem::ManuallyDrop;
@@ -479,7 +324,6 @@ mod loom_arc {
 /// producer's hand-over stays visible. The deferred functions wait in a
 /// loom mutex; the last thread to unpin takes them, under that mutex, only
 /// if nobody pinned meanwhile.
-#[cfg(rebound_loom)]
 mod loom_epoch {
     use super::{AtomicUsize, Mutex, Ordering, lock};
     use std::marker::PhantomData;
@@ -558,6 +402,132 @@ mod loom_epoch {
             };
             for Deferred(f) in ready {
                 f();
+            }
+        }
+    }
+}
+
+/// A loom-visible stand-in for the index's crossbeam skiplist, with the
+/// part of its API the index uses: a loom `Mutex<BTreeMap>` held only around
+/// each step, so that claims still race on the batches' cursors and the
+/// messages' state words exactly as they do through the skiplist. A walk
+/// goes node by node ([`Entry::next`] looks up the node after its key), so
+/// it meets nodes inserted ahead of it, as a skiplist walk does. Nodes are
+/// std `Arc`s on purpose: their counts are bookkeeping of this model, not a
+/// synchronisation loom must explore (the blocks the batches point at are
+/// loom `Arc`s). Their frees go through no epoch, so the guards are empty.
+mod loom_skiplist {
+    use super::{Mutex, lock};
+    use std::collections::BTreeMap;
+    use std::ops::Bound::{Excluded, Unbounded};
+    use std::sync::Arc as Node;
+
+    /// The index's epoch guard: nothing to pin.
+    #[derive(Debug)]
+    pub(crate) struct SkipGuard(());
+
+    impl SkipGuard {
+        pub(crate) fn flush(&self) {}
+    }
+
+    pub(crate) fn skip_pin() -> SkipGuard {
+        SkipGuard(())
+    }
+
+    /// No collector: nodes are freed by their `Arc`s.
+    #[derive(Debug)]
+    pub(crate) struct Collector;
+
+    pub(crate) fn skip_collector() -> Collector {
+        Collector
+    }
+
+    pub(crate) struct SkipList<K, V> {
+        map: Mutex<BTreeMap<K, Node<V>>>,
+    }
+
+    /// A node met by a walk; it keeps its value alive after it left the map.
+    pub(crate) struct Entry<'a, K, V> {
+        list: &'a SkipList<K, V>,
+        key: K,
+        value: Node<V>,
+    }
+
+    /// What an insert or a `pop_front` hands back.
+    pub(crate) struct RefEntry;
+
+    impl RefEntry {
+        pub(crate) fn release(self, _guard: &SkipGuard) {}
+    }
+
+    impl<K: Ord + Copy, V> SkipList<K, V> {
+        pub(crate) fn new(_collector: Collector) -> Self {
+            Self {
+                map: Mutex::new(BTreeMap::new()),
+            }
+        }
+
+        pub(crate) fn insert(&self, key: K, value: V, _guard: &SkipGuard) -> RefEntry {
+            lock(&self.map).insert(key, Node::new(value));
+            RefEntry
+        }
+
+        pub(crate) fn contains_key(&self, key: &K, _guard: &SkipGuard) -> bool {
+            lock(&self.map).contains_key(key)
+        }
+
+        /// The first node after `key` (the first of all with `None`), now.
+        fn after(&self, key: Option<&K>) -> Option<Entry<'_, K, V>> {
+            let map = lock(&self.map);
+            let mut ahead = match key {
+                Some(key) => map.range((Excluded(*key), Unbounded)),
+                None => map.range(..),
+            };
+            ahead.next().map(|(key, value)| Entry {
+                list: self,
+                key: *key,
+                value: Node::clone(value),
+            })
+        }
+
+        pub(crate) fn front(&self, _guard: &SkipGuard) -> Option<Entry<'_, K, V>> {
+            self.after(None)
+        }
+
+        pub(crate) fn iter(&self, _guard: &SkipGuard) -> impl Iterator<Item = Entry<'_, K, V>> {
+            std::iter::successors(self.after(None), |entry| entry.next())
+        }
+
+        pub(crate) fn pop_front(&self, _guard: &SkipGuard) -> Option<RefEntry> {
+            lock(&self.map).pop_first().map(|_| RefEntry)
+        }
+    }
+
+    impl<'a, K: Ord + Copy, V> Entry<'a, K, V> {
+        pub(crate) fn key(&self) -> &K {
+            &self.key
+        }
+
+        pub(crate) fn value(&self) -> &V {
+            &self.value
+        }
+
+        /// Unlinks the node; whether this call did.
+        pub(crate) fn remove(&self) -> bool {
+            lock(&self.list.map).remove(&self.key).is_some()
+        }
+
+        pub(crate) fn next(&self) -> Option<Entry<'a, K, V>> {
+            self.list.after(Some(&self.key))
+        }
+    }
+
+    impl<K: Copy, V> Clone for Entry<'_, K, V> {
+        fn clone(&self) -> Self {
+            Entry {
+                list: self.list,
+                key: self.key,
+                value: Node::clone(&self.value),
             }
         }
     }
