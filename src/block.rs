@@ -85,7 +85,7 @@ pub(crate) struct Block<T> {
     /// The next block in the redeliverer's [`Registrations`] stack while
     /// this one waits there.
     ///
-    /// [`Registrations`]: crate::registrations::Registrations
+    /// [`Registrations`]: crate::block_pool::Registrations
     pub(crate) next_registered: AtomicPtr<Block<T>>,
 }
 

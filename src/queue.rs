@@ -58,7 +58,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     ///
     /// # Panics
     /// If the operating system refuses to start the redeliverer thread; use
-    /// [`Builder::try_build`] to get that as an error.
+    /// [`Builder::try_build`](crate::Builder::try_build) to get that as an error.
     ///
     /// ```
     /// let q: rebound::Queue<u64> = rebound::Queue::new();

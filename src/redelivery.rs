@@ -2,7 +2,7 @@
 //! thread that loops it.
 //!
 //! A pass (1) reinserts rolled-back messages handed over through the
-//! [`Inbox`], with the due time their holder computed; (2) when the earliest
+//! [`Inbox`](crate::inbox::Inbox), with the due time their holder computed; (2) when the earliest
 //! possible lease deadline has come, scans the blocks that may hold claims
 //! and expires those whose lease ran out; (3) forgets blocks nobody else
 //! references any more. Reinserted messages go into the index as batches of

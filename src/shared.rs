@@ -212,9 +212,9 @@ impl<T> Shared<T> {
     /// cost a noticeable share of the one-consumer rate. Once the queue is closed, consumers
     /// blocked in `consume` wait for the last settle: it is then a SeqCst
     /// increment followed by a wake-up (the close protocol, see
-    /// [`Queue::close`]). A settle that saw the queue open just before it
+    /// [`Queue::close`](crate::Queue::close)). A settle that saw the queue open just before it
     /// closed may go unseen by a consumer checking at that moment; such a
-    /// consumer parks for at most [`CLOSED_RECHECK`] before it looks again.
+    /// consumer parks for at most `wait::CLOSED_RECHECK` before it looks again.
     pub(crate) fn count_settle(&self, counter: Counter) {
         if self.is_closed() {
             self.counters.add(counter, 1);

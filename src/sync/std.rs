@@ -28,7 +28,7 @@ pub(crate) fn now() -> super::Instant {
 }
 
 /// Waits on `cond` for at most `timeout` (forever with `None`), ignoring poison
-/// for the same reason as [`lock`].
+/// for the same reason as [`lock`](super::lock).
 pub(crate) fn wait<'a, T>(
     cond: &Condvar,
     guard: MutexGuard<'a, T>,
