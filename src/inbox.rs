@@ -29,6 +29,10 @@ struct InboxState<T> {
     idle: bool,
     /// Someone restarted the clock upkeep.
     kicked: bool,
+    /// The earliest time (nanoseconds) a waiting task asked to be woken at,
+    /// `u64::MAX` if none: tasks have no timer, the redeliverer wakes them
+    /// (see [`Inbox::wake_tasks_at`]).
+    tasks_due: u64,
     stopped: bool,
 }
 
@@ -48,6 +52,7 @@ impl<T> Inbox<T> {
                 floor: 0,
                 idle: false,
                 kicked: false,
+                tasks_due: u64::MAX,
                 stopped: false,
             }),
             cond: Condvar::new(),
@@ -113,6 +118,42 @@ impl<T> Inbox<T> {
         }
     }
 
+    /// Asks the redeliverer to wake the waiting tasks at `due` (nanoseconds
+    /// on the queue's clock): a message falls due then, or a task waiting on
+    /// a closed queue looks again (feature `async`). Brings its sleep
+    /// forward if it would sleep past `due`, as [`Self::push_rolled_back`]
+    /// does. The lock orders this with the redeliverer's look at
+    /// `tasks_due` before it sleeps: either it sees `due`, or it sleeps by
+    /// the time this takes the lock and is notified.
+    #[cfg(feature = "async")]
+    pub(crate) fn wake_tasks_at(&self, due: u64) {
+        let mut state = lock(&self.state);
+        if due >= state.tasks_due {
+            return;
+        }
+        state.tasks_due = due;
+        if state.idle {
+            state.idle = false;
+            self.cond.notify_one();
+        } else if due < state.wake_at {
+            state.wake_at = due;
+            self.cond.notify_one();
+        }
+    }
+
+    /// Whether a time the waiting tasks asked to be woken at has come by
+    /// `now`; forgets it if so (the caller wakes them, and those still
+    /// waiting ask again).
+    #[cfg(feature = "async")]
+    pub(crate) fn take_tasks_due(&self, now: u64) -> bool {
+        let mut state = lock(&self.state);
+        let due = state.tasks_due <= now;
+        if due {
+            state.tasks_due = u64::MAX;
+        }
+        due
+    }
+
     /// Whether rolled-back messages wait.
     pub(crate) fn has_rolled_back(&self) -> bool {
         !lock(&self.state).rolled_back.is_empty()
@@ -138,7 +179,7 @@ impl<T> Inbox<T> {
     /// Sleeps until `until` (nanoseconds on `clock`; `u64::MAX`: forever).
     /// An idle sleep is cut short by new work or a kick; a busy one ends
     /// early when a rolled-back message falls due, but no earlier than the
-    /// floor. Returns `None` once stopped, else whether the redeliverer was
+    /// floor. Either ends when a time waiting tasks asked for comes. Returns `None` once stopped, else whether the redeliverer was
     /// kicked or has work waiting.
     pub(crate) fn sleep(
         &self,
@@ -159,7 +200,8 @@ impl<T> Inbox<T> {
                 until
             } else {
                 until.min(state.earliest.max(state.floor))
-            };
+            }
+            .min(state.tasks_due);
             let now = clock.nanos(now());
             if (idle && woken) || now >= until {
                 state.wake_at = 0;

@@ -64,6 +64,8 @@ mod block_pool;
 mod builder;
 mod chain;
 mod clock;
+#[cfg(feature = "async")]
+mod consume_async;
 mod cursor;
 mod dead_letter;
 mod delivery;
@@ -82,6 +84,8 @@ mod sync;
 mod teardown;
 mod unwind;
 mod wait;
+#[cfg(feature = "async")]
+mod wait_async;
 mod waiters;
 
 pub use backoff::Backoff;

@@ -40,13 +40,21 @@ impl<T> fmt::Debug for Redeliverer<T> {
 }
 
 /// Moves the queue's mock clock forward by `by`: stores the new reading as
-/// the redeliverer's clock upkeep would, and ends every timed wait (the
-/// caller advances past every deadline it waits for).
+/// the redeliverer's clock upkeep would, ends every timed wait (the
+/// caller advances past every deadline it waits for) and, as the
+/// redeliverer thread would, wakes the waiting tasks if a time they asked
+/// for has come.
 pub fn advance<T>(queue: &Queue<T>, by: Duration) {
     let shared = &queue.shared;
     crate::sync::advance(by);
     let _ = shared.clock.refresh(shared.clock.now());
     shared.waiters.fire_timers();
+    // Tasks have no timer: the redeliverer thread wakes them (not started
+    // in the loom world).
+    #[cfg(feature = "async")]
+    if shared.inbox.take_tasks_due(shared.clock.precise()) {
+        shared.waiters.notify_tasks();
+    }
 }
 
 /// The queue's mock time, in nanoseconds since its origin.

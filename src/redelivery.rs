@@ -241,7 +241,9 @@ const IDLE_AFTER_NS: u64 = 64_000_000;
 /// once per [`INBOX_INTERVAL_NS`]): it refreshes the recent clock and runs a
 /// pass if rollbacks or enough new blocks are waiting or a lease may have
 /// ended. After [`IDLE_AFTER_NS`] without traffic it stops the upkeep and
-/// sleeps until the next possible lease end, new work, or a kick.
+/// sleeps until the next possible lease end, new work, or a kick. Busy or
+/// idle, it also wakes the waiting tasks at the times they asked for
+/// (`Inbox::wake_tasks_at`, feature `async`).
 /// Not started in the loom world: there the models run the passes.
 pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<Block<T>>> {
     let mut redeliverer = Redeliverer::new();
@@ -257,6 +259,11 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
         } else {
             shared.clock.nanos(at)
         };
+        // Tasks have no timer: wake them when a time one waits for comes.
+        #[cfg(feature = "async")]
+        if shared.inbox.take_tasks_due(now) {
+            shared.waiters.notify_tasks();
+        }
         let has_work = shared.blocks.waiting() >= REGISTER_WAKE || shared.inbox.has_rolled_back();
         if now >= next_pass || has_work {
             next_pass = redeliverer.redeliver_due(&shared, now);

@@ -16,9 +16,9 @@ use std::time::Duration;
 /// the first time; the interval doubles each time it parks again, up to
 /// [`CLOSED_RECHECK_MAX`], so that a consumer waiting out a long handler
 /// does not wake a thousand times a second.
-const CLOSED_RECHECK: Duration = Duration::from_millis(1);
+pub(crate) const CLOSED_RECHECK: Duration = Duration::from_millis(1);
 /// The longest interval between two such looks.
-const CLOSED_RECHECK_MAX: Duration = Duration::from_millis(64);
+pub(crate) const CLOSED_RECHECK_MAX: Duration = Duration::from_millis(64);
 
 /// How long a consumer that found nothing keeps polling (yielding the CPU
 /// in between) before it parks. Parking is expensive for the producer that

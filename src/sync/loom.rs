@@ -532,3 +532,117 @@ mod loom_skiplist {
         }
     }
 }
+
+/// Under `cfg(rebound_loom)` (feature `async`): a loom-visible stand-in for
+/// `event_listener::Event`, whose own loom support needs a global
+/// `cfg(loom)` that would also switch the other crates that read it. The
+/// same contract, in a loom mutex: listeners in a first-in first-out list,
+/// `notify_additional(n)` notifies the first `n` not notified yet and wakes
+/// their wakers, a notified listener's poll consumes the notification and
+/// leaves the list, `discard` leaves it and says whether it was notified,
+/// and a notified listener dropped without either passes its notification
+/// on (as event-listener's does).
+#[cfg(feature = "async")]
+pub(crate) use loom_event::{TaskEvent, TaskListener};
+
+#[cfg(feature = "async")]
+mod loom_event {
+    use super::{Mutex, lock};
+    use loom::sync::Arc;
+    use std::collections::VecDeque;
+    use std::task::{Context, Poll, Waker};
+
+    #[derive(Default)]
+    struct List {
+        next_id: u64,
+        /// `(id, notified, waker)`, in the order the listeners joined.
+        entries: VecDeque<(u64, bool, Option<Waker>)>,
+    }
+
+    impl List {
+        fn notify_additional(&mut self, mut n: usize) {
+            for (_, notified, waker) in self.entries.iter_mut() {
+                if n == 0 {
+                    break;
+                }
+                if !*notified {
+                    *notified = true;
+                    n -= 1;
+                    if let Some(waker) = waker.take() {
+                        waker.wake();
+                    }
+                }
+            }
+        }
+
+        /// Removes listener `id`; whether it was notified (`None`: it had
+        /// left already).
+        fn remove(&mut self, id: u64) -> Option<bool> {
+            let at = self.entries.iter().position(|e| e.0 == id)?;
+            self.entries.remove(at).map(|e| e.1)
+        }
+    }
+
+    #[derive(Default)]
+    pub(crate) struct TaskEvent {
+        list: Arc<Mutex<List>>,
+    }
+
+    pub(crate) struct TaskListener {
+        list: Arc<Mutex<List>>,
+        id: u64,
+    }
+
+    impl TaskEvent {
+        pub(crate) fn new() -> Self {
+            Self::default()
+        }
+
+        pub(crate) fn listen(&self) -> TaskListener {
+            let mut list = lock(&self.list);
+            let id = list.next_id;
+            list.next_id += 1;
+            list.entries.push_back((id, false, None));
+            TaskListener {
+                list: Arc::clone(&self.list),
+                id,
+            }
+        }
+
+        pub(crate) fn notify_additional(&self, n: usize) {
+            lock(&self.list).notify_additional(n);
+        }
+    }
+
+    impl TaskListener {
+        pub(crate) fn poll_notified(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+            let mut list = lock(&self.list);
+            let entry = list
+                .entries
+                .iter_mut()
+                .find(|e| e.0 == self.id)
+                .expect("polled after it was notified");
+            if !entry.1 {
+                entry.2 = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            list.remove(self.id);
+            Poll::Ready(())
+        }
+
+        /// Leaves the list (so that the drop that follows finds nothing
+        /// to pass on).
+        pub(crate) fn discard(self) -> bool {
+            lock(&self.list).remove(self.id) == Some(true)
+        }
+    }
+
+    impl Drop for TaskListener {
+        fn drop(&mut self) {
+            let mut list = lock(&self.list);
+            if list.remove(self.id) == Some(true) {
+                list.notify_additional(1);
+            }
+        }
+    }
+}

@@ -76,3 +76,53 @@ impl<T> UnsafeCell<T> {
         f(self.0.get())
     }
 }
+
+/// Where waiting tasks are notified (feature `async`): an
+/// [`event_listener::Event`], whose listeners serve any executor.
+#[cfg(feature = "async")]
+#[derive(Debug, Default)]
+pub(crate) struct TaskEvent(event_listener::Event);
+
+/// One task's place in a [`TaskEvent`]'s list, first in, first notified.
+#[cfg(feature = "async")]
+#[derive(Debug)]
+pub(crate) struct TaskListener(event_listener::EventListener);
+
+#[cfg(feature = "async")]
+impl TaskEvent {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// A listener, in the list from now on.
+    pub(crate) fn listen(&self) -> TaskListener {
+        TaskListener(self.0.listen())
+    }
+
+    /// Notifies the first `n` listeners not notified yet.
+    pub(crate) fn notify_additional(&self, n: usize) {
+        use event_listener::IntoNotification;
+        // Relaxed (no fence of the event's own): the caller's SeqCst load
+        // of `Waiters::waiting` already orders this after its publish and
+        // after the insertion of every listener it counted.
+        self.0.notify(n.additional().relaxed());
+    }
+}
+
+#[cfg(feature = "async")]
+impl TaskListener {
+    /// Ready once notified (the listener has then left the list; poll it no
+    /// more); registers `cx`'s waker otherwise.
+    pub(crate) fn poll_notified(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::future::Future::poll(std::pin::Pin::new(&mut self.0), cx)
+    }
+
+    /// Leaves the list; whether it had been notified (and the notification
+    /// is now discarded: the caller passes it on).
+    pub(crate) fn discard(self) -> bool {
+        event_listener::Listener::discard(self.0)
+    }
+}
