@@ -26,7 +26,24 @@ const TASKS: usize = 4;
 /// Rounds of the `select!` test.
 const ROUNDS: u64 = 10_000;
 /// How long any test may take before it counts as hung.
-const HANG: Duration = Duration::from_secs(60);
+const HANG: Duration = Duration::from_secs(30);
+
+/// Runs `f` on a thread of its own and returns what it returns; panics if it
+/// takes longer than [`HANG`] (a lost wake-up leaves a task waiting forever,
+/// and `futures::executor::block_on` has no timer to give up with).
+fn within<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (done, result) = std::sync::mpsc::channel();
+    thread::spawn(move || done.send(f()).unwrap());
+    result.recv_timeout(HANG).expect("hung")
+}
+
+/// `futures::executor::block_on`, within [`HANG`].
+fn block_on<F: Future + Send + 'static>(f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    within(move || futures::executor::block_on(f))
+}
 
 /// A queue whose rollbacks come back after 1 ms (so that they fall due
 /// while tasks wait, and only the redeliverer can wake them).
@@ -131,7 +148,7 @@ fn async_executor_every_message_delivered() {
             thread::spawn(move || futures::executor::block_on(ex.run(stopped.recv())))
         })
         .collect();
-    let acked = futures::executor::block_on(futures::future::join_all(tasks));
+    let acked = block_on(futures::future::join_all(tasks));
     drop(stop);
     for t in threads {
         t.join().unwrap().unwrap_err();
@@ -145,8 +162,8 @@ fn futures_block_on_every_message_delivered() {
     let q = queue();
     let producer = produce_all(&q);
     // Several tasks in one future on one thread: `join_all` polls them.
-    let tasks = (0..TASKS).map(|_| consume_until_closed(q.clone()));
-    let acked = futures::executor::block_on(futures::future::join_all(tasks));
+    let tasks: Vec<_> = (0..TASKS).map(|_| consume_until_closed(q.clone())).collect();
+    let acked = block_on(futures::future::join_all(tasks));
     producer.join().unwrap();
     assert_all_acked(&q, acked);
 }
@@ -170,16 +187,17 @@ fn batches_every_message_delivered() {
         }
         acked
     };
-    let tasks = (0..2).map(|_| consume(q.clone()));
-    let acked = futures::executor::block_on(futures::future::join_all(tasks));
+    let tasks: Vec<_> = (0..2).map(|_| consume(q.clone())).collect();
+    let acked = block_on(futures::future::join_all(tasks));
     producer.join().unwrap();
     assert_all_acked(&q, acked);
     // As `consume_batch`: `max == 0` is an empty batch at once, then
     // `Closed` for anything more.
-    let empty = futures::executor::block_on(q.consume_batch_async(0));
-    assert!(empty.unwrap().is_empty());
-    let closed = futures::executor::block_on(q.consume_batch_async(1));
-    assert_eq!(closed.unwrap_err(), Closed);
+    let (empty, closed) = block_on(async move {
+        let empty = q.consume_batch_async(0).await.map(|b| b.len());
+        (empty, q.consume_batch_async(1).await.map(|b| b.len()))
+    });
+    assert_eq!((empty, closed), (Ok(0), Err(Closed)));
 }
 
 /// `select!` of `consume_async` against a short timeout, round after round,
@@ -378,7 +396,9 @@ fn a_waiting_task_wakes_for_delayed_and_redelivered_messages() {
         .lease(Duration::from_millis(20))
         .backoff(Backoff::fixed(Duration::from_millis(5)))
         .build();
-    futures::executor::block_on(async {
+    let q2 = q.clone();
+    block_on(async move {
+        let q = q2;
         q.produce_after("delayed", Duration::from_millis(20)).unwrap();
         let d = q.consume_async().await.unwrap();
         assert_eq!(*d, "delayed");
@@ -399,9 +419,9 @@ fn a_waiting_task_wakes_for_delayed_and_redelivered_messages() {
             q.produce_after("later", Duration::from_millis(30)).unwrap();
         })
     };
-    let d = futures::executor::block_on(q.consume_async()).unwrap();
-    assert_eq!(*d, "later");
-    d.ack().unwrap();
+    let q2 = q.clone();
+    let d = block_on(async move { q2.consume_async().await.map(|d| (*d, d.ack())) }).unwrap();
+    assert_eq!(d, ("later", Ok(())));
     producer.join().unwrap();
 }
 
@@ -417,7 +437,9 @@ fn a_task_on_a_closed_queue_waits_for_the_last_settle() {
         thread::sleep(Duration::from_millis(20));
         held.ack().unwrap();
     });
-    assert_eq!(futures::executor::block_on(q.consume_async()).unwrap_err(), Closed);
+    let q2 = q.clone();
+    let closed = block_on(async move { q2.consume_async().await.map(|d| *d) });
+    assert_eq!(closed, Err(Closed));
     acker.join().unwrap();
     assert_eq!(q.stats().acked, 1);
 }
@@ -468,7 +490,9 @@ fn sync_and_async_consumers_on_one_queue() {
 fn the_stream_ends_after_close_and_drain() {
     let q = queue();
     let producer = produce_all(&q);
-    let acked = futures::executor::block_on(async {
+    let q2 = q.clone();
+    let acked = block_on(async move {
+        let q = q2;
         let mut acked = Vec::new();
         let mut stream = Box::pin(q.deliveries());
         while let Some(d) = stream.next().await {
