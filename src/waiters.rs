@@ -98,7 +98,8 @@ impl Waiters {
         }
         #[cfg(feature = "async")]
         if waiting >= TASK {
-            self.tasks.notify_additional(if all { usize::MAX } else { 1 });
+            self.tasks
+                .notify_additional(if all { usize::MAX } else { 1 });
         }
     }
 }
@@ -172,10 +173,7 @@ impl TaskSleeper<'_> {
     /// Ready once notified; the notification is then consumed (the caller
     /// polls the queue next), and the task no longer counts as waiting.
     /// Registers `cx`'s waker otherwise.
-    pub(crate) fn poll_notified(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
+    pub(crate) fn poll_notified(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         let Some(listener) = self.listener.as_mut() else {
             return std::task::Poll::Ready(());
         };

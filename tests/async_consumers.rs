@@ -93,7 +93,10 @@ fn assert_all_acked(q: &Queue<u64>, per_task: Vec<Vec<u64>>) {
     let mut all: Vec<u64> = per_task.into_iter().flatten().collect();
     all.sort_unstable();
     assert_eq!(all.len() as u64, MESSAGES, "each message acked once");
-    assert!(all.iter().copied().eq(0..MESSAGES), "each message acked once");
+    assert!(
+        all.iter().copied().eq(0..MESSAGES),
+        "each message acked once"
+    );
     let s = q.stats();
     assert_eq!((s.produced, s.acked, s.in_flight), (MESSAGES, MESSAGES, 0));
     assert_eq!(s.rolled_back, MESSAGES / 10);
@@ -107,7 +110,10 @@ fn tokio_every_message_delivered(rt: tokio::runtime::Runtime) {
             .map(|_| tokio::spawn(consume_until_closed(q.clone())))
             .collect();
         let all = futures::future::try_join_all(tasks);
-        tokio::time::timeout(HANG, all).await.expect("hung").unwrap()
+        tokio::time::timeout(HANG, all)
+            .await
+            .expect("hung")
+            .unwrap()
     });
     producer.join().unwrap();
     assert_all_acked(&q, acked);
@@ -162,7 +168,9 @@ fn futures_block_on_every_message_delivered() {
     let q = queue();
     let producer = produce_all(&q);
     // Several tasks in one future on one thread: `join_all` polls them.
-    let tasks: Vec<_> = (0..TASKS).map(|_| consume_until_closed(q.clone())).collect();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| consume_until_closed(q.clone()))
+        .collect();
     let acked = block_on(futures::future::join_all(tasks));
     producer.join().unwrap();
     assert_all_acked(&q, acked);
@@ -200,14 +208,20 @@ fn batches_every_message_delivered() {
     assert_eq!((empty, closed), (Ok(0), Err(Closed)));
 }
 
-/// `select!` of `consume_async` against a short timeout, round after round,
-/// by consumer tasks that quit after their share of rounds, while one task
-/// waits with plain `consume_async`: every message produced is acked (a
-/// lost message or a swallowed wake-up leaves one unacked), and nothing
-/// hangs.
+/// `select!` of `consume_async` against a short timeout, at least
+/// [`ROUNDS`] rounds in all, by consumer tasks that come and go, while one
+/// task waits with plain `consume_async`. The messages come in bursts; after
+/// each burst the selecting tasks stop (their last round may have lost its
+/// race while it held a wake-up) and only the plain waiter is left: it must
+/// get whatever remains, promptly, with nobody else polling the queue. A
+/// lost message or a swallowed wake-up leaves a message unacked, and the
+/// test fails instead of hanging. Every message produced is acked once.
 #[test]
 fn select_against_a_timeout_loses_nothing_and_hangs_nowhere() {
-    const SELECTORS: u64 = 3;
+    const SELECTORS: usize = 3;
+    const BURST: u64 = 20;
+    /// How long the plain waiter may take to drain what a burst left.
+    const DRAIN: Duration = Duration::from_secs(5);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
@@ -215,17 +229,34 @@ fn select_against_a_timeout_loses_nothing_and_hangs_nowhere() {
         .unwrap();
     let q: Queue<u64> = Queue::new();
     let acked = Arc::new(AtomicU64::new(0));
+    let rounds = Arc::new(AtomicU64::new(0));
     let timeouts = Arc::new(AtomicU64::new(0));
+    // The phase number: selectors select while it is odd.
+    let (phase, _) = tokio::sync::watch::channel(0u64);
+    let phase = Arc::new(phase);
     rt.block_on(async {
         let selectors: Vec<_> = (0..SELECTORS)
             .map(|i| {
-                let (q, acked, timeouts) = (q.clone(), acked.clone(), timeouts.clone());
+                let (q, acked, rounds, timeouts) =
+                    (q.clone(), acked.clone(), rounds.clone(), timeouts.clone());
+                let mut phases = phase.subscribe();
                 tokio::spawn(async move {
-                    for round in 0..ROUNDS / SELECTORS {
+                    let mut round = i as u64;
+                    loop {
+                        let now = *phases.borrow_and_update();
+                        if now == u64::MAX {
+                            return;
+                        }
+                        if now % 2 == 0 {
+                            phases.changed().await.unwrap();
+                            continue;
+                        }
+                        round += 1;
+                        rounds.fetch_add(1, Ordering::Relaxed);
                         // Alternately a timer and a single yield: the
                         // consumer loses after one poll.
                         let timeout = async {
-                            if (round + i) % 2 == 0 {
+                            if round % 2 == 0 {
                                 tokio::time::sleep(Duration::from_micros(100)).await;
                             } else {
                                 tokio::task::yield_now().await;
@@ -233,7 +264,8 @@ fn select_against_a_timeout_loses_nothing_and_hangs_nowhere() {
                         };
                         tokio::select! {
                             d = q.consume_async() => {
-                                d.unwrap().ack().unwrap();
+                                let Ok(d) = d else { return }; // closed at the end
+                                d.ack().unwrap();
                                 acked.fetch_add(1, Ordering::Relaxed);
                             }
                             () = timeout => {
@@ -253,42 +285,123 @@ fn select_against_a_timeout_loses_nothing_and_hangs_nowhere() {
                 }
             })
         };
-        let producer = {
-            let q = q.clone();
-            tokio::spawn(async move {
-                for n in 0..ROUNDS {
-                    q.produce(n).unwrap();
-                    if n % 3 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                    if n % 500 == 0 {
-                        tokio::time::sleep(Duration::from_micros(200)).await;
-                    }
+        let mut produced = 0;
+        while rounds.load(Ordering::Relaxed) < ROUNDS {
+            phase.send_modify(|p| *p += 1); // selectors on
+            for _ in 0..BURST {
+                q.produce(produced).unwrap();
+                produced += 1;
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
                 }
-            })
-        };
-        let run = async {
-            producer.await.unwrap();
+            }
+            phase.send_modify(|p| *p += 1); // selectors off
+            let drained = async {
+                while acked.load(Ordering::Relaxed) < produced {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            };
+            if tokio::time::timeout(DRAIN, drained).await.is_err() {
+                panic!(
+                    "lost: {} of {produced} acked, {} left with the plain waiter",
+                    acked.load(Ordering::Relaxed),
+                    q.stats().ready
+                );
+            }
+        }
+        phase.send_replace(u64::MAX);
+        q.close();
+        let end = async {
             for s in selectors {
                 s.await.unwrap();
             }
-            // Only the plain waiter is left: it must get what remains
-            // without anyone else polling the queue.
-            while acked.load(Ordering::Relaxed) < ROUNDS {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            q.close();
             waiter.await.unwrap();
         };
-        tokio::time::timeout(HANG, run)
-            .await
-            .unwrap_or_else(|_| panic!("hung: {} of {ROUNDS} acked", acked.load(Ordering::Relaxed)));
+        tokio::time::timeout(HANG, end).await.expect("hung");
+        let s = q.stats();
+        assert_eq!(
+            (s.produced, s.acked),
+            (produced, produced),
+            "produced vs acked"
+        );
     });
     let s = q.stats();
-    assert_eq!((s.produced, s.acked), (ROUNDS, ROUNDS), "produced vs acked");
-    assert_eq!(acked.load(Ordering::Relaxed), ROUNDS);
-    assert_eq!((s.rolled_back, s.in_flight, s.ready), (0, 0, 0), "nothing claimed by a lost branch");
-    eprintln!("{} timeouts", timeouts.load(Ordering::Relaxed));
+    assert_eq!(acked.load(Ordering::Relaxed), s.produced);
+    assert_eq!(
+        (s.rolled_back, s.in_flight, s.ready),
+        (0, 0, 0),
+        "nothing claimed by a lost branch"
+    );
+    eprintln!(
+        "{} rounds, {} timeouts, {} messages",
+        rounds.load(Ordering::Relaxed),
+        timeouts.load(Ordering::Relaxed),
+        s.produced
+    );
+}
+
+/// [`ROUNDS`] rounds of the race a `select!` can lose while holding a
+/// wake-up, on a current-thread runtime so that the order is set: task `s`
+/// waits in `select!` of `consume_async` against a timeout, task `w`
+/// waits with plain `consume_async` behind it; a message comes (its
+/// wake-up goes to `s`, the first waiter) and `s`'s timeout fires before
+/// `s` runs again. `select!` polls its branches in random order: if the
+/// timeout wins, the wake-up `s` got must go on to `w`, which gets the
+/// message; if `consume_async` wins, `s` has it and `w` gets the next one.
+/// Produced and acked agree after every round; none hangs.
+#[test]
+fn select_loser_passes_its_wake_up_on_every_round() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let q: Queue<u64> = Queue::new();
+    let mut lost_races = 0;
+    rt.block_on(async {
+        for round in 0..ROUNDS {
+            let (fire, timeout) = tokio::sync::oneshot::channel::<()>();
+            let s = {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        d = q.consume_async() => {
+                            d.unwrap().ack().unwrap();
+                            true
+                        }
+                        _ = timeout => false,
+                    }
+                })
+            };
+            tokio::task::yield_now().await; // `s` registers
+            let w = {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    let d = q.consume_async().await.unwrap();
+                    d.ack().unwrap();
+                })
+            };
+            tokio::task::yield_now().await; // `w` registers behind it
+            q.produce(round).unwrap();
+            fire.send(()).unwrap();
+            if s.await.unwrap() {
+                q.produce(round).unwrap(); // `s` won its race: one for `w`
+            } else {
+                lost_races += 1;
+            }
+            tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the waiter behind a lost race hangs"))
+                .unwrap();
+        }
+    });
+    let s = q.stats();
+    assert_eq!(s.produced, s.acked, "produced vs acked");
+    assert_eq!((s.in_flight, s.ready), (0, 0));
+    assert!(
+        lost_races > 0,
+        "the timeout never won: the race was not run"
+    );
+    eprintln!("{lost_races} of {ROUNDS} races lost by consume_async");
 }
 
 /// A waker that records that it was woken.
@@ -332,10 +445,16 @@ fn a_cancelled_waiter_passes_its_wake_up_on() {
         (b, a, flag_a, waker_a)
     };
     drop(woken);
-    assert!(other_flag.0.load(Ordering::SeqCst), "the wake-up was passed on");
+    assert!(
+        other_flag.0.load(Ordering::SeqCst),
+        "the wake-up was passed on"
+    );
     match poll(&mut other, &other_waker) {
         Poll::Ready(Ok(d)) => assert_eq!((*d, d.attempt()), (7, 1)),
-        other => panic!("expected the message, got {:?}", other.map(|r| r.map(|d| *d))),
+        other => panic!(
+            "expected the message, got {:?}",
+            other.map(|r| r.map(|d| *d))
+        ),
     }
 }
 
@@ -364,7 +483,9 @@ fn a_cancelled_tasks_delivery_rolls_back() {
         .enable_time()
         .build()
         .unwrap();
-    let q: Queue<u64> = Queue::builder().backoff(Backoff::fixed(Duration::ZERO)).build();
+    let q: Queue<u64> = Queue::builder()
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .build();
     q.produce(5).unwrap();
     rt.block_on(async {
         let (got, got_it) = tokio::sync::oneshot::channel();
@@ -380,7 +501,10 @@ fn a_cancelled_tasks_delivery_rolls_back() {
         got_it.await.unwrap();
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
-        let again = tokio::time::timeout(HANG, q.consume_async()).await.expect("hung").unwrap();
+        let again = tokio::time::timeout(HANG, q.consume_async())
+            .await
+            .expect("hung")
+            .unwrap();
         assert_eq!((*again, again.attempt()), (5, 2));
         again.ack().unwrap();
     });
@@ -399,7 +523,8 @@ fn a_waiting_task_wakes_for_delayed_and_redelivered_messages() {
     let q2 = q.clone();
     block_on(async move {
         let q = q2;
-        q.produce_after("delayed", Duration::from_millis(20)).unwrap();
+        q.produce_after("delayed", Duration::from_millis(20))
+            .unwrap();
         let d = q.consume_async().await.unwrap();
         assert_eq!(*d, "delayed");
         d.rollback().unwrap(); // back in 5 ms
@@ -477,7 +602,10 @@ fn sync_and_async_consumers_on_one_queue() {
             .map(|_| tokio::spawn(consume_until_closed(q.clone())))
             .collect();
         let all = futures::future::try_join_all(tasks);
-        tokio::time::timeout(HANG, all).await.expect("hung").unwrap()
+        tokio::time::timeout(HANG, all)
+            .await
+            .expect("hung")
+            .unwrap()
     });
     acked.extend(threads.into_iter().map(|t| t.join().unwrap()));
     producer.join().unwrap();

@@ -113,10 +113,7 @@ impl TaskEvent {
 impl TaskListener {
     /// Ready once notified (the listener has then left the list; poll it no
     /// more); registers `cx`'s waker otherwise.
-    pub(crate) fn poll_notified(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
+    pub(crate) fn poll_notified(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         std::future::Future::poll(std::pin::Pin::new(&mut self.0), cx)
     }
 
