@@ -9,7 +9,10 @@
 use rebound::__loom::{Redeliverer, advance};
 use rebound::{Backoff, Delivery, Queue};
 use std::fmt;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -121,4 +124,31 @@ pub fn model(f: impl Fn() + Sync + Send + 'static) {
         std::thread::current().name().unwrap_or("model"),
         executions.load(Ordering::Relaxed)
     );
+}
+
+/// Runs `f` to completion on the calling loom thread: polls it, and parks
+/// the thread (`loom::thread::park`) each time it is pending, until its
+/// waker unparks it. (loom's own `block_on` also explores spurious
+/// wake-ups, each a poll more: they only add executions here, as a task
+/// polled again without a notification stays registered.) A task whose
+/// wake-up is lost parks for good: a loom deadlock.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    /// Unparks the thread that polls.
+    struct Unpark(loom::thread::Thread);
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    let waker = Waker::from(Arc::new(Unpark(loom::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = pin!(f);
+    loop {
+        if let Poll::Ready(output) = f.as_mut().poll(&mut cx) {
+            return output;
+        }
+        loom::thread::park();
+    }
 }
