@@ -4,13 +4,11 @@
 //! flume (`recv_async`), async-channel and tokio's mpsc, all unbounded, in
 //! the same criterion groups doing the same work (feature `async`).
 //!
-//! Groups: `async/8B/1p1c` and `async/8B/2p2c`. Each measured run creates
-//! the queue or channel, spawns the producer and consumer tasks on the
-//! runtime (2 worker threads, the machine's cores), and ends when every
-//! consumer has seen the end: rebound's consumers get `Closed` after the
-//! last producer closed the queue and every message was acked, the
-//! channels' consumers see the channel closed after the last sender was
-//! dropped. Producers yield to the runtime every [`YIELD_EVERY`] messages,
+//! Groups: `async/8B/1p1c` and `async/8B/2p2c`. The queue or channel is
+//! made once per group; each measured run spawns the producer and consumer
+//! tasks on the runtime (2 worker threads, the machine's cores) and ends
+//! when every consumer has received its stop word, sent after the last
+//! message. Producers yield to the runtime every [`YIELD_EVERY`] messages,
 //! all of them alike, so that consumers share the workers with them.
 //! tokio's mpsc has one receiver: at 2p2c its two consumers share it
 //! behind a `tokio::sync::Mutex`, the usual way.
@@ -25,8 +23,8 @@
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use rebound::Queue;
-use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
@@ -54,173 +52,149 @@ fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
         .measurement_time(Duration::from_secs(2));
 }
 
-/// One contender: a run of `producers` and `consumers` tasks moving
-/// [`MESSAGES`] `u64`s, spawned on the runtime the caller is in.
-trait AsyncContender {
+/// One contender: a queue or channel, made once per group and reused by
+/// every measured run, and a run of `producers` and `consumers` tasks
+/// moving [`MESSAGES`] `u64`s through it, spawned on the runtime the caller
+/// is in. The last producer to finish sends one [`STOP`] per consumer; a
+/// consumer leaves when it receives one.
+trait AsyncContender: Send + Sync + Sized + 'static {
     const NAME: &'static str;
-    fn run(producers: u64, consumers: u64) -> impl Future<Output = ()> + Send;
+    fn new() -> Self;
+    fn send(&self, n: u64);
+    fn recv(&self) -> impl Future<Output = u64> + Send;
 }
 
-/// Each producer's share of [`MESSAGES`].
-fn share(producers: u64) -> u64 {
-    MESSAGES / producers
-}
+/// The word that tells a consumer to leave the run.
+const STOP: u64 = u64::MAX;
 
-async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+async fn run<C: AsyncContender>(c: &Arc<C>, producers: u64, consumers: u64) {
+    let left = Arc::new(AtomicU64::new(producers));
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let c = Arc::clone(c);
+        tasks.push(tokio::spawn(async move { while c.recv().await != STOP {} }));
+    }
+    for _ in 0..producers {
+        let (c, left) = (Arc::clone(c), Arc::clone(&left));
+        tasks.push(tokio::spawn(async move {
+            for n in 0..MESSAGES / producers {
+                c.send(n);
+                if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            // AcqRel: the last one out sees every other producer's sends.
+            if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                for _ in 0..consumers {
+                    c.send(STOP);
+                }
+            }
+        }));
+    }
     for task in tasks {
         task.await.expect("a bench task panicked");
     }
 }
 
-struct Rebound;
+/// rebound: `produce`, then `consume_async` and `ack`.
+struct Rebound(Queue<u64>);
 
 impl AsyncContender for Rebound {
     const NAME: &'static str = "rebound";
 
-    async fn run(producers: u64, consumers: u64) {
-        let q: Queue<u64> = Queue::new();
-        let left = Arc::new(std::sync::atomic::AtomicU64::new(producers));
-        let mut tasks = Vec::new();
-        for _ in 0..consumers {
-            let q = q.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Ok(d) = q.consume_async().await {
-                    black_box(*d);
-                    d.ack().expect("held");
-                }
-            }));
-        }
-        for _ in 0..producers {
-            let (q, left) = (q.clone(), Arc::clone(&left));
-            tasks.push(tokio::spawn(async move {
-                for n in 0..share(producers) {
-                    q.produce(n).expect("open");
-                    if n % YIELD_EVERY == YIELD_EVERY - 1 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-                if left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-                    q.close();
-                }
-            }));
-        }
-        join_all(tasks).await;
+    fn new() -> Self {
+        Self(Queue::new())
+    }
+
+    fn send(&self, n: u64) {
+        self.0.produce(n).expect("open");
+    }
+
+    async fn recv(&self) -> u64 {
+        let d = self.0.consume_async().await.expect("open");
+        let n = *d;
+        d.ack().expect("held");
+        n
     }
 }
 
-struct Flume;
+/// flume, unbounded: `send`, `recv_async`.
+struct Flume(flume::Sender<u64>, flume::Receiver<u64>);
 
 impl AsyncContender for Flume {
     const NAME: &'static str = "flume";
 
-    async fn run(producers: u64, consumers: u64) {
-        let (tx, rx) = flume::unbounded::<u64>();
-        let mut tasks = Vec::new();
-        for _ in 0..consumers {
-            let rx = rx.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Ok(n) = rx.recv_async().await {
-                    black_box(n);
-                }
-            }));
-        }
-        drop(rx);
-        for _ in 0..producers {
-            let tx = tx.clone();
-            tasks.push(tokio::spawn(async move {
-                for n in 0..share(producers) {
-                    tx.send(n).expect("open");
-                    if n % YIELD_EVERY == YIELD_EVERY - 1 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            }));
-        }
-        drop(tx);
-        join_all(tasks).await;
+    fn new() -> Self {
+        let (tx, rx) = flume::unbounded();
+        Self(tx, rx)
+    }
+
+    fn send(&self, n: u64) {
+        self.0.send(n).expect("open");
+    }
+
+    async fn recv(&self) -> u64 {
+        self.1.recv_async().await.expect("open")
     }
 }
 
-struct AsyncChannel;
+/// async-channel, unbounded: `try_send` (never full), `recv`.
+struct AsyncChannel(async_channel::Sender<u64>, async_channel::Receiver<u64>);
 
 impl AsyncContender for AsyncChannel {
     const NAME: &'static str = "async-channel";
 
-    async fn run(producers: u64, consumers: u64) {
-        let (tx, rx) = async_channel::unbounded::<u64>();
-        let mut tasks = Vec::new();
-        for _ in 0..consumers {
-            let rx = rx.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Ok(n) = rx.recv().await {
-                    black_box(n);
-                }
-            }));
-        }
-        drop(rx);
-        for _ in 0..producers {
-            let tx = tx.clone();
-            tasks.push(tokio::spawn(async move {
-                for n in 0..share(producers) {
-                    tx.try_send(n).expect("unbounded and open");
-                    if n % YIELD_EVERY == YIELD_EVERY - 1 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            }));
-        }
-        drop(tx);
-        join_all(tasks).await;
+    fn new() -> Self {
+        let (tx, rx) = async_channel::unbounded();
+        Self(tx, rx)
+    }
+
+    fn send(&self, n: u64) {
+        self.0.try_send(n).expect("unbounded and open");
+    }
+
+    async fn recv(&self) -> u64 {
+        self.1.recv().await.expect("open")
     }
 }
 
-struct TokioMpsc;
+/// tokio's mpsc, unbounded. One receiver: consumers take turns at it
+/// behind a `tokio::sync::Mutex` (never contended at 1p1c).
+struct TokioMpsc(
+    tokio::sync::mpsc::UnboundedSender<u64>,
+    tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<u64>>,
+);
 
 impl AsyncContender for TokioMpsc {
     const NAME: &'static str = "tokio-mpsc";
 
-    async fn run(producers: u64, consumers: u64) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let mut tasks = Vec::new();
-        for _ in 0..consumers {
-            let rx = Arc::clone(&rx);
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    // One consumer: the lock is never contended. Two: they
-                    // take turns at the one receiver.
-                    let next = rx.lock().await.recv().await;
-                    match next {
-                        Some(n) => black_box(n),
-                        None => break,
-                    };
-                }
-            }));
-        }
-        for _ in 0..producers {
-            let tx = tx.clone();
-            tasks.push(tokio::spawn(async move {
-                for n in 0..share(producers) {
-                    tx.send(n).expect("open");
-                    if n % YIELD_EVERY == YIELD_EVERY - 1 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            }));
-        }
-        drop(tx);
-        join_all(tasks).await;
+    fn new() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Self(tx, tokio::sync::Mutex::new(rx))
+    }
+
+    fn send(&self, n: u64) {
+        self.0.send(n).expect("open");
+    }
+
+    async fn recv(&self) -> u64 {
+        self.1.lock().await.recv().await.expect("open")
     }
 }
 
-fn contender<C: AsyncContender>(group: &mut BenchmarkGroup<'_, WallTime>, rt: &Runtime, pairs: u64) {
+fn contender<C: AsyncContender>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    pairs: u64,
+) {
+    let c = Arc::new(C::new());
     group.bench_function(C::NAME, |b| {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| {
                     rt.block_on(async {
                         let start = Instant::now();
-                        C::run(pairs, pairs).await;
+                        run(&c, pairs, pairs).await;
                         start.elapsed()
                     })
                 })
@@ -267,7 +241,8 @@ fn lateness(asynchronous: bool, delay: Duration) -> Duration {
         })
     };
     std::thread::sleep(Duration::from_millis(2)); // the consumer waits
-    q.produce_after(Instant::now() + delay, delay).expect("open");
+    q.produce_after(Instant::now() + delay, delay)
+        .expect("open");
     consumer.join().expect("the consumer")
 }
 

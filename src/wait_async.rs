@@ -27,6 +27,9 @@ const ROUNDS_PER_POLL: u32 = 4;
 pub(crate) struct TaskWait<'a> {
     sleeper: Option<TaskSleeper<'a>>,
     closed_recheck: Duration,
+    /// Whether this wait already yielded to the executor once instead of
+    /// registering (see [`TaskWait::poll_take`]).
+    yielded: bool,
 }
 
 impl<'a> TaskWait<'a> {
@@ -34,6 +37,7 @@ impl<'a> TaskWait<'a> {
         Self {
             sleeper: None,
             closed_recheck: CLOSED_RECHECK,
+            yielded: false,
         }
     }
 
@@ -66,7 +70,18 @@ impl<'a> TaskWait<'a> {
                 }
             }
             if let Ok(taken) = poll(false) {
+                self.yielded = false;
                 return Poll::Ready(Ok(taken));
+            }
+            // Found nothing: first yield to the executor once, as a thread
+            // spins before it parks. A producer is often a few hundred
+            // nanoseconds away (on this executor thread, or another), and
+            // registering costs it a notification and the executor a
+            // wake-up, often across threads.
+            if !self.yielded && !shared.is_closed() {
+                self.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             // As a thread does before it parks: hand the frees this thread
             // deferred to the epoch's global queue.
@@ -74,7 +89,10 @@ impl<'a> TaskWait<'a> {
             // Register, then poll again with a precise time: see `Waiters`.
             let sleeper = shared.waiters.register_task();
             let next_due = match poll(true) {
-                Ok(taken) => return Poll::Ready(Ok(taken)),
+                Ok(taken) => {
+                    self.yielded = false;
+                    return Poll::Ready(Ok(taken));
+                }
                 Err(next_due) => next_due,
             };
             if queue.drained() {
