@@ -4,12 +4,16 @@
 //! flume (`recv_async`), async-channel and tokio's mpsc, all unbounded, in
 //! the same criterion groups doing the same work (feature `async`).
 //!
-//! Groups: `async/8B/1p1c` and `async/8B/2p2c`. The queue or channel is
-//! made once per group; each measured run spawns the producer and consumer
-//! tasks on the runtime (2 worker threads, the machine's cores) and ends
-//! when every consumer has received its stop word, sent after the last
-//! message. Producers yield to the runtime every [`YIELD_EVERY`] messages,
-//! all of them alike, so that consumers share the workers with them.
+//! Groups: `async/8B/{1p1c,2p2c}`, producers are tasks on the runtime
+//! beside the consumers, and yield to it every [`YIELD_EVERY`] messages,
+//! all of them alike, so that consumers share the workers with them (tokio
+//! then mostly runs a producer and the consumer it wakes on one worker, one
+//! after the other); `async-thread-producers/8B/{1p1c,2p2c}`, producers are
+//! threads of their own (sync code feeding async consumers: both run at
+//! once, as in the sync benches). The queue or channel is made once per
+//! group; each measured run spawns the consumer tasks on the runtime (2
+//! worker threads, the machine's cores) and the producers, and ends when
+//! every consumer has received its stop word, sent after the last message.
 //! tokio's mpsc has one receiver: at 2p2c its two consumers share it
 //! behind a `tokio::sync::Mutex`, the usual way.
 //!
@@ -67,32 +71,57 @@ trait AsyncContender: Send + Sync + Sized + 'static {
 /// The word that tells a consumer to leave the run.
 const STOP: u64 = u64::MAX;
 
-async fn run<C: AsyncContender>(c: &Arc<C>, producers: u64, consumers: u64) {
-    let left = Arc::new(AtomicU64::new(producers));
+/// Where the producers run: tasks on the runtime, beside the consumers, or
+/// threads of their own (sync code feeding async consumers).
+#[derive(Clone, Copy)]
+enum Producers {
+    Tasks,
+    Threads,
+}
+
+/// A producer is done: the last one (AcqRel: it sees every other
+/// producer's sends) tells every consumer to stop.
+fn last_out<C: AsyncContender>(c: &C, left: &AtomicU64, consumers: u64) {
+    if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+        for _ in 0..consumers {
+            c.send(STOP);
+        }
+    }
+}
+
+async fn run<C: AsyncContender>(c: &Arc<C>, producers: Producers, pairs: u64) {
+    let left = Arc::new(AtomicU64::new(pairs));
     let mut tasks = Vec::new();
-    for _ in 0..consumers {
+    for _ in 0..pairs {
         let c = Arc::clone(c);
         tasks.push(tokio::spawn(async move { while c.recv().await != STOP {} }));
     }
-    for _ in 0..producers {
+    let mut threads = Vec::new();
+    for _ in 0..pairs {
         let (c, left) = (Arc::clone(c), Arc::clone(&left));
-        tasks.push(tokio::spawn(async move {
-            for n in 0..MESSAGES / producers {
-                c.send(n);
-                if n % YIELD_EVERY == YIELD_EVERY - 1 {
-                    tokio::task::yield_now().await;
+        match producers {
+            Producers::Tasks => tasks.push(tokio::spawn(async move {
+                for n in 0..MESSAGES / pairs {
+                    c.send(n);
+                    if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                        tokio::task::yield_now().await;
+                    }
                 }
-            }
-            // AcqRel: the last one out sees every other producer's sends.
-            if left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                for _ in 0..consumers {
-                    c.send(STOP);
+                last_out(&*c, &left, pairs);
+            })),
+            Producers::Threads => threads.push(std::thread::spawn(move || {
+                for n in 0..MESSAGES / pairs {
+                    c.send(n);
                 }
-            }
-        }));
+                last_out(&*c, &left, pairs);
+            })),
+        }
     }
     for task in tasks {
         task.await.expect("a bench task panicked");
+    }
+    for thread in threads {
+        thread.join().expect("a bench thread panicked");
     }
 }
 
@@ -185,6 +214,7 @@ impl AsyncContender for TokioMpsc {
 fn contender<C: AsyncContender>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     rt: &Runtime,
+    producers: Producers,
     pairs: u64,
 ) {
     let c = Arc::new(C::new());
@@ -194,7 +224,7 @@ fn contender<C: AsyncContender>(
                 .map(|_| {
                     rt.block_on(async {
                         let start = Instant::now();
-                        run(&c, pairs, pairs).await;
+                        run(&c, producers, pairs).await;
                         start.elapsed()
                     })
                 })
@@ -205,14 +235,19 @@ fn contender<C: AsyncContender>(
 
 fn throughput(c: &mut Criterion) {
     let rt = runtime();
-    for pairs in [1, 2] {
-        let mut group = c.benchmark_group(format!("async/8B/{pairs}p{pairs}c"));
-        configure(&mut group);
-        contender::<Rebound>(&mut group, &rt, pairs);
-        contender::<Flume>(&mut group, &rt, pairs);
-        contender::<AsyncChannel>(&mut group, &rt, pairs);
-        contender::<TokioMpsc>(&mut group, &rt, pairs);
-        group.finish();
+    for (scenario, producers) in [
+        ("async", Producers::Tasks),
+        ("async-thread-producers", Producers::Threads),
+    ] {
+        for pairs in [1, 2] {
+            let mut group = c.benchmark_group(format!("{scenario}/8B/{pairs}p{pairs}c"));
+            configure(&mut group);
+            contender::<Rebound>(&mut group, &rt, producers, pairs);
+            contender::<Flume>(&mut group, &rt, producers, pairs);
+            contender::<AsyncChannel>(&mut group, &rt, producers, pairs);
+            contender::<TokioMpsc>(&mut group, &rt, producers, pairs);
+            group.finish();
+        }
     }
 }
 

@@ -2,15 +2,15 @@
 //! loop. A poll takes a message if one is ready; otherwise it registers the
 //! task (`Waiters::register_task`), polls once more with a precise time,
 //! asks the redeliverer to wake it at the next due time it knows of, and
-//! returns `Pending`. It never spins (the executor's thread is not the
-//! task's to burn) and needs no timer.
+//! returns `Pending`. Before it registers it yields to the executor for a
+//! short while (the task form of a thread's spin), and it needs no timer.
 
 use crate::clock;
 use crate::error::Closed;
 use crate::index::NextDue;
 use crate::queue::Queue;
-use crate::sync::pin;
-use crate::wait::{CLOSED_RECHECK, CLOSED_RECHECK_MAX};
+use crate::sync::{Instant, pin};
+use crate::wait::{CLOSED_RECHECK, CLOSED_RECHECK_MAX, SPIN_BEFORE_PARK};
 use crate::waiters::TaskSleeper;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -27,9 +27,9 @@ const ROUNDS_PER_POLL: u32 = 4;
 pub(crate) struct TaskWait<'a> {
     sleeper: Option<TaskSleeper<'a>>,
     closed_recheck: Duration,
-    /// Whether this wait already yielded to the executor once instead of
-    /// registering (see [`TaskWait::poll_take`]).
-    yielded: bool,
+    /// Until when this wait yields to the executor instead of registering
+    /// (see [`TaskWait::poll_take`]); set when it first finds nothing.
+    yield_until: Option<Instant>,
 }
 
 impl<'a> TaskWait<'a> {
@@ -37,7 +37,7 @@ impl<'a> TaskWait<'a> {
         Self {
             sleeper: None,
             closed_recheck: CLOSED_RECHECK,
-            yielded: false,
+            yield_until: None,
         }
     }
 
@@ -70,18 +70,23 @@ impl<'a> TaskWait<'a> {
                 }
             }
             if let Ok(taken) = poll(false) {
-                self.yielded = false;
+                self.yield_until = None;
                 return Poll::Ready(Ok(taken));
             }
-            // Found nothing: first yield to the executor once, as a thread
-            // spins before it parks. A producer is often a few hundred
-            // nanoseconds away (on this executor thread, or another), and
-            // registering costs it a notification and the executor a
-            // wake-up, often across threads.
-            if !self.yielded && !shared.is_closed() {
-                self.yielded = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+            // Found nothing: while the queue is open, first yield to the
+            // executor for up to `SPIN_BEFORE_PARK` (once per message), as
+            // a thread spins before it parks: other tasks run meanwhile,
+            // and a producer is often a few hundred nanoseconds away.
+            // Registering costs the producer a notification and the
+            // executor a wake-up, across threads a futex wake. (Zero in
+            // the loom world.)
+            if !SPIN_BEFORE_PARK.is_zero() && !shared.is_closed() {
+                let now = shared.clock.now();
+                let until = *self.yield_until.get_or_insert(now + SPIN_BEFORE_PARK);
+                if now < until {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             }
             // As a thread does before it parks: hand the frees this thread
             // deferred to the epoch's global queue.
@@ -90,7 +95,7 @@ impl<'a> TaskWait<'a> {
             let sleeper = shared.waiters.register_task();
             let next_due = match poll(true) {
                 Ok(taken) => {
-                    self.yielded = false;
+                    self.yield_until = None;
                     return Poll::Ready(Ok(taken));
                 }
                 Err(next_due) => next_due,

@@ -256,7 +256,7 @@ fn select_against_a_timeout_loses_nothing_and_hangs_nowhere() {
                         // Alternately a timer and a single yield: the
                         // consumer loses after one poll.
                         let timeout = async {
-                            if round % 2 == 0 {
+                            if round.is_multiple_of(2) {
                                 tokio::time::sleep(Duration::from_micros(100)).await;
                             } else {
                                 tokio::task::yield_now().await;
@@ -340,6 +340,17 @@ fn select_against_a_timeout_loses_nothing_and_hangs_nowhere() {
     );
 }
 
+/// On a current-thread runtime: lets the task spawned last run until it
+/// waits registered (it yields to the executor for up to 50 us after it
+/// first finds nothing, then registers).
+async fn until_registered() {
+    tokio::task::yield_now().await;
+    thread::sleep(Duration::from_micros(100));
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// [`ROUNDS`] rounds of the race a `select!` can lose while holding a
 /// wake-up, on a current-thread runtime so that the order is set: task `s`
 /// waits in `select!` of `consume_async` against a timeout, task `w`
@@ -372,7 +383,7 @@ fn select_loser_passes_its_wake_up_on_every_round() {
                     }
                 })
             };
-            tokio::task::yield_now().await; // `s` registers
+            until_registered().await; // `s` registers
             let w = {
                 let q = q.clone();
                 tokio::spawn(async move {
@@ -380,7 +391,7 @@ fn select_loser_passes_its_wake_up_on_every_round() {
                     d.ack().unwrap();
                 })
             };
-            tokio::task::yield_now().await; // `w` registers behind it
+            until_registered().await; // `w` registers behind it
             q.produce(round).unwrap();
             fire.send(()).unwrap();
             if s.await.unwrap() {
@@ -423,6 +434,22 @@ fn poll<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
     Pin::new(f).poll(&mut Context::from_waker(waker))
 }
 
+/// Polls `f` until it waits registered: pending without having woken
+/// itself (a task that finds nothing yields to the executor a short while
+/// before it registers).
+fn poll_until_registered<F: Future + Unpin>(f: &mut F, flag: &Flag, waker: &Waker) {
+    let start = std::time::Instant::now();
+    loop {
+        flag.0.store(false, Ordering::SeqCst);
+        assert!(poll(f, waker).is_pending(), "nothing to take yet");
+        if !flag.0.load(Ordering::SeqCst) {
+            return;
+        }
+        assert!(start.elapsed() < HANG, "never registered");
+        thread::yield_now();
+    }
+}
+
 /// Two tasks wait; a message comes and wakes one of them, which is then
 /// dropped (cancelled) without being polled: the wake-up is passed on, and
 /// the other task gets the message.
@@ -433,8 +460,8 @@ fn a_cancelled_waiter_passes_its_wake_up_on() {
     let (flag_b, waker_b) = flag();
     let mut a = Box::pin(q.consume_async());
     let mut b = Box::pin(q.consume_async());
-    assert!(poll(&mut a, &waker_a).is_pending());
-    assert!(poll(&mut b, &waker_b).is_pending());
+    poll_until_registered(&mut a, &flag_a, &waker_a);
+    poll_until_registered(&mut b, &flag_b, &waker_b);
     q.produce(7).unwrap();
     let a_woken = flag_a.0.load(Ordering::SeqCst);
     let b_woken = flag_b.0.load(Ordering::SeqCst);
@@ -463,9 +490,9 @@ fn a_cancelled_waiter_passes_its_wake_up_on() {
 #[test]
 fn a_dropped_future_claims_nothing() {
     let q: Queue<u64> = Queue::new();
-    let (_flag, waker) = flag();
+    let (flag, waker) = flag();
     let mut f = Box::pin(q.consume_async());
-    assert!(poll(&mut f, &waker).is_pending());
+    poll_until_registered(&mut f, &flag, &waker);
     q.produce(1).unwrap();
     drop(f);
     assert_eq!(q.stats().in_flight, 0);
