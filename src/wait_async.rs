@@ -17,8 +17,8 @@ use std::time::Duration;
 
 /// How many notifications one poll acts on, finding nothing each time
 /// (other consumers took the messages), before it yields to the executor
-/// so that the task does not hold its thread while producers keep
-/// notifying.
+/// (registered) so that the task does not hold its thread while producers
+/// keep notifying.
 const ROUNDS_PER_POLL: u32 = 4;
 
 /// One waiting task's state between polls: its registration, if any, and
@@ -59,15 +59,22 @@ impl<'a> TaskWait<'a> {
         let mut rounds = 0;
         loop {
             if let Some(sleeper) = self.sleeper.as_mut() {
-                ready!(sleeper.poll_notified(cx));
-                // Notified: unregister (the notification is consumed by the
-                // poll below), unless it is time to yield.
-                self.sleeper = None;
-                rounds += 1;
-                if rounds > ROUNDS_PER_POLL {
+                // Time to yield: still registered, so a notification that
+                // came meanwhile is either taken at the next poll or, if
+                // this wait is dropped first, passed on.
+                if rounds == ROUNDS_PER_POLL {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
+                ready!(sleeper.poll_notified(cx));
+                // Notified: unregister. The notification is consumed, so the
+                // queue is polled below before this poll returns: with
+                // `poll(false)`, then, if that finds nothing, with
+                // `poll(true)` after registering again. (Never the yield
+                // below in between: its window ended before this wait
+                // first registered.)
+                self.sleeper = None;
+                rounds += 1;
             }
             if let Ok(taken) = poll(false) {
                 self.yield_until = None;
