@@ -134,7 +134,7 @@ impl Drop for Sleeper<'_> {
 /// A task registered as a waiter (feature `async`): a listener of the task
 /// event, counted in [`Waiters::waiting`]. Dropping it unregisters, and
 /// passes on a notification it received and did not consume (see
-/// [`Drop for TaskSleeper`](#impl-Drop-for-TaskSleeper%3C'_%3E)).
+/// `Drop for TaskSleeper`).
 #[cfg(feature = "async")]
 pub(crate) struct TaskSleeper<'a> {
     waiters: &'a Waiters,
