@@ -28,7 +28,7 @@ pub(crate) const CLOSED_RECHECK_MAX: Duration = Duration::from_millis(64);
 /// time, and a wake-up can delay the messages behind it by milliseconds.
 /// Zero in the loom world, whose
 /// mock clock does not move by itself.
-pub(crate) const SPIN_BEFORE_PARK: Duration = if MODEL {
+const SPIN_BEFORE_PARK: Duration = if MODEL {
     Duration::ZERO
 } else {
     Duration::from_micros(50)

@@ -2,15 +2,15 @@
 //! loop. A poll takes a message if one is ready; otherwise it registers the
 //! task (`Waiters::register_task`), polls once more with a precise time,
 //! asks the redeliverer to wake it at the next due time it knows of, and
-//! returns `Pending`. Before it registers it yields to the executor for a
-//! short while (the task form of a thread's spin), and it needs no timer.
+//! returns `Pending`. Before it registers it yields to the executor a few
+//! times (the task form of a thread's spin), and it needs no timer.
 
 use crate::clock;
 use crate::error::Closed;
 use crate::index::NextDue;
 use crate::queue::Queue;
-use crate::sync::{Instant, pin};
-use crate::wait::{CLOSED_RECHECK, CLOSED_RECHECK_MAX, SPIN_BEFORE_PARK};
+use crate::sync::{MODEL, pin};
+use crate::wait::{CLOSED_RECHECK, CLOSED_RECHECK_MAX};
 use crate::waiters::TaskSleeper;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -21,15 +21,19 @@ use std::time::Duration;
 /// keep notifying.
 const ROUNDS_PER_POLL: u32 = 4;
 
+/// How many times a task that finds nothing yields to the executor before
+/// it registers, per message.
+const YIELDS_BEFORE_REGISTER: u32 = 4;
+
 /// One waiting task's state between polls: its registration, if any, and
 /// how long it waits on a closed queue with messages in flight before it
 /// looks again.
 pub(crate) struct TaskWait<'a> {
     sleeper: Option<TaskSleeper<'a>>,
     closed_recheck: Duration,
-    /// Until when this wait yields to the executor instead of registering
-    /// (see [`TaskWait::poll_take`]); set when it first finds nothing.
-    yield_until: Option<Instant>,
+    /// How many more times this wait yields to the executor instead of
+    /// registering (see [`TaskWait::poll_take`]).
+    yields_left: u32,
 }
 
 impl<'a> TaskWait<'a> {
@@ -37,7 +41,7 @@ impl<'a> TaskWait<'a> {
         Self {
             sleeper: None,
             closed_recheck: CLOSED_RECHECK,
-            yield_until: None,
+            yields_left: YIELDS_BEFORE_REGISTER,
         }
     }
 
@@ -70,30 +74,28 @@ impl<'a> TaskWait<'a> {
                 // Notified: unregister. The notification is consumed, so the
                 // queue is polled below before this poll returns: with
                 // `poll(false)`, then, if that finds nothing, with
-                // `poll(true)` after registering again. (Never the yield
-                // below in between: its window ended before this wait
+                // `poll(true)` after registering again. (Never the yields
+                // below in between: they were used up before this wait
                 // first registered.)
                 self.sleeper = None;
                 rounds += 1;
             }
             if let Ok(taken) = poll(false) {
-                self.yield_until = None;
+                self.yields_left = YIELDS_BEFORE_REGISTER;
                 return Poll::Ready(Ok(taken));
             }
             // Found nothing: while the queue is open, first yield to the
-            // executor for up to `SPIN_BEFORE_PARK` (once per message), as
-            // a thread spins before it parks: other tasks run meanwhile,
-            // and a producer is often a few hundred nanoseconds away.
-            // Registering costs the producer a notification and the
-            // executor a wake-up, across threads a futex wake. (Zero in
-            // the loom world.)
-            if !SPIN_BEFORE_PARK.is_zero() && !shared.is_closed() {
-                let now = shared.clock.now();
-                let until = *self.yield_until.get_or_insert(now + SPIN_BEFORE_PARK);
-                if now < until {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
+            // executor (wake this task and return `Pending`) a few times,
+            // as a thread spins before it parks: a producer is often a few
+            // hundred nanoseconds away, and a registered consumer costs it
+            // a notification and the executor a wake-up, across threads a
+            // futex wake. Counted, not timed: an executor may poll a task
+            // that woke itself again at once (tokio's LIFO slot), before
+            // the producer beside it runs. (None in the loom world.)
+            if self.yields_left > 0 && !MODEL && !shared.is_closed() {
+                self.yields_left -= 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             // As a thread does before it parks: hand the frees this thread
             // deferred to the epoch's global queue.
@@ -102,7 +104,7 @@ impl<'a> TaskWait<'a> {
             let sleeper = shared.waiters.register_task();
             let next_due = match poll(true) {
                 Ok(taken) => {
-                    self.yield_until = None;
+                    self.yields_left = YIELDS_BEFORE_REGISTER;
                     return Poll::Ready(Ok(taken));
                 }
                 Err(next_due) => next_due,
