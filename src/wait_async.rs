@@ -72,15 +72,17 @@ impl<'a> TaskWait<'a> {
                 }
                 ready!(sleeper.poll_notified(cx));
                 // Notified: unregister. The notification is consumed, so the
-                // queue is polled below before this poll returns: with
-                // `poll(false)`, then, if that finds nothing, with
-                // `poll(true)` after registering again. (Never the yields
+                // queue is polled below before this poll returns (with a
+                // precise reading, and again after registering). (Never the yields
                 // below in between: they were used up before this wait
                 // first registered.)
                 self.sleeper = None;
                 rounds += 1;
             }
-            if let Ok(taken) = poll(false) {
+            // A recent reading first, then a precise one, as `try_consume`
+            // does: a block opened since this thread's recent reading is
+            // stamped later than it.
+            if let Ok(taken) = poll(false).or_else(|_| poll(true)) {
                 self.yields_left = YIELDS_BEFORE_REGISTER;
                 return Poll::Ready(Ok(taken));
             }
