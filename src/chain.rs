@@ -2,6 +2,7 @@
 //! appended to, in order, and the blocks opened as it fills.
 
 use crate::batch::Batch;
+use crate::error::ProduceError;
 use crate::block::{BLOCK_CAPACITY, Block, Key, Next, Reserve};
 use crate::id::MessageId;
 use crate::shared::Shared;
@@ -10,15 +11,22 @@ use crate::sync::{Arc, Guard, Ordering, SpinWait, pin};
 impl<T: Send + Sync + 'static> Shared<T> {
     /// `due`: `None` for an immediate message; else its due time and a
     /// precise reading of the clock taken for it.
-    /// Gives the value back if the queue is closed.
+    /// Gives the value back if the queue is closed (or, journaled, if its
+    /// record cannot be written).
     pub(crate) fn produce_one(
         this: &Arc<Self>,
         value: T,
         due: Option<(u64, u64)>,
-    ) -> Result<MessageId, T> {
+    ) -> Result<MessageId, ProduceError<T>> {
         let shared = this;
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &shared.journal {
+            return Shared::produce_journaled(this, attached, vec![value], due)
+                .map(|ids| ids[0])
+                .map_err(|e| e.map(|mut values| values.remove(0)));
+        }
         if !shared.admit(1) {
-            return Err(value);
+            return Err(ProduceError::Closed(value));
         }
         let now_ns = shared.recent_ns();
         // Not an `Option`: see `MessageId::new` on store-to-load forwarding.

@@ -53,9 +53,25 @@ const _: () = assert!(MODEL || std::mem::size_of::<Result<Delivery<u64>, crate::
 
 impl<T> Delivery<T> {
     pub(crate) fn new(claimed: Claimed<T>) -> Self {
-        Self {
+        let delivery = Self {
             block: claimed.block,
             bits: claimed.bits,
+        };
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &delivery.shared().journal {
+            attached
+                .journal
+                .claimed(delivery.id(), delivery.attempt());
+        }
+        delivery
+    }
+
+    /// Journals this holder's settle into `to` (`due`: a rollback's due
+    /// time), before the settle returns.
+    #[cfg(feature = "journal")]
+    fn journal(&self, to: Tag, due: u64) {
+        if let Some(attached) = &self.shared().journal {
+            attached.settled(self.id(), self.attempt(), to, due);
         }
     }
 
@@ -248,6 +264,8 @@ impl<T> Delivery<T> {
             ..
         } = outcome
         {
+            #[cfg(feature = "journal")]
+            self.journal(Tag::RolledBack, due);
             shared.counters.bump(Counter::RolledBack, 1);
             shared.hand_over_rollback(MessageRef {
                 block: Arc::clone(&self.block),
@@ -269,7 +287,11 @@ impl<T> Delivery<T> {
     fn finish(&self, outcome: Settle, counter: Counter) -> Result<(), LeaseExpired> {
         let shared = self.shared();
         match outcome {
-            Settle::Done { fate, .. } => {
+            Settle::Done { fate, to } => {
+                #[cfg(feature = "journal")]
+                self.journal(to, 0);
+                #[cfg(not(feature = "journal"))]
+                let _ = to;
                 // Counted when this guard drops: after the release, since a
                 // consumer woken by the count on a closed queue may return
                 // `Closed` and drain the dead letters, and also if the

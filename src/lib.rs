@@ -64,6 +64,7 @@ mod block_pool;
 mod builder;
 mod chain;
 mod clock;
+mod codec;
 mod cursor;
 mod dead_letter;
 mod delivery;
@@ -71,6 +72,8 @@ mod error;
 mod id;
 mod inbox;
 mod index;
+#[cfg(feature = "journal")]
+mod journal;
 mod process;
 mod queue;
 mod redelivery;
@@ -86,6 +89,9 @@ mod waiters;
 
 pub use backoff::Backoff;
 pub use builder::Builder;
+#[cfg(feature = "serde")]
+pub use codec::Serde;
+pub use codec::{DecodeError, Payload};
 pub use dead_letter::{DeadLetter, DeadLetterReason};
 pub use delivery::Delivery;
 pub use error::{
@@ -93,6 +99,8 @@ pub use error::{
     TryConsumeError,
 };
 pub use id::MessageId;
+#[cfg(feature = "journal")]
+pub use journal::{Durability, JournalStats, OpenError, Recovery};
 pub use process::{Outcome, Pool, Processing, Processor, Report};
 pub use queue::Queue;
 pub use stats::Stats;

@@ -80,7 +80,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         Ok(queue)
     }
 
-    fn spawn_redeliverer(&self) -> Result<(), BuildError> {
+    pub(crate) fn spawn_redeliverer(&self) -> Result<(), BuildError> {
         let worker = Arc::clone(&self.shared);
         let handle = thread::Builder::new()
             .name("rebound-redeliverer".into())
@@ -102,7 +102,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert_eq!((d.id(), *d), (id, "job"));
     /// ```
     pub fn produce(&self, value: T) -> Result<MessageId, ProduceError<T>> {
-        Shared::produce_one(&self.shared, value, None).map_err(ProduceError::Closed)
+        Shared::produce_one(&self.shared, value, None)
     }
 
     /// Puts `value` in the queue, ready `delay` from now.
@@ -126,7 +126,6 @@ impl<T: Send + Sync + 'static> Queue<T> {
     pub fn produce_after(&self, value: T, delay: Duration) -> Result<MessageId, ProduceError<T>> {
         let now = self.shared.clock.precise();
         Shared::produce_one(&self.shared, value, Some((clock::add(now, delay), now)))
-            .map_err(ProduceError::Closed)
     }
 
     /// Puts `value` in the queue, ready at `at`.
@@ -157,7 +156,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
             value,
             Some((self.shared.clock.nanos(at), now)),
         )
-        .map_err(ProduceError::Closed)
+
     }
 
     /// Puts every value in the queue, ready now, in order, and returns
@@ -192,6 +191,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
             } else {
                 Ok(Vec::new())
             };
+        }
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &self.shared.journal {
+            return Shared::produce_journaled(&self.shared, attached, values, None);
         }
         if !self.shared.admit(values.len() as u64) {
             return Err(ProduceError::Closed(values));
@@ -433,10 +436,41 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.drain_dead_letters().is_empty());
     /// ```
     pub fn drain_dead_letters(&self) -> Vec<DeadLetter<T>> {
-        lock(&self.shared.dead_letters)
+        let letters = lock(&self.shared.dead_letters)
             .as_mut()
             .map(std::mem::take)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &self.shared.journal {
+            attached.journal.drained(letters.iter().map(DeadLetter::id));
+        }
+        letters
+    }
+}
+
+#[cfg(feature = "journal")]
+impl<T: Send + Sync + 'static> Queue<T> {
+    /// What opening the journal found and did; `None` for a queue that is
+    /// not journaled.
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// assert!(q.recovery().is_none());
+    /// ```
+    pub fn recovery(&self) -> Option<crate::Recovery> {
+        let attached = self.shared.journal.as_ref()?;
+        *crate::sync::lock_plain(&attached.journal.recovery)
+    }
+
+    /// What the journal has written, synced and compacted; `None` for a
+    /// queue that is not journaled.
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// assert!(q.journal_stats().is_none());
+    /// ```
+    pub fn journal_stats(&self) -> Option<crate::JournalStats> {
+        Some(self.shared.journal.as_ref()?.journal.stats())
     }
 }
 

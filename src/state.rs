@@ -262,6 +262,18 @@ impl MessageState {
         }
     }
 
+    /// `Pending(0) -> RolledBack(attempt)`, no holders: a journaled message
+    /// restored at open after `attempt` deliveries, handed to the
+    /// redeliverer as a rollback is. Called before the block is shared.
+    #[cfg(feature = "journal")]
+    pub(crate) fn restore_rolled_back(&self, attempt: u32) {
+        debug_assert_eq!(self.load().tag(), Tag::Pending);
+        let word = Word(Tag::Pending as u64)
+            .with_tag(Tag::RolledBack)
+            .with_attempt(attempt.min(MAX_ATTEMPTS));
+        self.word.store(word.0, Ordering::SeqCst);
+    }
+
     /// Back to `Empty`, attempt 0, no holders: the slot of a dead block
     /// being recycled. `&mut`: nobody else can reach the word (the block
     /// was taken back through `Arc::get_mut`, whose Acquire orders this

@@ -1,0 +1,483 @@
+//! The journal's writer: appends records under one lock, keeps the state of
+//! every live message (for compaction), and syncs by group commit.
+
+use super::format::{self, FRAME, Phase, Record, State};
+use super::segment::{self, Segment};
+use super::{Durability, JournalConfig, JournalStats};
+use crate::dead_letter::DeadLetterReason;
+use crate::id::MessageId;
+use crate::sync::{PlainMutex, lock_plain};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where a live message's payload is (its latest produce or carry record),
+/// and what the journal knows of it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    pub(crate) segment: u64,
+    pub(crate) at: u32,
+    /// Bytes of that record, frame included.
+    pub(crate) len: u32,
+    /// Produce order, kept across carries.
+    pub(crate) seq: u64,
+    pub(crate) state: State,
+}
+
+/// What the lock guards.
+pub(crate) struct Inner {
+    /// Oldest first; the last is the active one.
+    pub(crate) segments: VecDeque<Arc<Segment>>,
+    /// The write position in the active segment.
+    pub(crate) at: usize,
+    /// Bytes appended since open: a position in the log, for group commit.
+    pub(crate) appended: u64,
+    pub(crate) live: FxHashMap<u128, Entry>,
+    pub(crate) live_bytes: u64,
+    pub(crate) next_seq: u64,
+    /// Compaction's position in the oldest segment.
+    pub(crate) scan: usize,
+    /// Records being built under the lock.
+    scratch: Vec<u8>,
+}
+
+struct SyncState {
+    /// Log position known durable.
+    durable: u64,
+    /// Lowest segment number that may hold unsynced records.
+    from: u64,
+    /// A sync is running (its caller syncs for everyone waiting).
+    syncing: bool,
+    /// A segment was created or deleted since the last directory sync.
+    dir_dirty: bool,
+}
+
+pub(crate) struct Journal {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: JournalConfig,
+    pub(crate) inner: PlainMutex<Inner>,
+    sync: PlainMutex<SyncState>,
+    synced: Condvar,
+    /// Wakes the upkeep thread (compaction, interval syncs).
+    pub(crate) upkeep_wake: Condvar,
+    pub(crate) upkeep_lock: PlainMutex<bool>,
+    pub(crate) stop: AtomicBool,
+    /// Unix milliseconds at the queue clock's origin, for due times.
+    origin_ms: AtomicU64,
+    /// What the open found, once it is done.
+    pub(crate) recovery: PlainMutex<Option<super::Recovery>>,
+    /// Held for the journal's life: the directory's lock.
+    _lock: File,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) compacted: AtomicU64,
+    pub(crate) write_errors: AtomicU64,
+}
+
+/// Bytes of old segments allowed beyond twice the live bytes before
+/// compaction starts (see `upkeep.rs`).
+pub(crate) const COMPACT_SLACK: u64 = 32 << 20;
+
+/// Unix milliseconds now.
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Journal {
+    pub(crate) fn new(
+        config: JournalConfig,
+        lock: File,
+        segments: VecDeque<Arc<Segment>>,
+        at: usize,
+        live: FxHashMap<u128, Entry>,
+        next_seq: u64,
+    ) -> Journal {
+        let live_bytes = live.values().map(|e| u64::from(e.len)).sum();
+        let from = segments.back().map_or(0, |s| s.number);
+        Journal {
+            dir: config.dir.clone(),
+            config,
+            inner: PlainMutex::new(Inner {
+                segments,
+                at,
+                appended: 0,
+                live,
+                live_bytes,
+                next_seq,
+                scan: Segment::FIRST,
+                scratch: Vec::new(),
+            }),
+            sync: PlainMutex::new(SyncState {
+                durable: 0,
+                from,
+                syncing: false,
+                dir_dirty: true,
+            }),
+            synced: Condvar::new(),
+            upkeep_wake: Condvar::new(),
+            upkeep_lock: PlainMutex::new(false),
+            stop: AtomicBool::new(false),
+            origin_ms: AtomicU64::new(0),
+            recovery: PlainMutex::new(None),
+            _lock: lock,
+            bytes_written: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            compacted: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the wall-clock time of the queue clock's origin, from a reading
+    /// `now_ns` of that clock. Called once, before the queue is shared.
+    pub(crate) fn set_origin(&self, now_ns: u64) {
+        // Relaxed: written before the queue (and this journal) is shared
+        // with any other thread; the spawn or `Arc` hand-off that shares it
+        // orders this store before every load.
+        self.origin_ms
+            .store(wall_ms().saturating_sub(now_ns / 1_000_000), Ordering::Relaxed);
+    }
+
+    /// The Unix time, in ms (rounded up: never early), of queue-clock time
+    /// `ns`.
+    pub(crate) fn wall_of(&self, ns: u64) -> u64 {
+        // Relaxed: see `set_origin`.
+        self.origin_ms
+            .load(Ordering::Relaxed)
+            .saturating_add(ns.div_ceil(1_000_000))
+    }
+
+    fn durability(&self) -> Durability {
+        self.config.durability
+    }
+
+    pub(crate) fn stats(&self) -> JournalStats {
+        let inner = lock_plain(&self.inner);
+        // Relaxed: statistics only, read under no ordering promise.
+        JournalStats {
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+            segments: inner.segments.len() as u64,
+            disk_bytes: inner.segments.iter().map(|s| s.len() as u64).sum(),
+            live_bytes: inner.live_bytes,
+            compacted: self.compacted.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn count_error(&self) {
+        // Relaxed: a statistic.
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Produces: `records` holds one produce record per value (ids and
+    /// produce numbers still blank, see `format::produce_frame`), starting
+    /// at `starts`. Under the lock, makes room for all of them (or fails
+    /// with `values` given back, before anything is published), calls
+    /// `publish` with the values and a callback that takes each message's
+    /// id in order, then writes the records. Returns once they are as
+    /// durable as the mode promises.
+    pub(crate) fn produce<V>(
+        &self,
+        mut records: Vec<u8>,
+        starts: &[usize],
+        values: V,
+        publish: impl FnOnce(V, &mut dyn FnMut(MessageId)),
+    ) -> Result<(), (V, io::Error)> {
+        let end = {
+            let mut inner = lock_plain(&self.inner);
+            if let Err(e) = self.make_room(&mut inner, records.len()) {
+                self.count_error();
+                return Err((values, e));
+            }
+            let mut next = 0;
+            let first_seq = inner.next_seq;
+            publish(values, &mut |id| {
+                if let Some(&start) = starts.get(next) {
+                    format::fill_produce(&mut records, start, id.as_u128(), first_seq + next as u64);
+                }
+                next += 1;
+            });
+            debug_assert_eq!(next, starts.len(), "one id per record");
+            inner.next_seq += starts.len() as u64;
+            let base = inner.at;
+            let segment = inner.segments.back().map_or(0, |s| s.number);
+            for (i, &start) in starts.iter().enumerate() {
+                let stop = starts.get(i + 1).copied().unwrap_or(records.len());
+                let Some(Record::Produce { id, seq, due_ms, .. }) = read_back(&records[start..stop])
+                else {
+                    continue;
+                };
+                let entry = Entry {
+                    segment,
+                    at: (base + start) as u32,
+                    len: (stop - start) as u32,
+                    seq,
+                    state: State {
+                        attempt: 0,
+                        phase: Phase::Waiting { due_ms },
+                    },
+                };
+                inner.live_bytes += u64::from(entry.len);
+                inner.live.insert(id, entry);
+            }
+            self.write_all(&mut inner, &records, starts)
+        };
+        self.wait_durable(end);
+        Ok(())
+    }
+
+    /// Appends the records in `records` (starting at each of `starts`).
+    fn write_all(&self, inner: &mut Inner, records: &[u8], starts: &[usize]) -> u64 {
+        let Some(active) = inner.segments.back() else {
+            return inner.appended;
+        };
+        for (i, &start) in starts.iter().enumerate() {
+            let stop = starts.get(i + 1).copied().unwrap_or(records.len());
+            active.write_record(inner.at + start, &records[start..stop]);
+        }
+        inner.at += records.len();
+        inner.appended += records.len() as u64;
+        // Relaxed: a statistic.
+        self.bytes_written
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        inner.appended
+    }
+
+    /// Makes room for `need` more bytes in the active segment, opening the
+    /// next one if it is full.
+    pub(crate) fn make_room(&self, inner: &mut Inner, need: usize) -> io::Result<()> {
+        let active = inner
+            .segments
+            .back()
+            .ok_or_else(|| io::Error::other("journal has no active segment"))?;
+        if inner.at + need <= active.len() {
+            return Ok(());
+        }
+        let number = active.number + 1;
+        let len = self
+            .config
+            .segment_bytes
+            .max(Segment::FIRST + need)
+            .next_multiple_of(4096);
+        let segment = Segment::create(&self.dir, number, len)?;
+        inner.segments.push_back(Arc::new(segment));
+        inner.at = Segment::FIRST;
+        lock_plain(&self.sync).dir_dirty = true;
+        // Compaction may be due now.
+        self.wake_upkeep();
+        Ok(())
+    }
+
+    /// Appends one record about a live message and applies `apply` to its
+    /// entry (dropping the entry if `apply` returns false). Records about
+    /// messages the journal does not know (already final) are not written.
+    fn note(&self, id: MessageId, record: Record<'_>, wait: bool, apply: impl FnOnce(&mut Entry) -> bool) {
+        let end = {
+            let mut guard = lock_plain(&self.inner);
+            let inner = &mut *guard;
+            let key = id.as_u128();
+            let Some(entry) = inner.live.get_mut(&key) else {
+                return;
+            };
+            if !apply(entry) {
+                let len = entry.len;
+                inner.live.remove(&key);
+                inner.live_bytes -= u64::from(len);
+            }
+            let mut scratch = std::mem::take(&mut inner.scratch);
+            scratch.clear();
+            record.write(&mut scratch);
+            let end = match self.make_room(inner, scratch.len()) {
+                Ok(()) => Some(self.write_all(inner, &scratch, &[0])),
+                Err(_) => {
+                    self.count_error();
+                    None
+                }
+            };
+            inner.scratch = scratch;
+            end
+        };
+        if let (true, Some(end)) = (wait, end) {
+            self.wait_durable(end);
+        }
+    }
+
+    /// Raises an entry's state to `state` (see `State::rank`).
+    fn raise(entry: &mut Entry, state: State) -> bool {
+        if state.rank() >= entry.state.rank() {
+            entry.state = state;
+        }
+        true
+    }
+
+    /// Delivery number `attempt` of `id` began. Not waited for in any mode.
+    pub(crate) fn claimed(&self, id: MessageId, attempt: u32) {
+        let record = Record::Claim {
+            id: id.as_u128(),
+            attempt,
+        };
+        let state = State {
+            attempt,
+            phase: Phase::Held,
+        };
+        self.note(id, record, false, |e| Self::raise(e, state));
+    }
+
+    /// Delivery `attempt` of `id` was rolled back; the next is due at
+    /// queue-clock time `due_ns`.
+    pub(crate) fn rolled_back(&self, id: MessageId, attempt: u32, due_ns: u64) {
+        let due_ms = self.wall_of(due_ns);
+        let record = Record::Rollback {
+            id: id.as_u128(),
+            attempt,
+            due_ms,
+        };
+        let state = State {
+            attempt,
+            phase: Phase::Waiting { due_ms },
+        };
+        self.note(id, record, true, |e| Self::raise(e, state));
+    }
+
+    /// `id` was acknowledged.
+    pub(crate) fn acked(&self, id: MessageId) {
+        self.note(id, Record::Ack { id: id.as_u128() }, true, |_| false);
+    }
+
+    /// `id` was dead-lettered after `attempts` deliveries. `wait`: whether
+    /// the caller returns to a user who must find it durable.
+    pub(crate) fn dead(&self, id: MessageId, attempts: u32, reason: DeadLetterReason, wait: bool) {
+        let record = Record::Dead {
+            id: id.as_u128(),
+            attempts,
+            reason,
+        };
+        let state = State {
+            attempt: attempts,
+            phase: Phase::Dead { reason },
+        };
+        self.note(id, record, wait, |e| Self::raise(e, state));
+    }
+
+    /// Dead letters `ids` were drained.
+    pub(crate) fn drained(&self, ids: impl Iterator<Item = MessageId>) {
+        let mut last = None;
+        for id in ids {
+            self.note(id, Record::Drained { id: id.as_u128() }, false, |_| false);
+            last = Some(());
+        }
+        if last.is_some() {
+            let end = lock_plain(&self.inner).appended;
+            self.wait_durable(end);
+        }
+    }
+
+    /// Returns once log position `end` is as durable as the mode promises:
+    /// at once unless `Fsync`; else after a sync that covers it, made by
+    /// this caller or by one running for others (group commit).
+    pub(crate) fn wait_durable(&self, end: u64) {
+        if self.durability() != Durability::Fsync {
+            return;
+        }
+        self.sync_to(end);
+    }
+
+    /// Syncs everything appended so far (interval mode, shutdown).
+    pub(crate) fn sync_now(&self) {
+        let end = lock_plain(&self.inner).appended;
+        self.sync_to(end);
+    }
+
+    fn sync_to(&self, end: u64) {
+        let mut state = lock_plain(&self.sync);
+        loop {
+            if state.durable >= end {
+                return;
+            }
+            if state.syncing {
+                state = self
+                    .synced
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            state.syncing = true;
+            let from = state.from;
+            let dir_dirty = std::mem::take(&mut state.dir_dirty);
+            drop(state);
+            // Everything appended up to now, in every segment that may hold
+            // unsynced records.
+            let (target, segments, active) = {
+                let inner = lock_plain(&self.inner);
+                let segments: Vec<Arc<Segment>> = inner
+                    .segments
+                    .iter()
+                    .filter(|s| s.number >= from)
+                    .cloned()
+                    .collect();
+                let active = inner.segments.back().map_or(from, |s| s.number);
+                (inner.appended, segments, active)
+            };
+            let mut result = segments.iter().try_for_each(|s| s.sync());
+            if result.is_ok() && dir_dirty {
+                result = segment::sync_dir(&self.dir);
+            }
+            // Relaxed: a statistic.
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            state = lock_plain(&self.sync);
+            state.syncing = false;
+            match result {
+                Ok(()) => {
+                    state.durable = state.durable.max(target);
+                    state.from = active;
+                }
+                Err(_) => {
+                    // Counted; the waiters give up on this round rather than
+                    // spin on a failing disk. At least once still holds: the
+                    // records are in the page cache.
+                    state.dir_dirty |= dir_dirty;
+                    self.count_error();
+                    self.synced.notify_all();
+                    return;
+                }
+            }
+            self.synced.notify_all();
+        }
+    }
+
+    /// Wakes the upkeep thread.
+    pub(crate) fn wake_upkeep(&self) {
+        *lock_plain(&self.upkeep_lock) = true;
+        self.upkeep_wake.notify_one();
+    }
+
+    /// Marks the directory as needing a sync (a segment was deleted).
+    pub(crate) fn dir_changed(&self) {
+        lock_plain(&self.sync).dir_dirty = true;
+    }
+
+    /// Whether the segments take more room than compaction allows.
+    pub(crate) fn over_budget(inner: &Inner) -> bool {
+        let disk: u64 = inner.segments.iter().map(|s| s.len() as u64).sum();
+        inner.segments.len() > 1
+            && (inner.scan > Segment::FIRST || disk > 2 * inner.live_bytes + COMPACT_SLACK)
+    }
+}
+
+/// Reads back a record this process just framed.
+fn read_back(bytes: &[u8]) -> Option<Record<'_>> {
+    match format::read(bytes, 0) {
+        format::Read::Record(record, _) => Some(record),
+        _ => None,
+    }
+}
+
+/// A sleep of the upkeep thread when nothing wakes it.
+pub(crate) const UPKEEP_TICK: Duration = Duration::from_secs(1);
