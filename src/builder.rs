@@ -175,14 +175,12 @@ impl<T: Send + Sync + 'static> Builder<T> {
     /// let dir = std::env::temp_dir().join(format!("rebound-doc-journal-{}", std::process::id()));
     /// let q: Queue<String> = Queue::builder().max_attempts(5).journal(&dir).open().unwrap();
     /// let id = q.produce("job".to_string()).unwrap();
-    /// let d = q.consume().unwrap();
-    /// drop(q);
-    /// std::mem::forget(d); // as if the process died in the handler
+    /// drop(q); // or a crash: `kill -9`, an abort, a power cut with `Durability::Fsync`
     ///
     /// let q: Queue<String> = Queue::builder().max_attempts(5).journal(&dir).open().unwrap();
-    /// assert_eq!(q.recovery().unwrap().in_flight_at_crash, 1);
+    /// assert_eq!(q.recovery().unwrap().pending, 1);
     /// let d = q.consume().unwrap();
-    /// assert_eq!((d.id(), d.attempt(), d.as_str()), (id, 2, "job"));
+    /// assert_eq!((d.id(), d.attempt(), d.as_str()), (id, 1, "job"));
     /// d.ack().unwrap();
     /// # drop(q);
     /// # std::fs::remove_dir_all(&dir).unwrap();

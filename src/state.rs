@@ -262,15 +262,16 @@ impl MessageState {
         }
     }
 
-    /// `Pending(0) -> RolledBack(attempt)`, no holders: a journaled message
-    /// restored at open after `attempt` deliveries, handed to the
-    /// redeliverer as a rollback is. Called before the block is shared.
+    /// `Pending(0) -> Pending(attempt)` (`due`: ready now, put into the
+    /// index by the caller) or `-> RolledBack(attempt)` (handed to the
+    /// redeliverer as a rollback is), no holders: a journaled message
+    /// restored at open after `attempt` deliveries. Called before the block
+    /// is shared.
     #[cfg(feature = "journal")]
-    pub(crate) fn restore_rolled_back(&self, attempt: u32) {
+    pub(crate) fn restore(&self, attempt: u32, due: bool) {
         debug_assert_eq!(self.load().tag(), Tag::Pending);
-        let word = Word(Tag::Pending as u64)
-            .with_tag(Tag::RolledBack)
-            .with_attempt(attempt.min(MAX_ATTEMPTS));
+        let tag = if due { Tag::Pending } else { Tag::RolledBack };
+        let word = Word(0).with_tag(tag).with_attempt(attempt.min(MAX_ATTEMPTS));
         self.word.store(word.0, Ordering::SeqCst);
     }
 

@@ -256,14 +256,20 @@ pub(crate) fn open(config: JournalConfig) -> Result<Found, OpenError> {
         }
         let seg = Arc::new(seg);
         let stop = fold.segment(&seg);
-        if let Some((offset, reason)) = stop {
+        if let Some((offset, reason, claimed_end)) = stop {
             let bytes = seg.bytes();
             let end = bytes.iter().rposition(|&b| b != 0).map_or(offset, |p| p + 1);
-            if last || config.repair {
+            // A torn tail is the last record written: nothing follows it.
+            // (Records are written one at a time, under the journal's lock,
+            // frame last; a process that dies mid-record leaves its body
+            // with a zero frame, and a power loss may leave a frame with
+            // part of its body.) Damage with records after it is not a tear.
+            let torn = last && end <= claimed_end;
+            if torn || config.repair {
                 // A torn tail (or, repairing, everything from the damage on).
                 fold.recovery.bytes_discarded += end.saturating_sub(offset) as u64;
                 seg.zero(offset..end.max(offset)).map_err(io_at(&path))?;
-                cut = !last;
+                cut = !torn;
             } else {
                 return Err(OpenError::Corrupt {
                     path,
@@ -300,8 +306,9 @@ struct Fold {
 
 impl Fold {
     /// Folds the records of `seg`. Returns where and why reading stopped
-    /// early, if it did (a bad record).
-    fn segment(&mut self, seg: &Segment) -> Option<(usize, &'static str)> {
+    /// early, if it did (a bad record, or bytes after the end), and where
+    /// the bad record's frame says it ends.
+    fn segment(&mut self, seg: &Segment) -> Option<(usize, &'static str, usize)> {
         let bytes = seg.bytes();
         let mut at = Segment::FIRST;
         loop {
@@ -317,9 +324,15 @@ impl Fold {
                     return rest
                         .iter()
                         .any(|&b| b != 0)
-                        .then_some((at, "bytes after the end of the records"));
+                        .then_some((at, "bytes after the end of the records", usize::MAX));
                 }
-                Read::Bad(reason) => return Some((at, reason)),
+                Read::Bad(reason) => {
+                    let len = bytes
+                        .get(at..at + 4)
+                        .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+                    let claimed_end = at.saturating_add(format::FRAME + len as usize);
+                    return Some((at, reason, claimed_end));
+                }
             }
         }
     }

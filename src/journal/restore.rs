@@ -16,7 +16,7 @@ use super::recovery::{self, OpenError};
 use super::writer::{Entry, wall_ms};
 use super::{JournalConfig, upkeep};
 
-use crate::batch::{Batch, MessageRef};
+use crate::batch::{Batch, MessageRef, RefBatch};
 use crate::block::{BLOCK_CAPACITY, Block, Key};
 use crate::codec::Payload;
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
@@ -211,24 +211,43 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             };
             let block = Block::with_ids(Arc::clone(shared), key, len, len, false, Some(ids.into()));
             let mut refs = Vec::with_capacity(len);
+            let mut ready = Vec::new();
             for (index, (_, value, attempt, due)) in chunk.into_iter().enumerate() {
                 let slot = block.slot(index);
                 // SAFETY: as in `fresh_block`.
                 unsafe { slot.write(value, 0) };
-                slot.state.restore_rolled_back(attempt);
+                let now = due <= self.now_ns;
+                slot.state.restore(attempt, now);
                 // SAFETY: `Block::with_ids` gave this slot a prepaid
                 // reference for its first claim from attempt 0, which it will
                 // never have (it is at `attempt` > 0 now): released here,
                 // once. `block` keeps the count above zero.
                 unsafe { Arc::decrement_strong_count(Arc::as_ptr(&block)) };
-                refs.push(MessageRef {
+                let message = MessageRef {
                     block: Arc::clone(&block),
                     slot: index as u32,
                     attempt,
-                    ts: due,
-                });
+                    ts: if now { 0 } else { due },
+                };
+                if now {
+                    ready.push(message);
+                } else {
+                    refs.push(message);
+                }
             }
             shared.register(block);
+            // Due now: claimable as soon as `open` returns, before anything
+            // produced after it (keyed at the origin, like the fresh ones).
+            if !ready.is_empty() {
+                let key = Key {
+                    ts: 0,
+                    seq: shared.next_seq(),
+                };
+                shared
+                    .index
+                    .insert(key, Batch::Redelivery(Box::new(RefBatch::new(ready))));
+            }
+            // Due later: the redeliverer puts them back when due.
             for message in refs {
                 shared.hand_over_rollback(message);
             }

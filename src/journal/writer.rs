@@ -1,7 +1,7 @@
 //! The journal's writer: appends records under one lock, keeps the state of
 //! every live message (for compaction), and syncs by group commit.
 
-use super::format::{self, FRAME, Phase, Record, State};
+use super::format::{self, Phase, Record, State};
 use super::segment::{self, Segment};
 use super::{Durability, JournalConfig, JournalStats};
 use crate::dead_letter::DeadLetterReason;

@@ -1,0 +1,397 @@
+//! The journal: what comes back after a restart, and bad files.
+#![cfg(feature = "journal")]
+
+use rebound::{DeadLetterReason, Durability, OpenError, ProduceError, Queue};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "rebound-test-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        TempDir(dir)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn open(dir: &Path) -> Queue<Vec<u8>> {
+    Queue::builder()
+        .max_attempts(3)
+        .backoff(rebound::Backoff::fixed(Duration::ZERO))
+        .journal(dir)
+        .open()
+        .unwrap()
+}
+
+fn drain_ready(q: &Queue<Vec<u8>>) -> Vec<rebound::Delivery<Vec<u8>>> {
+    let mut out = Vec::new();
+    while let Ok(d) = q.consume_timeout(Duration::from_millis(200)) {
+        out.push(d);
+    }
+    out
+}
+
+/// This test binary, run again as a child process that does `test`'s
+/// child part in `dir` and then dies by `SIGKILL`. Returns what the child
+/// reported with [`report`].
+fn child(test: &str, dir: &Path) -> Vec<String> {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("REBOUND_CHILD_DIR", dir)
+        .output()
+        .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "the child did not get to its crash: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix('@').map(str::to_owned))
+        .collect()
+}
+
+/// In the child process: the directory to work in.
+fn child_dir() -> Option<PathBuf> {
+    std::env::var_os("REBOUND_CHILD_DIR").map(PathBuf::from)
+}
+
+/// In the child process: tells the parent something.
+fn report(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\n@{line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// In the child process: the crash.
+fn die() -> ! {
+    // SAFETY: `kill` with this process's own id and a valid signal number.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    unreachable!("SIGKILL returned")
+}
+
+fn id_of(s: &str) -> String {
+    s.to_owned()
+}
+
+#[test]
+fn everything_settled_stays_settled_and_everything_else_comes_back() {
+    if let Some(dir) = child_dir() {
+        let q = open(&dir);
+        for i in 0..10u8 {
+            report(q.produce(vec![i; i as usize]).unwrap());
+        }
+        for id in q.produce_batch((10..20u8).map(|i| vec![i])).unwrap() {
+            report(id);
+        }
+        report(q.produce_after(b"later".to_vec(), Duration::from_secs(3600)).unwrap());
+        // Claim the first five: ack 0, dead-letter 1, roll back 2, hold 3 and 4.
+        let mut held = Vec::new();
+        for i in 0..5 {
+            let d = q.consume().unwrap();
+            match i {
+                0 => d.ack().unwrap(),
+                1 => d.dead_letter().unwrap(),
+                2 => d.rollback_after(Duration::from_millis(1)).unwrap(),
+                _ => held.push(d),
+            }
+        }
+        die();
+    }
+    let dir = TempDir::new("roundtrip");
+    let ids = child("everything_settled_stays_settled_and_everything_else_comes_back", dir.path());
+    assert_eq!(ids.len(), 21);
+    let later = ids[20].clone();
+
+    let q = open(dir.path());
+    let r = q.recovery().unwrap();
+    assert_eq!(r.in_flight_at_crash, 2);
+    assert_eq!(r.delayed, 1);
+    assert_eq!(r.dead_letters, 1);
+    assert_eq!(r.bytes_discarded, 0);
+    let dead = q.drain_dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].id().to_string(), dead[0].attempts(), dead[0].reason()),
+        (ids[1].clone(), 1, DeadLetterReason::Rejected)
+    );
+    let back = drain_ready(&q);
+    let got: Vec<_> = back.iter().map(|d| (d.id().to_string(), d.attempt(), (**d).clone())).collect();
+    // Never-delivered messages in produce order; then the ones delivered
+    // once (rolled back or held), at attempt 2.
+    let mut want: Vec<_> = (5..10).map(|i| (ids[i].clone(), 1, vec![i as u8; i])).collect();
+    want.extend((0..10).map(|i| (ids[10 + i].clone(), 1, vec![10 + i as u8])));
+    let (fresh, again): (Vec<_>, Vec<_>) = got.into_iter().partition(|g| g.1 == 1);
+    assert_eq!(fresh, want);
+    let mut again: Vec<_> = again.into_iter().map(|g| (g.0, g.1)).collect();
+    again.sort();
+    let mut want_again: Vec<_> = [2, 3, 4].iter().map(|&i| (id_of(&ids[i]), 2)).collect();
+    want_again.sort();
+    assert_eq!(again, want_again);
+    assert!(!back.iter().any(|d| d.id().to_string() == later || d.id().to_string() == ids[0]));
+    for d in back {
+        d.ack().unwrap();
+    }
+    drop(q);
+
+    // Acked and drained ones stay gone; the delayed one is still delayed.
+    let q = open(dir.path());
+    let r = q.recovery().unwrap();
+    assert_eq!((r.pending, r.delayed, r.dead_letters, r.in_flight_at_crash), (0, 1, 0, 0));
+    assert!(q.try_consume().is_err());
+}
+
+#[test]
+fn a_message_that_kills_its_handler_ends_as_a_crashed_dead_letter() {
+    if let Some(dir) = child_dir() {
+        let q = open(&dir);
+        if q.recovery().unwrap().records == 0 {
+            report(q.produce(b"poison".to_vec()).unwrap());
+        }
+        // The handler of this message takes the process down.
+        let held = q.try_consume();
+        if let Ok(d) = &held {
+            report(format!("{} {}", d.id(), d.attempt()));
+        }
+        die();
+    }
+    let dir = TempDir::new("poison");
+    let first = child("a_message_that_kills_its_handler_ends_as_a_crashed_dead_letter", dir.path());
+    let id = first[0].clone();
+    assert_eq!(first[1], format!("{id} 1"));
+    for attempt in 2..=3 {
+        let seen = child("a_message_that_kills_its_handler_ends_as_a_crashed_dead_letter", dir.path());
+        assert_eq!(seen, vec![format!("{id} {attempt}")]);
+    }
+    let q = open(dir.path());
+    let r = q.recovery().unwrap();
+    assert_eq!((r.in_flight_at_crash, r.dead_lettered_at_open), (1, 1), "{r:?}");
+    assert!(q.try_consume().is_err());
+    let dead = q.drain_dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].id().to_string(), dead[0].attempts(), dead[0].reason()),
+        (id, 3, DeadLetterReason::Crashed)
+    );
+    assert_eq!(dead[0].payload(), b"poison");
+    drop(q);
+    let q = open(dir.path());
+    assert!(q.drain_dead_letters().is_empty(), "a drained dead letter came back");
+}
+
+#[test]
+fn a_second_open_of_a_live_directory_is_refused_and_files_are_owner_only() {
+    let dir = TempDir::new("lock");
+    let q = open(dir.path());
+    match Queue::<Vec<u8>>::builder().journal(dir.path()).open() {
+        Err(OpenError::Locked { path }) => assert_eq!(path, dir.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.path()), 0o700);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            assert_eq!(mode(&entry.unwrap().path()), 0o600);
+        }
+    }
+    drop(q);
+    drop(open(dir.path()));
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+/// Offset just past the last non-zero byte of a file.
+fn data_end(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)
+}
+
+fn patch(path: &Path, at: usize, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(at as u64)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_reported() {
+    let dir = TempDir::new("torn");
+    let q = open(dir.path());
+    let id = q.produce(b"whole".to_vec()).unwrap();
+    drop(q);
+    // Tear a record onto the end of the last segment: a body without its
+    // frame, as a process killed mid-write leaves.
+    let with_data = segments(dir.path()).last().unwrap().clone();
+    let end = data_end(&with_data);
+    patch(&with_data, end + 8, b"half a record");
+    let q = open(dir.path());
+    let r = q.recovery().unwrap();
+    assert_eq!(r.bytes_discarded, 8 + 13);
+    assert_eq!(data_end(&with_data), end);
+    let d = q.consume().unwrap();
+    assert_eq!((d.id(), d.as_slice()), (id, &b"whole"[..]));
+    d.ack().unwrap();
+    drop(q);
+    // The cut was made for good: the next open finds nothing to cut.
+    let q = open(dir.path());
+    assert_eq!(q.recovery().unwrap().bytes_discarded, 0);
+}
+
+#[test]
+fn damage_before_the_tail_is_an_error_naming_file_and_offset_unless_repairing() {
+    let dir = TempDir::new("corrupt");
+    let q = open(dir.path());
+    q.produce(b"first".to_vec()).unwrap();
+    q.produce(b"second".to_vec()).unwrap();
+    drop(q);
+    let seg = segments(dir.path())[0].clone();
+    // Flip a bit in the first record's payload.
+    let bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"first").unwrap();
+    patch(&seg, at, b"f1rst");
+    match Queue::<Vec<u8>>::builder().journal(dir.path()).open() {
+        Err(OpenError::Corrupt { path, offset, .. }) => {
+            assert_eq!(path, seg);
+            assert_eq!(offset, 32);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let q = Queue::<Vec<u8>>::builder().journal(dir.path()).repair(true).open().unwrap();
+    assert!(q.recovery().unwrap().bytes_discarded > 0);
+    // A corrupt payload is never delivered.
+    assert!(q.try_consume().is_err());
+}
+
+#[test]
+fn a_segment_of_another_version_is_an_error() {
+    let dir = TempDir::new("version");
+    drop(open(dir.path()));
+    let seg = segments(dir.path())[0].clone();
+    let mut header = std::fs::read(&seg).unwrap()[..32].to_vec();
+    header[8] = 9;
+    let crc = crc32c::crc32c(&header[..28]);
+    header[28..].copy_from_slice(&crc.to_le_bytes());
+    patch(&seg, 0, &header);
+    match Queue::<Vec<u8>>::builder().journal(dir.path()).open() {
+        Err(OpenError::Version { found: 9, supported: 1, .. }) => {}
+        other => panic!("expected Version, got {other:?}"),
+    }
+}
+
+#[test]
+fn compaction_keeps_the_directory_bounded_and_carries_a_long_held_message() {
+    if let Some(dir) = child_dir() {
+        let q: Queue<Vec<u8>> = Queue::builder()
+            .max_attempts(3)
+            .journal(&dir)
+            .segment_size(1 << 20)
+            .open()
+            .unwrap();
+        report(q.produce(b"held for a long time".to_vec()).unwrap());
+        let _held = q.consume().unwrap();
+        q.produce_after(b"delayed".to_vec(), Duration::from_secs(3600)).unwrap();
+        let payload = vec![7u8; 1024];
+        // 80 MiB of traffic through 1 MiB segments.
+        for _ in 0..80_000 {
+            q.produce(payload.clone()).unwrap();
+            q.consume().unwrap().ack().unwrap();
+        }
+        // Compaction runs on its own thread: let it catch up.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while q.journal_stats().unwrap().disk_bytes > 64 << 20 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stats = q.journal_stats().unwrap();
+        report(format!("{} {}", stats.compacted, stats.disk_bytes));
+        die();
+    }
+    let dir = TempDir::new("compact");
+    let seen = child("compaction_keeps_the_directory_bounded_and_carries_a_long_held_message", dir.path());
+    let (compacted, disk) = seen[1].split_once(' ').unwrap();
+    assert!(compacted.parse::<u64>().unwrap() > 0, "{seen:?}");
+    assert!(disk.parse::<u64>().unwrap() <= 64 << 20, "{seen:?}");
+    let q = open(dir.path());
+    let d = q.consume().unwrap();
+    assert_eq!((d.id().to_string(), d.attempt()), (seen[0].clone(), 2));
+    assert_eq!(q.recovery().unwrap().delayed, 1);
+}
+
+#[test]
+fn an_in_memory_queue_has_no_journal_and_a_journaled_one_must_be_opened() {
+    assert!(Queue::<u8>::new().recovery().is_none());
+    let err = Queue::<Vec<u8>>::builder().journal("x").try_build().unwrap_err();
+    assert_eq!(err, rebound::BuildError::JournalNeedsOpen);
+    assert!(matches!(
+        Queue::<Vec<u8>>::builder().open(),
+        Err(OpenError::Build(rebound::BuildError::JournalNeedsOpen))
+    ));
+}
+
+#[test]
+fn fsync_mode_syncs_and_interval_mode_syncs_on_its_own() {
+    let dir = TempDir::new("fsync");
+    let q: Queue<Vec<u8>> = Queue::builder().journal(dir.path()).durability(Durability::Fsync).open().unwrap();
+    q.produce_batch((0..100u8).map(|i| vec![i])).unwrap();
+    let syncs = q.journal_stats().unwrap().syncs;
+    assert!(syncs >= 1);
+    q.consume().unwrap().ack().unwrap();
+    assert!(q.journal_stats().unwrap().syncs > syncs);
+    drop(q);
+    let dir = TempDir::new("interval");
+    let q: Queue<Vec<u8>> = Queue::builder()
+        .journal(dir.path())
+        .durability(Durability::Interval(Duration::from_millis(5)))
+        .open()
+        .unwrap();
+    q.produce(vec![1]).unwrap();
+    assert_eq!(q.journal_stats().unwrap().syncs, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while q.journal_stats().unwrap().syncs == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(q.journal_stats().unwrap().syncs > 0);
+}
+
+#[test]
+fn a_payload_the_type_cannot_decode_is_an_open_error() {
+    let dir = TempDir::new("decode");
+    let q: Queue<Vec<u8>> = open(dir.path());
+    q.produce(vec![0xff, 0xfe]).unwrap();
+    drop(q);
+    match Queue::<String>::builder().journal(dir.path()).open() {
+        Err(OpenError::Payload { .. }) => {}
+        other => panic!("expected Payload, got {other:?}"),
+    }
+    let _ = ProduceError::<u8>::Closed(1);
+}
