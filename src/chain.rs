@@ -21,9 +21,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         let shared = this;
         #[cfg(feature = "journal")]
         if let Some(attached) = &shared.journal {
-            return Shared::produce_journaled(this, attached, vec![value], due)
-                .map(|ids| ids[0])
-                .map_err(|e| e.map(|mut values| values.remove(0)));
+            return Shared::produce_journaled(this, attached, value, due);
         }
         if !shared.admit(1) {
             return Err(ProduceError::Closed(value));

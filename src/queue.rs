@@ -194,7 +194,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         }
         #[cfg(feature = "journal")]
         if let Some(attached) = &self.shared.journal {
-            return Shared::produce_journaled(&self.shared, attached, values, None);
+            return Shared::produce_journaled_batch(&self.shared, attached, values);
         }
         if !self.shared.admit(values.len() as u64) {
             return Err(ProduceError::Closed(values));

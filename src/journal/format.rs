@@ -3,9 +3,10 @@
 //!
 //! Everything is little-endian. A segment is a fixed-size file: a
 //! [`SEGMENT_HEADER`]-byte header, then records back to back, then zeros.
-//! A record is a frame `len: u32, crc: u32` followed by `len` body bytes;
-//! `crc` is the CRC32C of the `len` bytes and the body. A frame of eight
-//! zero bytes is the end of the segment's records (a body is never empty).
+//! A record is a frame `crc: u32, len: u32` followed by `len` body bytes;
+//! `crc` is the CRC32C of the `len` field and the body (the bytes after
+//! it). A frame of eight zero bytes is the end of the segment's records (a
+//! body is never empty).
 
 use crate::dead_letter::DeadLetterReason;
 
@@ -15,7 +16,7 @@ pub(crate) const MAGIC: [u8; 8] = *b"RBNDJRNL";
 pub(crate) const VERSION: u32 = 1;
 /// Bytes before the first record: magic, version, segment number, CRC.
 pub(crate) const SEGMENT_HEADER: usize = 32;
-/// Bytes of a record's frame (`len`, `crc`).
+/// Bytes of a record's frame (`crc`, `len`).
 pub(crate) const FRAME: usize = 8;
 
 const PRODUCE: u8 = 1;
@@ -178,7 +179,6 @@ impl Record<'_> {
 }
 
 /// Bytes of a produce record's body before its payload.
-pub(crate) const PRODUCE_FIELDS: usize = 1 + 16 + 8 + 8;
 
 fn put_produce_fields(out: &mut Vec<u8>, id: u128, seq: u64, due_ms: u64) {
     out.extend_from_slice(&id.to_le_bytes());
@@ -190,9 +190,9 @@ fn put_produce_fields(out: &mut Vec<u8>, id: u128, seq: u64, due_ms: u64) {
 /// end of `out`.
 pub(crate) fn seal(out: &mut [u8], start: usize) {
     let len = (out.len() - start - FRAME) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    let crc = checksum(&out[start..start + 4], &out[start + FRAME..]);
-    out[start + 4..start + FRAME].copy_from_slice(&crc.to_le_bytes());
+    out[start + 4..start + FRAME].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Writes the id, produce number and due time into the produce record at
@@ -202,8 +202,20 @@ pub(crate) fn fill_produce(out: &mut [u8], start: usize, id: u128, seq: u64) {
     let at = start + FRAME + 1;
     out[at..at + 16].copy_from_slice(&id.to_le_bytes());
     out[at + 16..at + 24].copy_from_slice(&seq.to_le_bytes());
-    let end = start + FRAME + read_u32(out, start) as usize;
+    let end = start + FRAME + read_u32(out, start + 4) as usize;
     seal(&mut out[..end], start);
+}
+
+/// The id, produce number and due time of the produce record at `start` of
+/// `out`, as this process framed it.
+pub(crate) fn produce_fields(out: &[u8], start: usize) -> (u128, u64, u64) {
+    let at = start + FRAME + 1;
+    let mut r = Reader(&out[at..]);
+    let fields = (r.u128(), r.u64(), r.u64());
+    match fields {
+        (Some(id), Some(seq), Some(due_ms)) => (id, seq, due_ms),
+        _ => (0, 0, 0),
+    }
 }
 
 /// Starts a produce record for a payload that `encode` appends, with the id
@@ -215,12 +227,8 @@ pub(crate) fn produce_frame(out: &mut Vec<u8>, due_ms: u64, encode: impl FnOnce(
     put_produce_fields(out, 0, 0, due_ms);
     encode(out);
     let len = (out.len() - start - FRAME) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + FRAME].copy_from_slice(&len.to_le_bytes());
     start
-}
-
-fn checksum(len: &[u8], body: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(len), body)
 }
 
 fn reason_byte(reason: DeadLetterReason) -> u8 {
@@ -263,12 +271,12 @@ pub(crate) fn read(seg: &[u8], at: usize) -> Read<'_> {
     if frame == [0; FRAME] {
         return Read::End;
     }
-    let len = read_u32(frame, 0) as usize;
-    let crc = read_u32(frame, 4);
+    let crc = read_u32(frame, 0);
+    let len = read_u32(frame, 4) as usize;
     let Some(body) = seg.get(at + FRAME..).and_then(|rest| rest.get(..len)) else {
         return Read::Bad("record runs past the end of its segment");
     };
-    if len == 0 || checksum(&frame[..4], body) != crc {
+    if len == 0 || crc32c::crc32c(&seg[at + 4..at + FRAME + len]) != crc {
         return Read::Bad("checksum mismatch");
     }
     match decode(body) {

@@ -3,7 +3,7 @@
 
 use super::format;
 use super::upkeep;
-use super::writer::Journal;
+use super::writer::{Journal, with_buffer};
 use crate::dead_letter::DeadLetterReason;
 use crate::error::ProduceError;
 use crate::id::MessageId;
@@ -30,6 +30,7 @@ impl<T> Attached<T> {
         if let Some(thread) = lock_plain(&self.upkeep).take() {
             let _ = thread.join();
         }
+        self.journal.drop_spare();
         if matches!(self.journal.config.durability, super::Durability::Interval(_)) {
             self.journal.sync_now();
         }
@@ -50,51 +51,98 @@ impl<T> Attached<T> {
 }
 
 impl<T: Send + Sync + 'static> Shared<T> {
-    /// Produces `values` on a journaled queue: ready now, or at `due`
-    /// (`(due, now)` on the queue clock) for a single delayed value. Their
-    /// records are written before this returns, and before any record about
-    /// them can be (see `Journal::produce`).
+    /// Produces `value` on a journaled queue: ready now, or at `due`
+    /// (`(due, now)` on the queue clock). Its record is written before
+    /// this returns, and before any record about it can be (see
+    /// `Journal::produce`).
     pub(crate) fn produce_journaled(
         this: &Arc<Self>,
         attached: &Attached<T>,
-        values: Vec<T>,
+        value: T,
         due: Option<(u64, u64)>,
+    ) -> Result<MessageId, ProduceError<T>> {
+        if !this.admit(1) {
+            return Err(ProduceError::Closed(value));
+        }
+        let delayed = due.filter(|&(due, now)| due > now).map(|(due, _)| due);
+        let due_ms = delayed.map_or(0, |due| attached.journal.wall_of(due));
+        with_buffer(|records| {
+            format::produce_frame(records, due_ms, |out| (attached.encode)(&value, out));
+            let mut got = MessageId::PLACEHOLDER;
+            let produced = attached.journal.produce(records, &[0], value, |value, id| {
+                Self::publish(this, iter::once(value), delayed, &mut |i| {
+                    id(i);
+                    got = i;
+                });
+            });
+            this.after_journaled(produced.map(|()| got), 1, delayed.is_some())
+        })
+    }
+
+    /// [`Self::produce_journaled`] for a batch, ready now, accepted whole or
+    /// not at all.
+    pub(crate) fn produce_journaled_batch(
+        this: &Arc<Self>,
+        attached: &Attached<T>,
+        values: Vec<T>,
     ) -> Result<Vec<MessageId>, ProduceError<Vec<T>>> {
         let n = values.len();
         if !this.admit(n as u64) {
             return Err(ProduceError::Closed(values));
         }
-        let delayed = due.filter(|&(due, now)| due > now).map(|(due, _)| due);
-        let due_ms = delayed.map_or(0, |due| attached.journal.wall_of(due));
-        let mut records = Vec::with_capacity(n * (format::PRODUCE_FIELDS + format::FRAME + 16));
-        let starts: Vec<usize> = values
-            .iter()
-            .map(|v| format::produce_frame(&mut records, due_ms, |out| (attached.encode)(v, out)))
-            .collect();
-        let mut ids = Vec::with_capacity(n);
-        let produced = attached.journal.produce(records, &starts, values, |values, id| {
-            let mut each = |i| {
-                id(i);
-                ids.push(i);
-            };
-            match delayed {
-                Some(due) => {
-                    for value in values {
-                        Shared::new_block(this, &mut iter::once(value), 1, due, 1, false, &mut each);
-                    }
-                    this.waiters.notify(true);
-                }
-                None => {
-                    Shared::push_fresh(this, values.into_iter(), this.recent_ns(), each);
-                    this.waiters.notify_after_publish(n > 1);
+        with_buffer(|records| {
+            let starts: Vec<usize> = values
+                .iter()
+                .map(|v| format::produce_frame(records, 0, |out| (attached.encode)(v, out)))
+                .collect();
+            let mut ids = Vec::with_capacity(n);
+            let produced = attached.journal.produce(records, &starts, values, |values, id| {
+                Self::publish(this, values.into_iter(), None, &mut |i| {
+                    id(i);
+                    ids.push(i);
+                });
+            });
+            this.after_journaled(produced.map(|()| ids), n, false)
+        })
+    }
+
+    /// Puts journaled values into the queue (under the journal's lock).
+    fn publish(
+        this: &Arc<Self>,
+        values: impl ExactSizeIterator<Item = T>,
+        delayed: Option<u64>,
+        each: &mut impl FnMut(MessageId),
+    ) {
+        match delayed {
+            Some(due) => {
+                for value in values {
+                    Shared::new_block(this, &mut iter::once(value), 1, due, 1, false, each);
                 }
             }
-        });
+            None => Shared::push_fresh(this, values, this.recent_ns(), each),
+        }
+    }
+
+    /// After the journal's lock is released: wakes consumers, or undoes the
+    /// admission of values the journal refused.
+    fn after_journaled<R, V>(
+        &self,
+        produced: Result<R, (V, std::io::Error)>,
+        n: usize,
+        delayed: bool,
+    ) -> Result<R, ProduceError<V>> {
         match produced {
-            Ok(()) => Ok(ids),
+            Ok(r) => {
+                // Not under the journal's lock: a consumer registering as a
+                // sleeper holds the sleepers' lock while its second poll may
+                // claim, and a claim takes the journal's lock. A delayed
+                // message may need a sleeper's shorter timeout.
+                self.waiters.notify(delayed || n > 1);
+                Ok(r)
+            }
             Err((values, error)) => {
-                this.counters.sub(Counter::Produced, n as u64);
-                this.settled();
+                self.counters.sub(Counter::Produced, n as u64);
+                self.settled();
                 Err(ProduceError::Journal(values, error.kind()))
             }
         }

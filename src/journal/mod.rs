@@ -11,6 +11,10 @@
 //! Compaction (`upkeep.rs`) copies the live messages of the oldest segment
 //! forward and deletes it. docs/durability.md has the format and the
 //! guarantees.
+//!
+//! Lock order: the sleepers' lock (`Waiters`) before the journal's (a
+//! consumer's second poll under the former may claim, which journals);
+//! nothing that holds the journal's lock takes the sleepers'.
 
 mod format;
 mod hooks;
@@ -106,7 +110,8 @@ pub struct JournalStats {
     pub bytes_written: u64,
     /// Syncs (`fdatasync`) made.
     pub syncs: u64,
-    /// Segment files in the directory now.
+    /// Segment files in the directory now (the next one, made ahead,
+    /// included).
     pub segments: u64,
     /// Bytes of the segment files now.
     pub disk_bytes: u64,

@@ -4,12 +4,11 @@
 use super::JournalConfig;
 use super::format::{self, Header, Phase, Read, Record, State};
 use super::segment::{self, Segment};
-use super::writer::{Entry, Journal};
+use super::writer::{Entry, Journal, LiveMap};
 use crate::codec::DecodeError;
 use crate::error::BuildError;
 use crate::id::MessageId;
 use fs4::FileExt;
-use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{DirBuilder, OpenOptions};
@@ -202,6 +201,8 @@ pub(crate) fn open(config: JournalConfig) -> Result<Found, OpenError> {
         Err(fs4::TryLockError::Error(e)) => return Err(io_at(&lock_path)(e)),
     }
 
+    // A spare segment made ahead and never used.
+    let _ = std::fs::remove_file(dir.join(segment::SPARE));
     let mut numbers = Vec::new();
     for entry in std::fs::read_dir(&dir).map_err(io_at(&dir))? {
         let entry = entry.map_err(io_at(&dir))?;
@@ -300,7 +301,7 @@ pub(crate) fn open(config: JournalConfig) -> Result<Found, OpenError> {
 
 #[derive(Default)]
 struct Fold {
-    live: FxHashMap<u128, Entry>,
+    live: LiveMap,
     recovery: Recovery,
 }
 
@@ -328,7 +329,7 @@ impl Fold {
                 }
                 Read::Bad(reason) => {
                     let len = bytes
-                        .get(at..at + 4)
+                        .get(at + 4..at + 8)
                         .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
                     let claimed_end = at.saturating_add(format::FRAME + len as usize);
                     return Some((at, reason, claimed_end));
@@ -339,7 +340,7 @@ impl Fold {
 
     fn apply(&mut self, record: Record<'_>, segment: u64, at: usize, len: usize) {
         let id = record.id();
-        let raise = |live: &mut FxHashMap<u128, Entry>, state: State| {
+        let raise = |live: &mut LiveMap, state: State| {
             if let Some(e) = live.get_mut(&id) {
                 if state.rank() >= e.state.rank() {
                     e.state = state;

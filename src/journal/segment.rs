@@ -21,6 +21,8 @@ pub(crate) const SEGMENT_BYTES: usize = 8 << 20;
 pub(crate) struct Segment {
     pub(crate) number: u64,
     pub(crate) path: PathBuf,
+    /// A spare's file name until it is installed.
+    spare: bool,
     file: File,
     map: MmapRaw,
 }
@@ -33,6 +35,9 @@ impl std::fmt::Debug for Segment {
             .finish()
     }
 }
+
+/// The file name of the spare segment (see [`Segment::create_spare`]).
+pub(crate) const SPARE: &str = "spare.seg.tmp";
 
 /// The file name of segment `number`.
 pub(crate) fn file_name(number: u64) -> String {
@@ -62,11 +67,43 @@ fn open_options() -> OpenOptions {
 impl Segment {
     /// Creates segment `number` in `dir`, `len` bytes, with its header.
     pub(crate) fn create(dir: &Path, number: u64, len: usize) -> io::Result<Segment> {
+        let segment = Self::make(dir.join(file_name(number)), number, len, false)?;
+        segment.write(0, &format::header(number));
+        Ok(segment)
+    }
+
+    /// Creates the spare segment of `dir`: allocated and its pages mapped
+    /// in ahead, so that the writer who fills the active segment does not
+    /// pay for that. It has no header and a name recovery deletes, until
+    /// [`Self::install`].
+    pub(crate) fn create_spare(dir: &Path, len: usize) -> io::Result<Segment> {
+        let path = dir.join(SPARE);
+        let _ = std::fs::remove_file(&path);
+        Self::make(path, u64::MAX, len, true)
+    }
+
+    /// Makes a spare segment number `number`: writes its header and gives it
+    /// its name.
+    pub(crate) fn install(mut self, dir: &Path, number: u64) -> io::Result<Segment> {
+        debug_assert!(self.spare);
+        self.write(0, &format::header(number));
         let path = dir.join(file_name(number));
+        std::fs::rename(&self.path, &path)?;
+        self.number = number;
+        self.path = path;
+        self.spare = false;
+        Ok(self)
+    }
+
+    fn make(path: PathBuf, number: u64, len: usize, spare: bool) -> io::Result<Segment> {
         let file = open_options().create_new(true).open(&path)?;
         let made = (|| {
             FileExt::allocate(&file, len as u64)?;
-            let map = MmapRaw::map_raw(&file)?;
+            let mut options = memmap2::MmapOptions::new();
+            if spare {
+                options.populate();
+            }
+            let map = options.map_raw(&file)?;
             if map.len() < len {
                 return Err(io::Error::other("segment mapping shorter than the file"));
             }
@@ -80,14 +117,13 @@ impl Segment {
                 return Err(e);
             }
         };
-        let segment = Segment {
+        Ok(Segment {
             number,
             path,
+            spare,
             file,
             map,
-        };
-        segment.write(0, &format::header(number));
-        Ok(segment)
+        })
     }
 
     /// Opens an existing segment for recovery (and later compaction).
@@ -97,6 +133,7 @@ impl Segment {
         Ok(Segment {
             number,
             path,
+            spare: false,
             file,
             map,
         })

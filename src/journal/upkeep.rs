@@ -54,11 +54,24 @@ pub(crate) fn run(journal: Arc<Journal>) {
                 next_sync = Some(Instant::now() + every);
             }
         }
+        make_spare(&journal);
         while compact_step(&journal) {
             if journal.stop.load(Ordering::SeqCst) {
                 break;
             }
         }
+    }
+}
+
+/// Makes the spare segment, if there is none.
+fn make_spare(journal: &Journal) {
+    if lock_plain(&journal.inner).spare.is_some() {
+        return;
+    }
+    // On failure the writer makes its next segment itself, and reports the
+    // error if it cannot either.
+    if let Ok(spare) = Segment::create_spare(&journal.dir, journal.config.segment_bytes) {
+        lock_plain(&journal.inner).spare = Some(spare);
     }
 }
 
@@ -69,7 +82,15 @@ pub(crate) fn compact_step(journal: &Journal) -> bool {
         if !Journal::over_budget(&inner) {
             return false;
         }
-        (Arc::clone(&inner.segments[0]), inner.scan)
+        let oldest = Arc::clone(&inner.segments[0]);
+        if inner.homed_in(oldest.number) == 0 {
+            // Nothing live is homed there (the usual case, when messages are
+            // settled soon after they are produced): delete it unread.
+            let end = inner.appended;
+            drop(inner);
+            return delete_oldest(journal, oldest, end);
+        }
+        (oldest, inner.scan)
     };
     // The oldest segment is sealed (the active one is the last, and there
     // are at least two): read it without the lock.
@@ -131,20 +152,21 @@ pub(crate) fn compact_step(journal: &Journal) -> bool {
         journal
             .bytes_written
             .fetch_add(record.len() as u64, Ordering::Relaxed);
-        let moved = inner.live.get_mut(&id).expect("checked above");
-        inner.live_bytes = inner.live_bytes - u64::from(moved.len) + record.len() as u64;
-        moved.segment = active.number;
-        moved.at = at_new as u32;
-        moved.len = record.len() as u32;
+        inner.rehome(id, active.number, at_new, record.len());
     }
     if !done {
         inner.scan = at;
         return true;
     }
     // Every live message homed in the oldest segment now has a newer home.
-    // Under `Fsync`, the copies must be on disk before the originals go.
     let end = inner.appended;
     drop(guard);
+    delete_oldest(journal, oldest, end)
+}
+
+/// Deletes segment `oldest`, the oldest, once the log up to `end` (every
+/// copy made of its live messages) is as durable as the mode promises.
+fn delete_oldest(journal: &Journal, oldest: Arc<Segment>, end: u64) -> bool {
     journal.wait_durable(end);
     let mut inner = lock_plain(&journal.inner);
     if inner.segments.front().map(|s| s.number) != Some(oldest.number) {
