@@ -395,3 +395,60 @@ fn a_payload_the_type_cannot_decode_is_an_open_error() {
     }
     let _ = ProduceError::<u8>::Closed(1);
 }
+
+#[cfg(unix)]
+#[test]
+fn a_full_disk_gives_the_producer_its_value_back_and_loses_nothing() {
+    if let Some(dir) = child_dir() {
+        let q: Queue<Vec<u8>> = Queue::builder()
+            .journal(&dir)
+            .segment_size(256 << 10)
+            .open()
+            .unwrap();
+        // Files may not grow past 128 KiB from now on: the next segment
+        // cannot be made, as on a full disk (`EFBIG` instead of `ENOSPC`).
+        // SAFETY: plain libc calls with valid arguments.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 128 << 10,
+                rlim_max: 128 << 10,
+            };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+        }
+        let mut ok = 0;
+        let refused = loop {
+            let value = format!("message {ok:05}").into_bytes().repeat(64);
+            match q.produce(value.clone()) {
+                Ok(_) => ok += 1,
+                Err(ProduceError::Journal(back, kind)) => {
+                    assert_eq!(back, value);
+                    break kind;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        report(format!("{ok} {refused:?}"));
+        assert_eq!(q.journal_stats().unwrap().write_errors, 1);
+        // The queue goes on; a claim's record fits or is counted as an error.
+        let _held = q.consume().unwrap();
+        die();
+    }
+    let dir = TempDir::new("full");
+    let seen = child("a_full_disk_gives_the_producer_its_value_back_and_loses_nothing", dir.path());
+    let (ok, kind) = seen[0].split_once(' ').unwrap();
+    let ok: usize = ok.parse().unwrap();
+    assert!(ok > 100, "{seen:?}");
+    assert_eq!(kind, "FileTooLarge");
+    // Everything accepted is there.
+    let q = open(dir.path());
+    assert_eq!(q.recovery().unwrap().pending, ok as u64);
+    let mut back = Vec::new();
+    while let Ok(d) = q.try_consume() {
+        back.push((*d).clone());
+        d.ack().unwrap();
+    }
+    back.sort();
+    let want: Vec<_> = (0..ok).map(|i| format!("message {i:05}").into_bytes().repeat(64)).collect();
+    assert_eq!(back, want);
+}
