@@ -2,8 +2,8 @@
 //! appended to, in order, and the blocks opened as it fills.
 
 use crate::batch::Batch;
-use crate::error::ProduceError;
 use crate::block::{BLOCK_CAPACITY, Block, Key, Next, Reserve};
+use crate::error::ProduceError;
 use crate::id::MessageId;
 use crate::shared::Shared;
 use crate::sync::{Arc, Guard, Ordering, SpinWait, pin};

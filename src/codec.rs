@@ -15,7 +15,7 @@ use std::fmt;
 /// at all, when the record fails its checksum).
 ///
 /// Implemented for `Vec<u8>`, `Box<[u8]>` and `String`, and, with the
-/// `serde` feature, for any serde type through [`Serde`].
+/// `serde` feature, for any serde type through `Serde`.
 ///
 /// ```
 /// use rebound::{DecodeError, Payload};

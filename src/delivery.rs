@@ -59,9 +59,7 @@ impl<T> Delivery<T> {
         };
         #[cfg(feature = "journal")]
         if let Some(attached) = &delivery.shared().journal {
-            attached
-                .journal
-                .claimed(delivery.id(), delivery.attempt());
+            attached.journal.claimed(delivery.id(), delivery.attempt());
         }
         delivery
     }

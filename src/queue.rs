@@ -156,7 +156,6 @@ impl<T: Send + Sync + 'static> Queue<T> {
             value,
             Some((self.shared.clock.nanos(at), now)),
         )
-
     }
 
     /// Puts every value in the queue, ready now, in order, and returns

@@ -271,7 +271,9 @@ impl MessageState {
     pub(crate) fn restore(&self, attempt: u32, due: bool) {
         debug_assert_eq!(self.load().tag(), Tag::Pending);
         let tag = if due { Tag::Pending } else { Tag::RolledBack };
-        let word = Word(0).with_tag(tag).with_attempt(attempt.min(MAX_ATTEMPTS));
+        let word = Word(0)
+            .with_tag(tag)
+            .with_attempt(attempt.min(MAX_ATTEMPTS));
         self.word.store(word.0, Ordering::SeqCst);
     }
 

@@ -42,7 +42,10 @@ fn open(dir: &Path) -> Queue<Vec<u8>> {
 }
 
 fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -72,37 +75,36 @@ fn child(dir: &Path, seed: u64) -> ! {
     for p in 0..PRODUCERS {
         let (q, say) = (q.clone(), say.clone());
         threads.push(std::thread::spawn(move || {
-            let mut rng = fastrand::Rng::with_seed(seed ^ (p + 1) * 7919);
+            let mut rng = fastrand::Rng::with_seed(seed ^ ((p + 1) * 7919));
             // This producer's message count: its produce order.
             let mut n = 0u64;
-            for k in 0u64.. {
-                let payload = |k: u64, rng: &mut fastrand::Rng| {
-                    let mut v = format!("p{p}-{k}-").into_bytes();
+            loop {
+                // Each payload names its producer and its produce order.
+                let mut payload = |rng: &mut fastrand::Rng| {
+                    let mut v = format!("p{p}-{n}-").into_bytes();
                     v.extend((0..rng.usize(0..40)).map(|_| rng.u8(..)));
-                    v
+                    n += 1;
+                    (n - 1, v)
                 };
                 match rng.u8(0..10) {
                     0..=5 => {
-                        let v = payload(k, &mut rng);
+                        let (k, v) = payload(&mut rng);
                         let id = q.produce(v.clone()).unwrap();
-                        say.say(format!("P {id} {p} {n} 0 {}", hex(&v)));
-                        n += 1;
+                        say.say(format!("P {id} {p} {k} 0 {}", hex(&v)));
                     }
                     6..=7 => {
-                        let vs: Vec<_> = (0..rng.u64(1..5)).map(|i| payload(k * 8 + i, &mut rng)).collect();
-                        let ids = q.produce_batch(vs.clone()).unwrap();
-                        for (id, v) in ids.iter().zip(&vs) {
-                            say.say(format!("P {id} {p} {n} 0 {}", hex(v)));
-                            n += 1;
+                        let vs: Vec<_> = (0..rng.u64(1..5)).map(|_| payload(&mut rng)).collect();
+                        let ids = q.produce_batch(vs.iter().map(|(_, v)| v.clone())).unwrap();
+                        for (id, (k, v)) in ids.iter().zip(&vs) {
+                            say.say(format!("P {id} {p} {k} 0 {}", hex(v)));
                         }
                     }
                     _ => {
-                        let v = payload(k, &mut rng);
+                        let (k, v) = payload(&mut rng);
                         let delay = Duration::from_millis(rng.u64(1..300));
                         let due = wall_ms() + delay.as_millis() as u64;
                         let id = q.produce_after(v.clone(), delay).unwrap();
-                        say.say(format!("P {id} {p} {n} {due} {}", hex(&v)));
-                        n += 1;
+                        say.say(format!("P {id} {p} {k} {due} {}", hex(&v)));
                     }
                 }
                 if rng.u8(0..4) == 0 {
@@ -114,7 +116,7 @@ fn child(dir: &Path, seed: u64) -> ! {
     for c in 0..CONSUMERS {
         let (q, say) = (q.clone(), say.clone());
         threads.push(std::thread::spawn(move || {
-            let mut rng = fastrand::Rng::with_seed(seed ^ (c + 100) * 104_729);
+            let mut rng = fastrand::Rng::with_seed(seed ^ ((c + 100) * 104_729));
             loop {
                 let Ok(d) = q.consume_timeout(Duration::from_millis(20)) else {
                     continue;
@@ -201,7 +203,12 @@ struct Message {
 fn one_kill(dir: &Path, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["child_process", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("REBOUND_CRASH_DIR", dir)
         .env("REBOUND_CRASH_SEED", seed.to_string())
         .stdout(Stdio::piped())
@@ -217,7 +224,11 @@ fn one_kill(dir: &Path, seed: u64) {
             .collect::<Vec<_>>()
     });
     // Sometimes during the open, mostly while it works.
-    let wait = if rng.u8(0..8) == 0 { rng.u64(0..20) } else { rng.u64(20..250) };
+    let wait = if rng.u8(0..8) == 0 {
+        rng.u64(0..20)
+    } else {
+        rng.u64(20..250)
+    };
     std::thread::sleep(Duration::from_millis(wait));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -237,9 +248,13 @@ fn one_kill(dir: &Path, seed: u64) {
                 let k = f.next().unwrap().parse().unwrap();
                 let due_ms = f.next().unwrap().parse().unwrap();
                 let h = f.next().unwrap();
-                let payload = (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect();
+                let payload = (0..h.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                    .collect();
                 let m = messages.entry(id).or_default();
-                (m.reported, m.producer, m.k, m.due_ms, m.payload) = (true, producer, k, due_ms, payload);
+                (m.reported, m.producer, m.k, m.due_ms, m.payload) =
+                    (true, producer, k, due_ms, payload);
                 let count = produced.entry(producer).or_insert(0);
                 *count = (*count).max(k + 1);
             }
@@ -278,13 +293,24 @@ fn one_kill(dir: &Path, seed: u64) {
         let id = letter.id().to_string();
         let none = Message::default();
         let m = messages.get(&id).unwrap_or(&none);
-        assert!(m.reported || unreported_ok(letter.payload()), "unknown dead letter {id}; {context}");
-        assert!(!m.acked, "acked message {id} came back as a dead letter; {context}");
+        assert!(
+            m.reported || unreported_ok(letter.payload()),
+            "unknown dead letter {id}; {context}"
+        );
+        assert!(
+            !m.acked,
+            "acked message {id} came back as a dead letter; {context}"
+        );
         assert!(!m.drained, "drained dead letter {id} came back; {context}");
         if m.reported {
             assert_eq!(letter.payload(), &m.payload, "{context}");
         }
-        assert!(letter.attempts() >= m.claimed, "{id}: {} < {}; {context}", letter.attempts(), m.claimed);
+        assert!(
+            letter.attempts() >= m.claimed,
+            "{id}: {} < {}; {context}",
+            letter.attempts(),
+            m.claimed
+        );
         seen.insert(id);
     }
     // Never-delivered, due messages of each producer, in claim order.
@@ -294,7 +320,11 @@ fn one_kill(dir: &Path, seed: u64) {
         let id = d.id().to_string();
         let none = Message::default();
         let m = messages.get(&id).unwrap_or(&none);
-        assert!(m.reported || unreported_ok(&d), "unknown message {id}; {context}");
+        assert!(
+            m.reported || unreported_ok(&d),
+            "unknown message {id} ({m:?}, payload {:?}, produced {produced:?}); {context}",
+            String::from_utf8_lossy(&d)
+        );
         assert!(!m.acked, "acked message {id} came back; {context}");
         assert!(!m.dead, "dead-lettered message {id} came back; {context}");
         if m.reported {
@@ -306,13 +336,25 @@ fn one_kill(dir: &Path, seed: u64) {
             d.attempt(),
             m.claimed
         );
-        assert!(wall_ms() >= m.due_ms, "{id} delivered before it was due; {context}");
+        assert!(
+            wall_ms() >= m.due_ms,
+            "{id} delivered before it was due; {context}"
+        );
         if m.reported && d.attempt() == 1 && m.due_ms == 0 {
             let last = order.entry(m.producer).or_insert(0);
-            assert!(m.k >= *last, "producer {} order: {} after {}; {context}", m.producer, m.k, last);
+            assert!(
+                m.k >= *last,
+                "producer {} order: {} after {}; {context}",
+                m.producer,
+                m.k,
+                last
+            );
             *last = m.k;
         }
-        assert!(seen.insert(id), "delivered twice after the restart; {context}");
+        assert!(
+            seen.insert(id),
+            "delivered twice after the restart; {context}"
+        );
         d.ack().unwrap();
     }
     for (id, m) in &messages {
@@ -328,13 +370,35 @@ fn one_kill(dir: &Path, seed: u64) {
         );
     }
     assert!(q.try_consume().is_err());
+    drop(q);
+    // All of it was acked or drained: the next open finds nothing.
+    let q = open(dir);
+    let r = q.recovery().unwrap();
+    let left: Vec<String> = std::iter::from_fn(|| q.try_consume().ok())
+        .map(|d| {
+            format!(
+                "{} {} {:?}",
+                d.id(),
+                d.attempt(),
+                String::from_utf8_lossy(&d)
+            )
+        })
+        .collect();
+    assert_eq!(
+        (r.pending, r.delayed, r.dead_letters, r.in_flight_at_crash),
+        (0, 0, 0, 0),
+        "left after everything was settled: {left:?}; {r:?}; {context}"
+    );
 }
 
 /// The child's entry point: does nothing unless run by `one_kill`.
 #[test]
 fn child_process() {
     if let Some(dir) = std::env::var_os("REBOUND_CRASH_DIR") {
-        let seed = std::env::var("REBOUND_CRASH_SEED").unwrap().parse().unwrap();
+        let seed = std::env::var("REBOUND_CRASH_SEED")
+            .unwrap()
+            .parse()
+            .unwrap();
         child(Path::new(&dir), seed);
     }
 }
@@ -371,7 +435,11 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Self {
-        TempDir(std::env::temp_dir().join(format!("rebound-crash-{}-{}", std::process::id(), fastrand::u64(..))))
+        TempDir(std::env::temp_dir().join(format!(
+            "rebound-crash-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        )))
     }
 }
 

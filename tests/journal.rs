@@ -105,7 +105,10 @@ fn everything_settled_stays_settled_and_everything_else_comes_back() {
         for id in q.produce_batch((10..20u8).map(|i| vec![i])).unwrap() {
             report(id);
         }
-        report(q.produce_after(b"later".to_vec(), Duration::from_secs(3600)).unwrap());
+        report(
+            q.produce_after(b"later".to_vec(), Duration::from_secs(3600))
+                .unwrap(),
+        );
         // Claim the first five: ack 0, dead-letter 1, roll back 2, hold 3 and 4.
         let mut held = Vec::new();
         for i in 0..5 {
@@ -120,7 +123,10 @@ fn everything_settled_stays_settled_and_everything_else_comes_back() {
         die();
     }
     let dir = TempDir::new("roundtrip");
-    let ids = child("everything_settled_stays_settled_and_everything_else_comes_back", dir.path());
+    let ids = child(
+        "everything_settled_stays_settled_and_everything_else_comes_back",
+        dir.path(),
+    );
     assert_eq!(ids.len(), 21);
     let later = ids[20].clone();
 
@@ -133,14 +139,23 @@ fn everything_settled_stays_settled_and_everything_else_comes_back() {
     let dead = q.drain_dead_letters();
     assert_eq!(dead.len(), 1);
     assert_eq!(
-        (dead[0].id().to_string(), dead[0].attempts(), dead[0].reason()),
+        (
+            dead[0].id().to_string(),
+            dead[0].attempts(),
+            dead[0].reason()
+        ),
         (ids[1].clone(), 1, DeadLetterReason::Rejected)
     );
     let back = drain_ready(&q);
-    let got: Vec<_> = back.iter().map(|d| (d.id().to_string(), d.attempt(), (**d).clone())).collect();
+    let got: Vec<_> = back
+        .iter()
+        .map(|d| (d.id().to_string(), d.attempt(), (**d).clone()))
+        .collect();
     // Never-delivered messages in produce order; then the ones delivered
     // once (rolled back or held), at attempt 2.
-    let mut want: Vec<_> = (5..10).map(|i| (ids[i].clone(), 1, vec![i as u8; i])).collect();
+    let mut want: Vec<_> = (5..10)
+        .map(|i| (ids[i].clone(), 1, vec![i as u8; i]))
+        .collect();
     want.extend((0..10).map(|i| (ids[10 + i].clone(), 1, vec![10 + i as u8])));
     let (fresh, again): (Vec<_>, Vec<_>) = got.into_iter().partition(|g| g.1 == 1);
     assert_eq!(fresh, want);
@@ -149,7 +164,11 @@ fn everything_settled_stays_settled_and_everything_else_comes_back() {
     let mut want_again: Vec<_> = [2, 3, 4].iter().map(|&i| (id_of(&ids[i]), 2)).collect();
     want_again.sort();
     assert_eq!(again, want_again);
-    assert!(!back.iter().any(|d| d.id().to_string() == later || d.id().to_string() == ids[0]));
+    assert!(
+        !back
+            .iter()
+            .any(|d| d.id().to_string() == later || d.id().to_string() == ids[0])
+    );
     for d in back {
         d.ack().unwrap();
     }
@@ -158,7 +177,10 @@ fn everything_settled_stays_settled_and_everything_else_comes_back() {
     // Acked and drained ones stay gone; the delayed one is still delayed.
     let q = open(dir.path());
     let r = q.recovery().unwrap();
-    assert_eq!((r.pending, r.delayed, r.dead_letters, r.in_flight_at_crash), (0, 1, 0, 0));
+    assert_eq!(
+        (r.pending, r.delayed, r.dead_letters, r.in_flight_at_crash),
+        (0, 1, 0, 0)
+    );
     assert!(q.try_consume().is_err());
 }
 
@@ -177,27 +199,44 @@ fn a_message_that_kills_its_handler_ends_as_a_crashed_dead_letter() {
         die();
     }
     let dir = TempDir::new("poison");
-    let first = child("a_message_that_kills_its_handler_ends_as_a_crashed_dead_letter", dir.path());
+    let first = child(
+        "a_message_that_kills_its_handler_ends_as_a_crashed_dead_letter",
+        dir.path(),
+    );
     let id = first[0].clone();
     assert_eq!(first[1], format!("{id} 1"));
     for attempt in 2..=3 {
-        let seen = child("a_message_that_kills_its_handler_ends_as_a_crashed_dead_letter", dir.path());
+        let seen = child(
+            "a_message_that_kills_its_handler_ends_as_a_crashed_dead_letter",
+            dir.path(),
+        );
         assert_eq!(seen, vec![format!("{id} {attempt}")]);
     }
     let q = open(dir.path());
     let r = q.recovery().unwrap();
-    assert_eq!((r.in_flight_at_crash, r.dead_lettered_at_open), (1, 1), "{r:?}");
+    assert_eq!(
+        (r.in_flight_at_crash, r.dead_lettered_at_open),
+        (1, 1),
+        "{r:?}"
+    );
     assert!(q.try_consume().is_err());
     let dead = q.drain_dead_letters();
     assert_eq!(dead.len(), 1);
     assert_eq!(
-        (dead[0].id().to_string(), dead[0].attempts(), dead[0].reason()),
+        (
+            dead[0].id().to_string(),
+            dead[0].attempts(),
+            dead[0].reason()
+        ),
         (id, 3, DeadLetterReason::Crashed)
     );
     assert_eq!(dead[0].payload(), b"poison");
     drop(q);
     let q = open(dir.path());
-    assert!(q.drain_dead_letters().is_empty(), "a drained dead letter came back");
+    assert!(
+        q.drain_dead_letters().is_empty(),
+        "a drained dead letter came back"
+    );
 }
 
 #[test]
@@ -287,7 +326,11 @@ fn damage_before_the_tail_is_an_error_naming_file_and_offset_unless_repairing() 
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    let q = Queue::<Vec<u8>>::builder().journal(dir.path()).repair(true).open().unwrap();
+    let q = Queue::<Vec<u8>>::builder()
+        .journal(dir.path())
+        .repair(true)
+        .open()
+        .unwrap();
     assert!(q.recovery().unwrap().bytes_discarded > 0);
     // A corrupt payload is never delivered.
     assert!(q.try_consume().is_err());
@@ -304,7 +347,11 @@ fn a_segment_of_another_version_is_an_error() {
     header[28..].copy_from_slice(&crc.to_le_bytes());
     patch(&seg, 0, &header);
     match Queue::<Vec<u8>>::builder().journal(dir.path()).open() {
-        Err(OpenError::Version { found: 9, supported: 1, .. }) => {}
+        Err(OpenError::Version {
+            found: 9,
+            supported: 1,
+            ..
+        }) => {}
         other => panic!("expected Version, got {other:?}"),
     }
 }
@@ -320,7 +367,8 @@ fn compaction_keeps_the_directory_bounded_and_carries_a_long_held_message() {
             .unwrap();
         report(q.produce(b"held for a long time".to_vec()).unwrap());
         let _held = q.consume().unwrap();
-        q.produce_after(b"delayed".to_vec(), Duration::from_secs(3600)).unwrap();
+        q.produce_after(b"delayed".to_vec(), Duration::from_secs(3600))
+            .unwrap();
         let payload = vec![7u8; 1024];
         // 80 MiB of traffic through 1 MiB segments.
         for _ in 0..80_000 {
@@ -329,7 +377,9 @@ fn compaction_keeps_the_directory_bounded_and_carries_a_long_held_message() {
         }
         // Compaction runs on its own thread: let it catch up.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while q.journal_stats().unwrap().disk_bytes > 64 << 20 && std::time::Instant::now() < deadline {
+        while q.journal_stats().unwrap().disk_bytes > 64 << 20
+            && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         let stats = q.journal_stats().unwrap();
@@ -337,7 +387,10 @@ fn compaction_keeps_the_directory_bounded_and_carries_a_long_held_message() {
         die();
     }
     let dir = TempDir::new("compact");
-    let seen = child("compaction_keeps_the_directory_bounded_and_carries_a_long_held_message", dir.path());
+    let seen = child(
+        "compaction_keeps_the_directory_bounded_and_carries_a_long_held_message",
+        dir.path(),
+    );
     let (compacted, disk) = seen[1].split_once(' ').unwrap();
     assert!(compacted.parse::<u64>().unwrap() > 0, "{seen:?}");
     assert!(disk.parse::<u64>().unwrap() <= 64 << 20, "{seen:?}");
@@ -350,7 +403,10 @@ fn compaction_keeps_the_directory_bounded_and_carries_a_long_held_message() {
 #[test]
 fn an_in_memory_queue_has_no_journal_and_a_journaled_one_must_be_opened() {
     assert!(Queue::<u8>::new().recovery().is_none());
-    let err = Queue::<Vec<u8>>::builder().journal("x").try_build().unwrap_err();
+    let err = Queue::<Vec<u8>>::builder()
+        .journal("x")
+        .try_build()
+        .unwrap_err();
     assert_eq!(err, rebound::BuildError::JournalNeedsOpen);
     assert!(matches!(
         Queue::<Vec<u8>>::builder().open(),
@@ -361,7 +417,11 @@ fn an_in_memory_queue_has_no_journal_and_a_journaled_one_must_be_opened() {
 #[test]
 fn fsync_mode_syncs_and_interval_mode_syncs_on_its_own() {
     let dir = TempDir::new("fsync");
-    let q: Queue<Vec<u8>> = Queue::builder().journal(dir.path()).durability(Durability::Fsync).open().unwrap();
+    let q: Queue<Vec<u8>> = Queue::builder()
+        .journal(dir.path())
+        .durability(Durability::Fsync)
+        .open()
+        .unwrap();
     q.produce_batch((0..100u8).map(|i| vec![i])).unwrap();
     let syncs = q.journal_stats().unwrap().syncs;
     assert!(syncs >= 1);
@@ -435,7 +495,10 @@ fn a_full_disk_gives_the_producer_its_value_back_and_loses_nothing() {
         die();
     }
     let dir = TempDir::new("full");
-    let seen = child("a_full_disk_gives_the_producer_its_value_back_and_loses_nothing", dir.path());
+    let seen = child(
+        "a_full_disk_gives_the_producer_its_value_back_and_loses_nothing",
+        dir.path(),
+    );
     let (ok, kind) = seen[0].split_once(' ').unwrap();
     let ok: usize = ok.parse().unwrap();
     assert!(ok > 100, "{seen:?}");
@@ -449,6 +512,8 @@ fn a_full_disk_gives_the_producer_its_value_back_and_loses_nothing() {
         d.ack().unwrap();
     }
     back.sort();
-    let want: Vec<_> = (0..ok).map(|i| format!("message {i:05}").into_bytes().repeat(64)).collect();
+    let want: Vec<_> = (0..ok)
+        .map(|i| format!("message {i:05}").into_bytes().repeat(64))
+        .collect();
     assert_eq!(back, want);
 }

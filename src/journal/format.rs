@@ -178,8 +178,6 @@ impl Record<'_> {
     }
 }
 
-/// Bytes of a produce record's body before its payload.
-
 fn put_produce_fields(out: &mut Vec<u8>, id: u128, seq: u64, due_ms: u64) {
     out.extend_from_slice(&id.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
@@ -220,7 +218,11 @@ pub(crate) fn produce_fields(out: &[u8], start: usize) -> (u128, u64, u64) {
 
 /// Starts a produce record for a payload that `encode` appends, with the id
 /// and produce number left to [`fill_produce`]. Returns where it starts.
-pub(crate) fn produce_frame(out: &mut Vec<u8>, due_ms: u64, encode: impl FnOnce(&mut Vec<u8>)) -> usize {
+pub(crate) fn produce_frame(
+    out: &mut Vec<u8>,
+    due_ms: u64,
+    encode: impl FnOnce(&mut Vec<u8>),
+) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME]);
     out.push(PRODUCE);
@@ -509,7 +511,10 @@ mod tests {
                 panic!("sample does not read")
             };
             for cut in 0..bytes.len() {
-                assert!(!matches!(read(&bytes[..cut], 0), Read::Record(..)), "cut {cut}");
+                assert!(
+                    !matches!(read(&bytes[..cut], 0), Read::Record(..)),
+                    "cut {cut}"
+                );
             }
             for bit in 0..bytes.len() * 8 {
                 let mut flipped = bytes.clone();

@@ -8,8 +8,8 @@ use crate::dead_letter::DeadLetterReason;
 use crate::error::ProduceError;
 use crate::id::MessageId;
 use crate::shared::Shared;
-use crate::stats::Counter;
 use crate::state::Tag;
+use crate::stats::Counter;
 use crate::sync::{PlainMutex, lock_plain};
 use std::iter;
 use std::sync::Arc;
@@ -31,7 +31,10 @@ impl<T> Attached<T> {
             let _ = thread.join();
         }
         self.journal.drop_spare();
-        if matches!(self.journal.config.durability, super::Durability::Interval(_)) {
+        if matches!(
+            self.journal.config.durability,
+            super::Durability::Interval(_)
+        ) {
             self.journal.sync_now();
         }
     }
@@ -96,12 +99,14 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 .map(|v| format::produce_frame(records, 0, |out| (attached.encode)(v, out)))
                 .collect();
             let mut ids = Vec::with_capacity(n);
-            let produced = attached.journal.produce(records, &starts, values, |values, id| {
-                Self::publish(this, values.into_iter(), None, &mut |i| {
-                    id(i);
-                    ids.push(i);
+            let produced = attached
+                .journal
+                .produce(records, &starts, values, |values, id| {
+                    Self::publish(this, values.into_iter(), None, &mut |i| {
+                        id(i);
+                        ids.push(i);
+                    });
                 });
-            });
             this.after_journaled(produced.map(|()| ids), n, false)
         })
     }

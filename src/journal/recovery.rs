@@ -127,12 +127,28 @@ pub enum OpenError {
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OpenError::Io { path, source } => write!(f, "journal I/O error on {}: {source}", path.display()),
-            OpenError::Locked { path } => write!(f, "journal {} is open in another queue", path.display()),
-            OpenError::Corrupt { path, offset, reason } => {
-                write!(f, "journal segment {} is corrupt at byte {offset}: {reason}", path.display())
+            OpenError::Io { path, source } => {
+                write!(f, "journal I/O error on {}: {source}", path.display())
             }
-            OpenError::Version { path, found, supported } => write!(
+            OpenError::Locked { path } => {
+                write!(f, "journal {} is open in another queue", path.display())
+            }
+            OpenError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "journal segment {} is corrupt at byte {offset}: {reason}",
+                    path.display()
+                )
+            }
+            OpenError::Version {
+                path,
+                found,
+                supported,
+            } => write!(
                 f,
                 "journal segment {} has format version {found}; this build reads version {supported}",
                 path.display()
@@ -259,7 +275,10 @@ pub(crate) fn open(config: JournalConfig) -> Result<Found, OpenError> {
         let stop = fold.segment(&seg);
         if let Some((offset, reason, claimed_end)) = stop {
             let bytes = seg.bytes();
-            let end = bytes.iter().rposition(|&b| b != 0).map_or(offset, |p| p + 1);
+            let end = bytes
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(offset, |p| p + 1);
             // A torn tail is the last record written: nothing follows it.
             // (Records are written one at a time, under the journal's lock,
             // frame last; a process that dies mid-record leaves its body
@@ -322,10 +341,11 @@ impl Fold {
                 Read::End => {
                     // Past the zero frame there must be nothing but zeros.
                     let rest = bytes.get(at..).unwrap_or(&[]);
-                    return rest
-                        .iter()
-                        .any(|&b| b != 0)
-                        .then_some((at, "bytes after the end of the records", usize::MAX));
+                    return rest.iter().any(|&b| b != 0).then_some((
+                        at,
+                        "bytes after the end of the records",
+                        usize::MAX,
+                    ));
                 }
                 Read::Bad(reason) => {
                     let len = bytes
@@ -411,10 +431,15 @@ impl Fold {
 }
 
 /// The payload bytes of a live message, from its home record.
-pub(crate) fn payload_of<'a>(segments: &'a VecDeque<Arc<Segment>>, entry: &Entry) -> Option<&'a [u8]> {
+pub(crate) fn payload_of<'a>(
+    segments: &'a VecDeque<Arc<Segment>>,
+    entry: &Entry,
+) -> Option<&'a [u8]> {
     let seg = segments.iter().find(|s| s.number == entry.segment)?;
     match format::read(seg.bytes(), entry.at as usize) {
-        Read::Record(Record::Produce { payload, .. } | Record::Carry { payload, .. }, _) => Some(payload),
+        Read::Record(Record::Produce { payload, .. } | Record::Carry { payload, .. }, _) => {
+            Some(payload)
+        }
         _ => None,
     }
 }

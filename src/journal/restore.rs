@@ -2,7 +2,8 @@
 //! new queue, with their ids, attempts and due times.
 //!
 //! - Never delivered, due: in blocks of their own, keyed before anything
-//!   produced after the open, in produce order.
+//!   produced after the open, in produce order, after the ones below that
+//!   are due.
 //! - Never delivered, due later: a block of one each, keyed at the due time.
 //! - Delivered before (rolled back, or held when the process died): made
 //!   `RolledBack` at their attempt and handed to the redeliverer, exactly
@@ -53,16 +54,14 @@ pub(crate) fn open<T: Payload + Send + Sync + 'static>(
         let segments = lock_plain(&journal.inner).segments.clone();
         let mut restore = Restore::new(&queue.shared);
         for (id, entry) in &found.messages {
-            let payload = recovery::payload_of(&segments, entry).ok_or_else(|| {
-                OpenError::Corrupt {
+            let payload =
+                recovery::payload_of(&segments, entry).ok_or_else(|| OpenError::Corrupt {
                     path: journal.dir.clone(),
                     offset: u64::from(entry.at),
                     reason: "a live message's record is missing",
-                }
-            })?;
+                })?;
             let id = MessageId::from_u128(*id);
-            let value =
-                T::decode(payload).map_err(|source| OpenError::Payload { id, source })?;
+            let value = T::decode(payload).map_err(|source| OpenError::Payload { id, source })?;
             restore.message(id, entry, value, &mut recovery);
         }
         restore.finish();
@@ -92,6 +91,8 @@ struct Restore<'a, T> {
     now_ms: u64,
     /// Never delivered and due, waiting to fill a block.
     fresh: Vec<(MessageId, T)>,
+    /// Full blocks' worth of those, put into the index after `again`.
+    blocks: Vec<Vec<(MessageId, T)>>,
     /// Delivered before: `(id, value, attempt, due)`.
     again: Vec<(MessageId, T, u32, u64)>,
 }
@@ -103,6 +104,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             now_ns: shared.clock.precise(),
             now_ms: wall_ms(),
             fresh: Vec::new(),
+            blocks: Vec::new(),
             again: Vec::new(),
         }
     }
@@ -170,7 +172,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
     fn flush_fresh(&mut self) {
         if !self.fresh.is_empty() {
             let batch = std::mem::take(&mut self.fresh);
-            self.fresh_block(batch, 0);
+            self.blocks.push(batch);
         }
     }
 
@@ -195,9 +197,20 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
         shared.register(block);
     }
 
-    /// Messages delivered before go back through the redeliverer.
+    /// Puts the messages in: first those delivered before (the ones in
+    /// progress at the crash were first in line), then the never-delivered
+    /// ones in produce order.
     fn finish(mut self) {
         self.flush_fresh();
+        self.put_back_again();
+        for batch in std::mem::take(&mut self.blocks) {
+            self.fresh_block(batch, 0);
+        }
+    }
+
+    /// Messages delivered before: due now, into the index; due later,
+    /// through the redeliverer.
+    fn put_back_again(&mut self) {
         let shared = self.shared;
         let again = std::mem::take(&mut self.again);
         let mut rest = again.into_iter().peekable();

@@ -168,7 +168,11 @@ impl Segment {
         // as `self`; the range is written by this caller only (the
         // journal's lock) and read by nobody (see `bytes`).
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.as_mut_ptr().add(at), bytes.len())
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.map.as_mut_ptr().add(at),
+                bytes.len(),
+            )
         };
     }
 

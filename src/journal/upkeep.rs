@@ -38,8 +38,9 @@ pub(crate) fn run(journal: Arc<Journal>) {
                 break;
             }
             if !*woken {
-                let timeout = next_sync
-                    .map_or(UPKEEP_TICK, |at| at.saturating_duration_since(Instant::now()));
+                let timeout = next_sync.map_or(UPKEEP_TICK, |at| {
+                    at.saturating_duration_since(Instant::now())
+                });
                 woken = journal
                     .upkeep_wake
                     .wait_timeout(woken, timeout)

@@ -8,9 +8,9 @@ use crate::dead_letter::DeadLetterReason;
 use crate::id::MessageId;
 use crate::sync::{PlainMutex, lock_plain};
 use rustc_hash::FxHashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::collections::VecDeque;
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -178,8 +178,10 @@ impl Journal {
         // Relaxed: written before the queue (and this journal) is shared
         // with any other thread; the spawn or `Arc` hand-off that shares it
         // orders this store before every load.
-        self.origin_ms
-            .store(wall_ms().saturating_sub(now_ns / 1_000_000), Ordering::Relaxed);
+        self.origin_ms.store(
+            wall_ms().saturating_sub(now_ns / 1_000_000),
+            Ordering::Relaxed,
+        );
     }
 
     /// The Unix time, in ms (rounded up: never early), of queue-clock time
@@ -316,7 +318,13 @@ impl Journal {
     /// Appends one record about a live message and applies `apply` to its
     /// entry (dropping the entry if `apply` returns false). Records about
     /// messages the journal does not know (already final) are not written.
-    fn note(&self, id: MessageId, record: Record<'_>, wait: bool, apply: impl FnOnce(&mut Entry) -> bool) {
+    fn note(
+        &self,
+        id: MessageId,
+        record: Record<'_>,
+        wait: bool,
+        apply: impl FnOnce(&mut Entry) -> bool,
+    ) {
         let end = with_buffer(|bytes| {
             // Framed and checksummed before the lock is taken.
             record.write(bytes);
@@ -577,7 +585,6 @@ pub(crate) fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         Err(_) => f(&mut Vec::new()),
     })
 }
-
 
 /// A sleep of the upkeep thread when nothing wakes it.
 pub(crate) const UPKEEP_TICK: Duration = Duration::from_secs(1);
