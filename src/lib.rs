@@ -55,6 +55,13 @@
 //!   may still be running when the message is redelivered; both can read
 //!   the payload (hence `T: Sync`), only the new one can settle it.
 //!
+//! - **Durable, if asked.** A queue opened with
+//!   [`Builder::journal`]`(dir)...`[`open`](Builder::open) journals every
+//!   produce, claim and settle before the call returns: a crash of the
+//!   process loses nothing, a message in progress comes back with its
+//!   attempt count carried on, and one whose handler kills the process ends
+//!   as a dead letter. See `docs/durability.md`.
+//!
 //! See `docs/design.md` for the state machine and its memory orderings.
 
 mod backoff;

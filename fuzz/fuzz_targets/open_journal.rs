@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
     // records: a fresh journal's first segment supplies it.
     let mut bytes = data.to_vec();
     if data.first().is_some_and(|b| b & 1 == 0) {
-        let q: Queue<Vec<u8>> = Queue::builder().journal(&dir).open().unwrap();
+        let q: Queue<Vec<u8>> = Queue::builder()
+            .journal(&dir)
+            .segment_size(64 << 10)
+            .open()
+            .unwrap();
         drop(q);
         let seg = dir.join("00000000000000000000.seg");
         let header = std::fs::read(&seg).unwrap()[..32].to_vec();
@@ -34,7 +38,12 @@ fuzz_target!(|data: &[u8]| {
     }
     std::fs::write(dir.join("00000000000000000000.seg"), &bytes).unwrap();
     for repair in [false, true] {
-        if let Ok(q) = Queue::<Vec<u8>>::builder().journal(&dir).repair(repair).open() {
+        let opened = Queue::<Vec<u8>>::builder()
+            .journal(&dir)
+            .segment_size(64 << 10)
+            .repair(repair)
+            .open();
+        if let Ok(q) = opened {
             while let Ok(d) = q.try_consume() {
                 d.ack().unwrap();
             }
