@@ -20,8 +20,8 @@ impl<T: Send + Sync + 'static> Shared<T> {
     ) -> Result<MessageId, ProduceError<T>> {
         let shared = this;
         #[cfg(feature = "journal")]
-        if let Some(attached) = &shared.journal {
-            return Shared::produce_journaled(this, attached, value, due);
+        if shared.journal.is_some() {
+            return Shared::produce_journaled_cold(this, value, due);
         }
         if !shared.admit(1) {
             return Err(ProduceError::Closed(value));

@@ -58,16 +58,38 @@ impl<T> Delivery<T> {
             bits: claimed.bits,
         };
         #[cfg(feature = "journal")]
-        if let Some(attached) = &delivery.shared().journal {
-            attached.journal.claimed(delivery.id(), delivery.attempt());
+        if delivery.shared().journal.is_some() {
+            delivery.journal_claim();
         }
         delivery
     }
 
-    /// Journals this holder's settle into `to` (`due`: a rollback's due
-    /// time), before the settle returns.
+    /// Journals this claim. Out of line, so that the in-memory path keeps
+    /// only the branch.
     #[cfg(feature = "journal")]
+    #[cold]
+    #[inline(never)]
+    fn journal_claim(&self) {
+        if let Some(attached) = &self.shared().journal {
+            attached.journal.claimed(self.id(), self.attempt());
+        }
+    }
+
+    /// Journals this holder's settle into `to` (`due`: a rollback's due
+    /// time), before the settle returns, if the queue is journaled.
+    #[cfg(feature = "journal")]
+    #[inline(always)]
     fn journal(&self, to: Tag, due: u64) {
+        if self.shared().journal.is_some() {
+            self.journal_settle(to, due);
+        }
+    }
+
+    /// Out of line, as `journal_claim`.
+    #[cfg(feature = "journal")]
+    #[cold]
+    #[inline(never)]
+    fn journal_settle(&self, to: Tag, due: u64) {
         if let Some(attached) = &self.shared().journal {
             attached.settled(self.id(), self.attempt(), to, due);
         }
@@ -281,7 +303,7 @@ impl<T> Delivery<T> {
 
     /// Common tail of every settle: count it, release the payload if this
     /// holder was the last, or, if the claim was stale, just let go.
-    #[inline]
+    #[inline(always)]
     fn finish(&self, outcome: Settle, counter: Counter) -> Result<(), LeaseExpired> {
         let shared = self.shared();
         match outcome {

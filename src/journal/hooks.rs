@@ -54,6 +54,21 @@ impl<T> Attached<T> {
 }
 
 impl<T: Send + Sync + 'static> Shared<T> {
+    /// [`Self::produce_journaled`], out of line, so that the in-memory
+    /// path keeps only the branch that leads here.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn produce_journaled_cold(
+        this: &Arc<Self>,
+        value: T,
+        due: Option<(u64, u64)>,
+    ) -> Result<MessageId, ProduceError<T>> {
+        match &this.journal {
+            Some(attached) => Self::produce_journaled(this, attached, value, due),
+            None => Err(ProduceError::Closed(value)),
+        }
+    }
+
     /// Produces `value` on a journaled queue: ready now, or at `due`
     /// (`(due, now)` on the queue clock). Its record is written before
     /// this returns, and before any record about it can be (see
