@@ -517,3 +517,33 @@ fn a_full_disk_gives_the_producer_its_value_back_and_loses_nothing() {
         .collect();
     assert_eq!(back, want);
 }
+
+/// A payload whose `encode` panics for one value.
+#[derive(Debug, PartialEq)]
+struct Fussy(u8);
+
+impl rebound::Payload for Fussy {
+    fn encode(&self, out: &mut Vec<u8>) {
+        assert!(self.0 != 13, "unlucky");
+        out.push(self.0);
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, rebound::DecodeError> {
+        Ok(Fussy(bytes[0]))
+    }
+}
+
+#[test]
+fn a_panicking_encode_produces_nothing_and_close_still_drains() {
+    let dir = TempDir::new("encode-panic");
+    let q: Queue<Fussy> = Queue::builder().journal(dir.path()).open().unwrap();
+    q.produce(Fussy(1)).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.produce(Fussy(13))));
+    assert!(panicked.is_err());
+    assert_eq!(q.stats().produced, 1);
+    q.close();
+    // Were the panicking produce counted, this would wait for it forever.
+    let d = q.consume().unwrap();
+    assert_eq!(*d, Fussy(1));
+    d.ack().unwrap();
+    assert!(q.consume().is_err());
+}

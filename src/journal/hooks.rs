@@ -79,13 +79,15 @@ impl<T: Send + Sync + 'static> Shared<T> {
         value: T,
         due: Option<(u64, u64)>,
     ) -> Result<MessageId, ProduceError<T>> {
-        if !this.admit(1) {
-            return Err(ProduceError::Closed(value));
-        }
         let delayed = due.filter(|&(due, now)| due > now).map(|(due, _)| due);
         let due_ms = delayed.map_or(0, |due| attached.journal.wall_of(due));
         with_buffer(|records| {
+            // The payload's own code first: if it panics, nothing is
+            // counted or published yet.
             format::produce_frame(records, due_ms, |out| (attached.encode)(&value, out));
+            if !this.admit(1) {
+                return Err(ProduceError::Closed(value));
+            }
             let mut got = MessageId::PLACEHOLDER;
             let produced = attached.journal.produce(records, &[0], value, |value, id| {
                 Self::publish(this, iter::once(value), delayed, &mut |i| {
@@ -105,14 +107,14 @@ impl<T: Send + Sync + 'static> Shared<T> {
         values: Vec<T>,
     ) -> Result<Vec<MessageId>, ProduceError<Vec<T>>> {
         let n = values.len();
-        if !this.admit(n as u64) {
-            return Err(ProduceError::Closed(values));
-        }
         with_buffer(|records| {
             let starts: Vec<usize> = values
                 .iter()
                 .map(|v| format::produce_frame(records, 0, |out| (attached.encode)(v, out)))
                 .collect();
+            if !this.admit(n as u64) {
+                return Err(ProduceError::Closed(values));
+            }
             let mut ids = Vec::with_capacity(n);
             let produced = attached
                 .journal
