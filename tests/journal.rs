@@ -547,3 +547,52 @@ fn a_panicking_encode_produces_nothing_and_close_still_drains() {
     d.ack().unwrap();
     assert!(q.consume().is_err());
 }
+
+#[test]
+fn a_dropped_queue_can_be_opened_again_at_once_after_heavy_traffic() {
+    let dir = TempDir::new("reopen");
+    for round in 0..3u8 {
+        let q: Queue<Vec<u8>> = Queue::builder()
+            .journal(dir.path())
+            .segment_size(64 << 10)
+            .open()
+            .unwrap();
+        let r = q.recovery().unwrap();
+        assert_eq!(r.pending, [0, 200_001, 1][usize::from(round)]);
+        if round > 0 {
+            let d = q.consume().unwrap();
+            assert_eq!(*d, vec![round - 1]);
+            d.ack().unwrap();
+        }
+        if round == 1 {
+            for _ in 0..200_000 {
+                q.consume().unwrap().ack().unwrap();
+            }
+        }
+        // Many segments and many blocks, some freed late through the epoch.
+        for i in 0..20_000u32 {
+            q.produce(i.to_le_bytes().to_vec()).unwrap();
+            q.consume().unwrap().ack().unwrap();
+        }
+        q.produce(vec![round]).unwrap();
+        // And a backlog: blocks the index holds at the drop.
+        if round == 0 {
+            q.produce_batch((0..200_000u32).map(|i| i.to_le_bytes().to_vec()))
+                .unwrap();
+        }
+        drop(q);
+    }
+}
+
+#[test]
+fn a_settle_after_the_last_handle_is_gone_is_not_journaled_and_the_message_comes_back() {
+    let dir = TempDir::new("late-ack");
+    let q = open(dir.path());
+    let id = q.produce(b"late".to_vec()).unwrap();
+    let d = q.consume().unwrap();
+    drop(q);
+    d.ack().unwrap();
+    let q = open(dir.path());
+    let d = q.consume().unwrap();
+    assert_eq!((d.id(), d.attempt()), (id, 2));
+}

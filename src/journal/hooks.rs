@@ -24,19 +24,20 @@ pub(crate) struct Attached<T> {
 }
 
 impl<T> Attached<T> {
-    /// Stops the upkeep thread, and syncs what `Interval` has not yet.
+    /// Stops the upkeep thread, syncs what `Interval` has not yet, and
+    /// closes the journal (see `Journal::close`).
     pub(crate) fn shutdown(&self) {
         upkeep::shutdown(&self.journal);
         if let Some(thread) = lock_plain(&self.upkeep).take() {
             let _ = thread.join();
         }
-        self.journal.drop_spare();
         if matches!(
             self.journal.config.durability,
             super::Durability::Interval(_)
         ) {
             self.journal.sync_now();
         }
+        self.journal.close();
     }
 
     /// Journals a holder's settle of delivery `attempt` of `id` into `to`;

@@ -104,8 +104,8 @@ pub(crate) struct Journal {
     origin_ms: AtomicU64,
     /// What the open found, once it is done.
     pub(crate) recovery: PlainMutex<Option<super::Recovery>>,
-    /// Held for the journal's life: the directory's lock.
-    _lock: File,
+    /// The directory's lock, held until [`Self::close`].
+    lock: PlainMutex<Option<File>>,
     pub(crate) bytes_written: AtomicU64,
     pub(crate) syncs: AtomicU64,
     pub(crate) compacted: AtomicU64,
@@ -164,7 +164,7 @@ impl Journal {
             stop: AtomicBool::new(false),
             origin_ms: AtomicU64::new(0),
             recovery: PlainMutex::new(None),
-            _lock: lock,
+            lock: PlainMutex::new(Some(lock)),
             bytes_written: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             compacted: AtomicU64::new(0),
@@ -293,7 +293,7 @@ impl Journal {
         let active = inner
             .segments
             .back()
-            .ok_or_else(|| io::Error::other("journal has no active segment"))?;
+            .ok_or_else(|| io::Error::other("the journal is closed"))?;
         if inner.at + need <= active.len() {
             return Ok(());
         }
@@ -331,6 +331,8 @@ impl Journal {
             let mut guard = lock_plain(&self.inner);
             let inner = &mut *guard;
             let key = id.as_u128();
+            // Closed: the queue is gone (see `close`).
+            inner.segments.back()?;
             let entry = inner.live.get_mut(&key)?;
             if !apply(entry) {
                 inner.remove(key);
@@ -489,6 +491,23 @@ impl Journal {
             }
             self.synced.notify_all();
         }
+    }
+
+    /// The last queue handle is gone: unmaps the segments and releases the
+    /// directory's lock, so that the directory can be opened again at once
+    /// (the queue's memory may outlive its handles a while: blocks freed
+    /// through the epoch, deliveries still held). A settle made after this
+    /// is not journaled: its message comes back at the next open (at least
+    /// once).
+    pub(crate) fn close(&self) {
+        {
+            let mut inner = lock_plain(&self.inner);
+            inner.segments.clear();
+            inner.live = LiveMap::default();
+            inner.homes.clear();
+        }
+        self.drop_spare();
+        drop(lock_plain(&self.lock).take());
     }
 
     /// Deletes the spare segment (the queue is going away).
