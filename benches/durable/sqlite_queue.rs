@@ -59,7 +59,8 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (state, id);
 ";
 
-const INSERT: &str = "INSERT INTO jobs (payload, state, attempts, due) VALUES (?1, 'pending', 0, ?2)";
+const INSERT: &str =
+    "INSERT INTO jobs (payload, state, attempts, due) VALUES (?1, 'pending', 0, ?2)";
 const CLAIM: &str = "
     UPDATE jobs SET state = 'held', attempts = attempts + 1, lease_until = ?1
     WHERE id = (SELECT id FROM jobs WHERE state = 'pending' AND due <= ?2 ORDER BY id LIMIT 1)
