@@ -85,6 +85,18 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+    /// Internal (child process): fill the journal in this directory.
+    #[arg(long, hide = true)]
+    fill: Option<PathBuf>,
+    /// Internal (child process): reopen the journal in this directory.
+    #[arg(long, hide = true)]
+    reopen: Option<PathBuf>,
+    /// Internal (child process): consume the oldest message after reopening.
+    #[arg(long, hide = true)]
+    check_first: bool,
+    /// Internal (child process): messages to fill, or expected back.
+    #[arg(long, hide = true, default_value_t = 0)]
+    count: u64,
 }
 
 /// Consumers that find nothing wait this long before looking at whether the
@@ -469,42 +481,100 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Fills a `Buffered` journal with `messages` pending 8 B messages (one
-/// `produce` each), drops the queue, then opens it `reopens` times.
+/// Child process: fills the `Buffered` journal in `dir` with `messages`
+/// pending 8 B messages (one `produce` each, the payload its number), and
+/// prints the record bytes written.
+fn fill_child(dir: &Path, messages: u64) {
+    let q = open_journal(dir, Durability::Buffered);
+    for i in 0..messages {
+        if q.produce(i.to_le_bytes().to_vec()).is_err() {
+            panic!("rebound refused a produce");
+        }
+    }
+    println!("{}", q.journal_stats().map_or(0, |s| s.bytes_written));
+}
+
+/// Child process: opens the journal in `dir`, checks that the `messages`
+/// messages are back (and, with `check_first`, oldest first), and prints `Recovery::elapsed` and
+/// `open()`'s wall time (ns) and the records replayed.
+fn reopen_child(dir: &Path, messages: u64, check_first: bool) {
+    let t = Instant::now();
+    let q = open_journal(dir, Durability::Buffered);
+    let wall = t.elapsed();
+    let recovery = q.recovery().expect("a journal queue reports its recovery");
+    assert_eq!(
+        recovery.pending, messages,
+        "every message came back: {recovery:?}"
+    );
+    if check_first {
+        // The oldest first. (Dropped unsettled, it goes back delayed by the
+        // backoff: only the last reopen checks.)
+        let first = q.try_consume().expect("recovered messages are ready");
+        assert_eq!(first.as_slice(), 0u64.to_le_bytes(), "oldest first");
+    }
+    println!(
+        "{} {} {}",
+        recovery.elapsed.as_nanos(),
+        wall.as_nanos(),
+        recovery.records
+    );
+}
+
+/// Runs this bench binary as a child with `args`; its standard output.
+fn child(args: &[&std::ffi::OsStr]) -> String {
+    let exe = std::env::current_exe().expect("own path");
+    let out = std::process::Command::new(exe)
+        .args(args)
+        .output()
+        .expect("run child");
+    assert!(
+        out.status.success(),
+        "child {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// Fills a `Buffered` journal with `messages` pending 8 B messages in one
+/// child process, then opens it in `reopens` more, one after the other: a
+/// restart is a new process (and a dropped queue's directory lock is then
+/// surely released).
 fn open_time(base: &Path, messages: u64, reopens: usize) -> OpenResult {
     let dir = TempDir::new(base, "open");
     let journal = dir.0.join("journal");
+    let n = messages.to_string();
     let fill_start = Instant::now();
-    let written = {
-        let q = open_journal(&journal, Durability::Buffered);
-        for i in 0..messages {
-            if q.produce(i.to_le_bytes().to_vec()).is_err() {
-                panic!("rebound refused a produce");
-            }
-        }
-        q.journal_stats().map_or(0, |s| s.bytes_written)
-    };
+    let written: u64 = child(&[
+        "--fill".as_ref(),
+        journal.as_os_str(),
+        "--count".as_ref(),
+        n.as_ref(),
+    ])
+    .trim()
+    .parse()
+    .expect("bytes written");
     let fill = fill_start.elapsed();
     let disk_bytes = dir_bytes(&journal);
     let samples = (0..reopens)
         .map(|i| {
-            let t = Instant::now();
-            let q = open_journal(&journal, Durability::Buffered);
-            let wall = t.elapsed();
-            let recovery = q.recovery().expect("a journal queue reports its recovery");
-            assert_eq!(recovery.pending, messages, "every message came back");
+            let mut args = vec![
+                "--reopen".as_ref(),
+                journal.as_os_str(),
+                "--count".as_ref(),
+                n.as_ref(),
+            ];
             if i + 1 == reopens {
-                // Everything came back, oldest first.
-                let first = q
-                    .consume_timeout(Duration::from_secs(1))
-                    .expect("recovered");
-                assert_eq!(first.as_slice(), 0u64.to_le_bytes(), "first message back");
-                drop(first);
+                args.push("--check-first".as_ref());
             }
+            let out = child(&args);
+            let f: Vec<u64> = out
+                .split_whitespace()
+                .map(|v| v.parse().expect("number"))
+                .collect();
             OpenSample {
-                recovery: recovery.elapsed,
-                wall,
-                records: recovery.records,
+                recovery: Duration::from_nanos(f[0]),
+                wall: Duration::from_nanos(f[1]),
+                records: f[2],
             }
         })
         .collect();
@@ -584,6 +654,12 @@ fn group_name(threads: &str, payload: &str) -> String {
 
 fn main() {
     let args = Args::parse();
+    if let Some(dir) = &args.fill {
+        return fill_child(dir, args.count);
+    }
+    if let Some(dir) = &args.reopen {
+        return reopen_child(dir, args.count, args.check_first);
+    }
     let wanted = |group: &str| args.only.as_deref().is_none_or(|o| group.contains(o));
     let base = args.dir.clone().unwrap_or_else(|| {
         common::data_dir()
