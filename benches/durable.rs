@@ -314,7 +314,10 @@ impl Worker for Conn<'_> {
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     messages: u64,
+    /// First worker's start to the last ack.
     elapsed: Duration,
+    /// First worker's start to the last producer's last produce.
+    producing: Duration,
     syncs: Option<u64>,
     bytes: Option<u64>,
 }
@@ -322,6 +325,10 @@ struct Sample {
 impl Sample {
     fn rate(&self) -> f64 {
         self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+    /// How fast the producers went (their produce calls returned).
+    fn produce_rate(&self) -> f64 {
+        self.messages as f64 / self.producing.as_secs_f64()
     }
     fn syncs_per_s(&self) -> Option<f64> {
         Some(self.syncs? as f64 / self.elapsed.as_secs_f64())
@@ -351,14 +358,20 @@ fn run<C: Contender>(
     let now_ns = || base.elapsed().as_nanos() as u64;
     let first_start = AtomicU64::new(u64::MAX);
     let last_ack = AtomicU64::new(0);
+    let last_produce = AtomicU64::new(0);
     let produced = AtomicU64::new(0);
     let producers_done = AtomicUsize::new(0);
     let acked = AtomicU64::new(0);
     let (syncs_before, bytes_before) = (c.syncs(), c.bytes_written());
     thread::scope(|s| {
         for p in 0..producers {
-            let (start, first_start, produced, producers_done) =
-                (&start, &first_start, &produced, &producers_done);
+            let (start, first_start, last_produce, produced, producers_done) = (
+                &start,
+                &first_start,
+                &last_produce,
+                &produced,
+                &producers_done,
+            );
             s.spawn(move || {
                 let mut w = c.worker();
                 let per = cap / producers as u64 + u64::from((p as u64) < cap % producers as u64);
@@ -376,6 +389,7 @@ fn run<C: Contender>(
                     w.produce(payload);
                     n += 1;
                 }
+                last_produce.fetch_max(now_ns(), Ordering::Relaxed);
                 produced.fetch_add(n, Ordering::SeqCst);
                 producers_done.fetch_add(1, Ordering::SeqCst);
             });
@@ -439,6 +453,9 @@ fn run<C: Contender>(
     Sample {
         messages,
         elapsed: Duration::from_nanos(end - start),
+        producing: Duration::from_nanos(
+            last_produce.load(Ordering::Relaxed).max(start + 1) - start,
+        ),
         syncs: c.syncs().zip(syncs_before).map(|(a, b)| a - b),
         bytes: c.bytes_written().zip(bytes_before).map(|(a, b)| a - b),
     }
@@ -794,7 +811,7 @@ fn main() {
     if !results.is_empty() {
         let _ = writeln!(
             out,
-            "| group | contender | msg/s | min - max | fsyncs/s | msg per fsync | bytes written per msg |\n|---|---|---:|---:|---:|---:|---:|"
+            "| group | contender | msg/s | min - max | produced msg/s | fsyncs/s | msg per fsync | bytes written per msg |\n|---|---|---:|---:|---:|---:|---:|---:|"
         );
         for (group, _, _, _, kinds) in &groups {
             for kind in kinds {
@@ -807,11 +824,12 @@ fn main() {
                     .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
                 let _ = writeln!(
                     out,
-                    "| `{group}` | {} | {} | {} - {} | {} | {} | {} |",
+                    "| `{group}` | {} | {} | {} - {} | {} | {} | {} | {} |",
                     kind.name(),
                     per_s(median_of(samples, |s| Some(s.rate())).unwrap_or(f64::NAN)),
                     per_s(lo),
                     per_s(hi),
+                    per_s(median_of(samples, |s| Some(s.produce_rate())).unwrap_or(f64::NAN)),
                     if kind.durable() {
                         opt(median_of(samples, Sample::syncs_per_s), per_s)
                     } else {
@@ -828,7 +846,7 @@ fn main() {
         }
         let _ = writeln!(
             out,
-            "\nfsyncs: rebound's `journal_stats().syncs`; SQLite's counted by a VFS shim around its default VFS (every `xSync`). In SQLite every produce (`INSERT`), claim (`UPDATE ... RETURNING`) and ack (`DELETE`) is its own transaction: with `synchronous=FULL` each commit syncs the WAL once; with `NORMAL` only checkpoints sync (the WAL and the database file)."
+            "\nmsg/s: messages acked over the time from the first worker's start to the last ack (what the table's bars use); produced msg/s: messages over the time until the producers' last produce returned (where it is far above msg/s, the consumers are the bottleneck and drain a backlog after the producers stop).\n\nfsyncs: rebound's `journal_stats().syncs`; SQLite's counted by a VFS shim around its default VFS (every `xSync`). In SQLite every produce (`INSERT`), claim (`UPDATE ... RETURNING`) and ack (`DELETE`) is its own transaction: with `synchronous=FULL` each commit syncs the WAL once; with `NORMAL` only checkpoints sync (the WAL and the database file)."
         );
     }
 
@@ -941,6 +959,7 @@ fn main() {
                     "runs": samples.iter().map(|s| json!({
                         "messages": s.messages,
                         "seconds": s.elapsed.as_secs_f64(),
+                        "producing_seconds": s.producing.as_secs_f64(),
                         "syncs": s.syncs,
                         "bytes_written": s.bytes,
                     })).collect::<Vec<_>>(),
