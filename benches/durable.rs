@@ -131,6 +131,9 @@ trait Worker {
     fn claim(&mut self, wait: Duration) -> Option<Self::Claim>;
     fn payload(claim: &Self::Claim) -> &[u8];
     fn ack(&mut self, claim: Self::Claim);
+    /// Makes the acks so far final (a worker that batches them); called
+    /// before a consumer publishes its count.
+    fn flush(&mut self) {}
 }
 
 /// The five contenders.
@@ -139,6 +142,9 @@ enum Kind {
     Memory,
     Buffered,
     Fsync,
+    /// `Fsync`, consumers claiming and acking batches (`try_consume_batch`,
+    /// `ack_batch`: one sync per batch of acks).
+    FsyncBatched,
     SqliteNormal,
     SqliteFull,
 }
@@ -149,6 +155,7 @@ impl Kind {
             Kind::Memory => "rebound in-memory",
             Kind::Buffered => "rebound Buffered",
             Kind::Fsync => "rebound Fsync",
+            Kind::FsyncBatched => "rebound Fsync batches",
             Kind::SqliteNormal => "SQLite NORMAL",
             Kind::SqliteFull => "SQLite FULL",
         }
@@ -205,7 +212,7 @@ impl Rebound {
                 };
             }
             Kind::Buffered => Durability::Buffered,
-            Kind::Fsync => Durability::Fsync,
+            Kind::Fsync | Kind::FsyncBatched => Durability::Fsync,
             Kind::SqliteNormal | Kind::SqliteFull => unreachable!("not rebound"),
         };
         let dir = TempDir::new(base, "rebound");
@@ -249,6 +256,68 @@ impl Worker for &Queue<Vec<u8>> {
     }
     fn ack(&mut self, claim: Self::Claim) {
         if claim.ack().is_err() {
+            panic!("rebound refused an ack");
+        }
+    }
+}
+
+/// A rebound journal whose consumers claim and ack in batches.
+struct Batched(Rebound);
+
+impl Contender for Batched {
+    type Worker<'a> = BatchWorker<'a>;
+    fn worker(&self) -> BatchWorker<'_> {
+        BatchWorker {
+            queue: &self.0.queue,
+            claimed: std::collections::VecDeque::new(),
+            acks: Vec::new(),
+        }
+    }
+    fn syncs(&self) -> Option<u64> {
+        self.0.syncs()
+    }
+    fn bytes_written(&self) -> Option<u64> {
+        self.0.bytes_written()
+    }
+}
+
+/// Claims up to [`BATCH`] at a time and acks them together.
+struct BatchWorker<'a> {
+    queue: &'a Queue<Vec<u8>>,
+    claimed: std::collections::VecDeque<Delivery<Vec<u8>>>,
+    acks: Vec<Delivery<Vec<u8>>>,
+}
+
+/// Claims per batch of [`BatchWorker`].
+const BATCH: usize = 64;
+
+impl Worker for BatchWorker<'_> {
+    type Claim = Delivery<Vec<u8>>;
+    fn produce(&mut self, payload: Vec<u8>) {
+        if self.queue.produce(payload).is_err() {
+            panic!("rebound refused a produce");
+        }
+    }
+    fn claim(&mut self, wait: Duration) -> Option<Self::Claim> {
+        if self.claimed.is_empty() {
+            // Settle the last batch before taking the next.
+            self.flush();
+            match self.queue.try_consume_batch(BATCH) {
+                Ok(batch) => self.claimed.extend(batch),
+                Err(_) => self.claimed.extend(self.queue.consume_timeout(wait).ok()),
+            }
+        }
+        self.claimed.pop_front()
+    }
+    fn payload(claim: &Self::Claim) -> &[u8] {
+        claim
+    }
+    fn ack(&mut self, claim: Self::Claim) {
+        self.acks.push(claim);
+    }
+    fn flush(&mut self) {
+        let n = self.acks.len();
+        if n > 0 && self.queue.ack_batch(self.acks.drain(..)) != n {
             panic!("rebound refused an ack");
         }
     }
@@ -428,11 +497,15 @@ fn run<C: Contender>(
                             // Once the producers are done, every ack is
                             // published at once, so the last one is timed.
                             let tail = producers_done.load(Ordering::Relaxed) == producers;
-                            if (local == FLUSH || tail) && flush(&mut local) {
-                                return;
+                            if local == FLUSH || tail {
+                                w.flush();
+                                if flush(&mut local) {
+                                    return;
+                                }
                             }
                         }
                         None => {
+                            w.flush();
                             if flush(&mut local) {
                                 return;
                             }
@@ -712,7 +785,7 @@ fn main() {
             16,
             2,
             size,
-            vec![Kind::Fsync, Kind::SqliteFull],
+            vec![Kind::Fsync, Kind::FsyncBatched, Kind::SqliteFull],
         ));
     }
     groups.retain(|g| wanted(&g.0));
@@ -737,6 +810,10 @@ fn main() {
                 let sample = match kind {
                     Kind::Memory | Kind::Buffered | Kind::Fsync => {
                         let c = Rebound::new(kind, &base);
+                        run(&c, *producers, *consumers, *size, args.messages, limit)
+                    }
+                    Kind::FsyncBatched => {
+                        let c = Batched(Rebound::new(kind, &base));
                         run(&c, *producers, *consumers, *size, args.messages, limit)
                     }
                     Kind::SqliteNormal | Kind::SqliteFull => {
@@ -912,20 +989,26 @@ fn main() {
                 .get(&kind)
                 .and_then(|s| median_of(s, Sample::messages_per_sync))
         };
-        if let (Some(f), Some(s)) = (rate(&g, Kind::Fsync), rate(&g, Kind::SqliteFull)) {
+        for kind in [Kind::Fsync, Kind::FsyncBatched] {
+            let (Some(f), Some(s)) = (rate(&g, kind), rate(&g, Kind::SqliteFull)) else {
+                continue;
+            };
             bar(
-                &format!("`Fsync` >= 10x SQLite FULL, `{g}`, many records per fsync"),
+                &format!(
+                    "{} >= 10x SQLite FULL, `{g}`, many records per fsync",
+                    kind.name()
+                ),
                 format!(
                     "{} vs {} msg/s = {:.1}x; per fsync: {} vs {} messages, {} journal records vs {} SQLite transactions",
                     per_s(f),
                     per_s(s),
                     f / s,
-                    opt(per_sync(Kind::Fsync), |v| format!("{v:.2}")),
+                    opt(per_sync(kind), |v| format!("{v:.2}")),
                     opt(per_sync(Kind::SqliteFull), |v| format!("{v:.2}")),
                     // Three each per message: rebound journals a produce,
                     // a claim and an ack; SQLite commits an INSERT, an
                     // UPDATE and a DELETE.
-                    opt(per_sync(Kind::Fsync), |v| format!("{:.1}", 3.0 * v)),
+                    opt(per_sync(kind), |v| format!("{:.1}", 3.0 * v)),
                     opt(per_sync(Kind::SqliteFull), |v| format!("{:.1}", 3.0 * v)),
                 ),
                 Some(f / s >= 10.0),

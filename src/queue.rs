@@ -421,6 +421,35 @@ impl<T: Send + Sync + 'static> Queue<T> {
         self.shared.stats()
     }
 
+    /// Acks every delivery of `deliveries` and returns how many were acked
+    /// (the others' leases had expired: [`LeaseExpired`](crate::LeaseExpired)).
+    /// Each is its own ack, as [`Delivery::ack`]; on a journaled queue with
+    /// [`Durability::Fsync`](crate::Durability::Fsync) they wait for one
+    /// sync together instead of one each, so that a consumer of a batch
+    /// pays one sync, as a producer of a batch does.
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// q.produce_batch(1..=10).unwrap();
+    /// let batch = q.try_consume_batch(10).unwrap();
+    /// assert_eq!(q.ack_batch(batch), 10);
+    /// assert_eq!(q.stats().acked, 10);
+    /// ```
+    pub fn ack_batch(&self, deliveries: impl IntoIterator<Item = Delivery<T>>) -> usize {
+        let ack_all = || {
+            deliveries
+                .into_iter()
+                .map(Delivery::ack)
+                .filter(Result::is_ok)
+                .count()
+        };
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &self.shared.journal {
+            return attached.journal.deferring(ack_all);
+        }
+        ack_all()
+    }
+
     /// Takes every dead letter collected so far.
     ///
     /// A message whose last delivery expired while its handler still holds

@@ -426,7 +426,12 @@ fn fsync_mode_syncs_and_interval_mode_syncs_on_its_own() {
     let syncs = q.journal_stats().unwrap().syncs;
     assert!(syncs >= 1);
     q.consume().unwrap().ack().unwrap();
-    assert!(q.journal_stats().unwrap().syncs > syncs);
+    let syncs = q.journal_stats().unwrap().syncs;
+    assert!(syncs > 1);
+    // A consumer of a batch pays one sync for its acks, as a producer does.
+    let batch = q.try_consume_batch(99).unwrap();
+    assert_eq!(q.ack_batch(batch), 99);
+    assert_eq!(q.journal_stats().unwrap().syncs, syncs + 1);
     drop(q);
     let dir = TempDir::new("interval");
     let q: Queue<Vec<u8>> = Queue::builder()

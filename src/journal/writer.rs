@@ -346,7 +346,9 @@ impl Journal {
             }
         });
         if let (true, Some(end)) = (wait, end) {
-            self.wait_durable(end);
+            if !self.defer(end) {
+                self.wait_durable(end);
+            }
         }
     }
 
@@ -428,6 +430,42 @@ impl Journal {
             return;
         }
         self.sync_to(end);
+    }
+
+    /// Runs `f`, whose settles on this journal do not wait for their records
+    /// to be durable one by one; waits once, at the end, for all of them
+    /// (one sync under `Fsync`).
+    pub(crate) fn deferring<R>(&self, f: impl FnOnce() -> R) -> R {
+        /// Ends the deferral, and waits, even if `f` panics.
+        struct End<'a>(&'a Journal);
+        impl Drop for End<'_> {
+            fn drop(&mut self) {
+                let (_, end) = DEFERRED.with(|d| d.replace((std::ptr::null(), 0)));
+                if end > 0 {
+                    self.0.wait_durable(end);
+                }
+            }
+        }
+        let nested = DEFERRED.with(|d| !d.get().0.is_null());
+        if nested {
+            return f();
+        }
+        DEFERRED.with(|d| d.set((self, 0)));
+        let _end = End(self);
+        f()
+    }
+
+    /// Within [`Self::deferring`] on this journal: notes `end` for the wait
+    /// at its end and returns true.
+    fn defer(&self, end: u64) -> bool {
+        DEFERRED.with(|d| {
+            let (journal, reached) = d.get();
+            let mine = std::ptr::eq(journal, self);
+            if mine {
+                d.set((journal, reached.max(end)));
+            }
+            mine
+        })
     }
 
     /// Syncs everything appended so far (interval mode, shutdown).
@@ -584,6 +622,10 @@ impl Inner {
 }
 
 thread_local! {
+    /// A thread settling a batch ([`Journal::deferring`]): the journal it
+    /// settles on and the log position its settles reached so far.
+    static DEFERRED: std::cell::Cell<(*const Journal, u64)> =
+        const { std::cell::Cell::new((std::ptr::null(), 0)) };
     /// Each thread's buffer for the records it frames.
     static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
