@@ -124,7 +124,8 @@ compile_error!(
     "rebound's unit tests do not build under `--cfg rebound_loom`: run the models in loom-tests/"
 );
 
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doc tests (they include the
+/// journal's).
+#[cfg(all(doctest, feature = "journal"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -10,14 +10,14 @@ use crate::id::MessageId;
 use crate::shared::Shared;
 use crate::state::Tag;
 use crate::stats::Counter;
+use crate::sync::Arc;
 use crate::sync::{PlainMutex, lock_plain};
 use std::iter;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// A queue's journal, with what the queue needs of its payload type.
 pub(crate) struct Attached<T> {
-    pub(crate) journal: Arc<Journal>,
+    pub(crate) journal: std::sync::Arc<Journal>,
     /// `Payload::encode`, captured where `T: Payload` is known.
     pub(crate) encode: fn(&T, &mut Vec<u8>),
     pub(crate) upkeep: PlainMutex<Option<JoinHandle<()>>>,

@@ -25,9 +25,9 @@ use crate::id::MessageId;
 use crate::queue::Queue;
 use crate::shared::{Config, Shared};
 use crate::stats::Counter;
+use crate::sync::Arc;
 use crate::sync::{PlainMutex, lock, lock_plain};
 use crate::teardown::teardown;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Opens the journal in `jconfig.dir` and the queue over it.
@@ -37,9 +37,9 @@ pub(crate) fn open<T: Payload + Send + Sync + 'static>(
 ) -> Result<Queue<T>, OpenError> {
     let started = Instant::now();
     let found = recovery::open(jconfig)?;
-    let journal = Arc::new(found.journal);
+    let journal = std::sync::Arc::new(found.journal);
     let attached = Attached {
-        journal: Arc::clone(&journal),
+        journal: std::sync::Arc::clone(&journal),
         encode: T::encode,
         upkeep: PlainMutex::new(None),
     };
@@ -68,7 +68,7 @@ pub(crate) fn open<T: Payload + Send + Sync + 'static>(
     }
     Shared::open_first_block(&queue.shared);
     queue.spawn_redeliverer()?;
-    let worker = Arc::clone(&journal);
+    let worker = std::sync::Arc::clone(&journal);
     let thread = std::thread::Builder::new()
         .name("rebound-journal".into())
         .spawn(move || upkeep::run(worker))
