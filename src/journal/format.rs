@@ -265,6 +265,12 @@ pub(crate) enum Read<'a> {
     Bad(&'static str),
 }
 
+/// Whether a whole, valid record starts anywhere in `seg[from..]`: damage
+/// followed by records is not a torn tail.
+pub(crate) fn any_record_from(seg: &[u8], from: usize) -> bool {
+    (from..seg.len().saturating_sub(FRAME)).any(|at| matches!(read(seg, at), Read::Record(..)))
+}
+
 /// Reads the record at `at` of a segment's bytes `seg`.
 pub(crate) fn read(seg: &[u8], at: usize) -> Read<'_> {
     let Some(frame) = seg.get(at..at + FRAME) else {
@@ -340,6 +346,19 @@ fn decode(body: &[u8]) -> Option<Record<'_>> {
     // Fixed-size records must be exactly their size.
     let sized = !matches!(record, Record::Produce { .. } | Record::Carry { .. });
     if sized && !r.0.is_empty() {
+        return None;
+    }
+    // Attempts start at 1: only a message never delivered is at attempt 0,
+    // and it can only be waiting.
+    let attempt_zero = match record {
+        Record::Claim { attempt, .. } | Record::Rollback { attempt, .. } => attempt == 0,
+        Record::Dead { attempts, .. } => attempts == 0,
+        Record::Carry { state, .. } => {
+            state.attempt == 0 && !matches!(state.phase, Phase::Waiting { .. })
+        }
+        _ => false,
+    };
+    if attempt_zero {
         return None;
     }
     Some(record)

@@ -126,4 +126,11 @@ pub struct JournalStats {
     /// or settle that fails so still happens in memory, and after a restart
     /// its message may come back (at least once, never lost).
     pub write_errors: u64,
+    /// A sync (`fdatasync`) failed. The journal stops promising: every
+    /// later produce is refused with
+    /// [`ProduceError::Journal`](crate::ProduceError::Journal), and the
+    /// calls waiting on that sync returned without it (their records are
+    /// in the page cache: a process crash loses nothing, a power loss
+    /// may). Reopen the queue once the disk is healthy.
+    pub sync_failed: Option<std::io::ErrorKind>,
 }

@@ -283,8 +283,11 @@ pub(crate) fn open(config: JournalConfig) -> Result<Found, OpenError> {
             // (Records are written one at a time, under the journal's lock,
             // frame last; a process that dies mid-record leaves its body
             // with a zero frame, and a power loss may leave a frame with
-            // part of its body.) Damage with records after it is not a tear.
-            let torn = last && end <= claimed_end;
+            // part of its body.) Damage with records after it, or with a
+            // frame that claims less than the bytes that follow, is not a
+            // tear.
+            let torn =
+                last && end <= claimed_end && !format::any_record_from(&bytes[..end], offset + 1);
             if torn || config.repair {
                 // A torn tail (or, repairing, everything from the damage on).
                 fold.recovery.bytes_discarded += end.saturating_sub(offset) as u64;
@@ -301,7 +304,14 @@ pub(crate) fn open(config: JournalConfig) -> Result<Found, OpenError> {
         segments.push_back(seg);
     }
 
-    let next = numbers.last().map_or(0, |n| n + 1);
+    let next = match numbers.last() {
+        None => 0,
+        Some(&n) => n.checked_add(1).ok_or_else(|| OpenError::Corrupt {
+            path: dir.join(segment::file_name(n)),
+            offset: 0,
+            reason: "segment number out of range",
+        })?,
+    };
     let active = Segment::create(&dir, next, config.segment_bytes).map_err(io_at(&dir))?;
     segment::sync_dir(&dir).map_err(io_at(&dir))?;
     segments.push_back(Arc::new(active));

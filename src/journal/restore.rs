@@ -111,7 +111,8 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
 
     /// The queue-clock time of Unix time `due_ms` (now, if it has passed).
     fn due_ns(&self, due_ms: u64) -> u64 {
-        let ahead = due_ms.saturating_sub(self.now_ms);
+        // `now_ms` is rounded down: one more millisecond, never early.
+        let ahead = due_ms.saturating_add(1).saturating_sub(self.now_ms);
         self.now_ns.saturating_add(ahead.saturating_mul(1_000_000))
     }
 
@@ -136,6 +137,16 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                     }
                     (0, true) => self.fresh_block(vec![(id, value)], due),
                     _ => self.again.push((id, value, attempt, due)),
+                }
+            }
+            // A record never says this (the decoder refuses it), but a slot
+            // restored at attempt 0 must be a fresh one: its prepaid
+            // reference is its first claim's.
+            Phase::Held if attempt == 0 => {
+                r.pending += 1;
+                self.fresh.push((id, value));
+                if self.fresh.len() == BLOCK_CAPACITY {
+                    self.flush_fresh();
                 }
             }
             Phase::Held => {
@@ -230,6 +241,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                 // SAFETY: as in `fresh_block`.
                 unsafe { slot.write(value, 0) };
                 let now = due <= self.now_ns;
+                assert!(attempt > 0, "a restored redelivery is past attempt 0");
                 slot.state.restore(attempt, now);
                 // SAFETY: `Block::with_ids` gave this slot a prepaid
                 // reference for its first claim from attempt 0, which it will

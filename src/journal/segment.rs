@@ -145,15 +145,16 @@ impl Segment {
 
     /// The segment's bytes.
     ///
-    /// Only bytes below the journal's write position of this segment may be
-    /// read while it is the active one (the writer stores above it), which
-    /// every caller respects: recovery runs before any writer, compaction
-    /// reads sealed segments only.
+    /// The slice covers the whole mapping, so it must never be taken of the
+    /// active segment while a writer may store into it: recovery and
+    /// restore take it before the queue is shared (on one thread), and
+    /// compaction only of sealed segments (the active one is always the
+    /// last, and compaction reads the first of at least two).
     pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: the mapping is `len()` bytes, valid while `self.map`
-        // lives (as long as `&self`). Nobody writes the range read: see the
-        // contract above; the journal's writer stores only into the active
-        // segment above its write position, under the journal's lock.
+        // lives (as long as `&self`). Nobody writes it while the slice
+        // lives: by the contract above, the slice is only taken of a
+        // segment no writer stores into (sealed, or not shared yet).
         unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) }
     }
 

@@ -168,7 +168,10 @@ pub(crate) fn compact_step(journal: &Journal) -> bool {
 /// Deletes segment `oldest`, the oldest, once the log up to `end` (every
 /// copy made of its live messages) is as durable as the mode promises.
 fn delete_oldest(journal: &Journal, oldest: Arc<Segment>, end: u64) -> bool {
-    journal.wait_durable(end);
+    // The copies are not known to be on disk: keep the originals.
+    if journal.wait_durable(end).is_err() {
+        return false;
+    }
     let mut inner = lock_plain(&journal.inner);
     if inner.segments.front().map(|s| s.number) != Some(oldest.number) {
         return false;

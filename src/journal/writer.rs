@@ -88,6 +88,8 @@ struct SyncState {
     syncing: bool,
     /// A segment was created or deleted since the last directory sync.
     dir_dirty: bool,
+    /// A sync failed: the journal refuses to promise more (see `sync_to`).
+    failed: Option<io::ErrorKind>,
 }
 
 pub(crate) struct Journal {
@@ -111,6 +113,10 @@ pub(crate) struct Journal {
     pub(crate) compacted: AtomicU64,
     pub(crate) write_errors: AtomicU64,
 }
+
+/// The most record bytes one call may append (a batch): 1 GiB, the largest
+/// segment, so that offsets and lengths fit their 32-bit fields.
+const MAX_APPEND: usize = 1 << 30;
 
 /// Bytes of old segments allowed beyond twice the live bytes before
 /// compaction starts (see `upkeep.rs`).
@@ -157,6 +163,7 @@ impl Journal {
                 from,
                 syncing: false,
                 dir_dirty: true,
+                failed: None,
             }),
             synced: Condvar::new(),
             upkeep_wake: Condvar::new(),
@@ -178,8 +185,12 @@ impl Journal {
         // Relaxed: written before the queue (and this journal) is shared
         // with any other thread; the spawn or `Arc` hand-off that shares it
         // orders this store before every load.
+        // Both readings are rounded down: one more millisecond, so that a
+        // due time is never early.
         self.origin_ms.store(
-            wall_ms().saturating_sub(now_ns / 1_000_000),
+            wall_ms()
+                .saturating_sub(now_ns / 1_000_000)
+                .saturating_add(1),
             Ordering::Relaxed,
         );
     }
@@ -209,6 +220,7 @@ impl Journal {
             live_bytes: inner.live_bytes,
             compacted: self.compacted.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
+            sync_failed: self.failed(),
         }
     }
 
@@ -231,6 +243,13 @@ impl Journal {
         values: V,
         publish: impl FnOnce(V, &mut dyn FnMut(MessageId)),
     ) -> Result<(), (V, io::Error)> {
+        if let Some(kind) = self.failed() {
+            self.count_error();
+            return Err((values, kind.into()));
+        }
+        if records.len() > MAX_APPEND {
+            return Err((values, io::ErrorKind::InvalidInput.into()));
+        }
         let end = {
             let mut inner = lock_plain(&self.inner);
             if let Err(e) = self.make_room(&mut inner, records.len()) {
@@ -266,8 +285,16 @@ impl Journal {
             }
             self.write_all(&mut inner, records, starts)
         };
-        self.wait_durable(end);
+        // The messages are in the queue: a failed sync cannot give them
+        // back. It is counted, reported in `JournalStats::sync_failed`, and
+        // every later produce is refused (see `sync_to`).
+        let _ = self.wait_durable(end);
         Ok(())
+    }
+
+    /// The error of a failed sync, if one failed (see `sync_to`).
+    pub(crate) fn failed(&self) -> Option<io::ErrorKind> {
+        lock_plain(&self.sync).failed
     }
 
     /// Appends the records in `records` (starting at each of `starts`).
@@ -297,7 +324,10 @@ impl Journal {
         if inner.at + need <= active.len() {
             return Ok(());
         }
-        let number = active.number + 1;
+        let number = active
+            .number
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("segment number out of range"))?;
         let len = self
             .config
             .segment_bytes
@@ -347,7 +377,9 @@ impl Journal {
         });
         if let (true, Some(end)) = (wait, end) {
             if !self.defer(end) {
-                self.wait_durable(end);
+                // Counted, and fails the journal (see `sync_to`); the settle
+                // itself was made.
+                let _ = self.wait_durable(end);
             }
         }
     }
@@ -418,18 +450,22 @@ impl Journal {
         }
         if last.is_some() {
             let end = lock_plain(&self.inner).appended;
-            self.wait_durable(end);
+            // As for a settle (see `note`).
+            let _ = self.wait_durable(end);
         }
     }
 
     /// Returns once log position `end` is as durable as the mode promises:
     /// at once unless `Fsync`; else after a sync that covers it, made by
     /// this caller or by one running for others (group commit).
-    pub(crate) fn wait_durable(&self, end: u64) {
+    ///
+    /// # Errors
+    /// The sync failed, now or before (see `sync_to`).
+    pub(crate) fn wait_durable(&self, end: u64) -> io::Result<()> {
         if self.durability() != Durability::Fsync {
-            return;
+            return Ok(());
         }
-        self.sync_to(end);
+        self.sync_to(end)
     }
 
     /// Runs `f`, whose settles on this journal do not wait for their records
@@ -441,8 +477,10 @@ impl Journal {
         impl Drop for End<'_> {
             fn drop(&mut self) {
                 let (_, end) = DEFERRED.with(|d| d.replace((std::ptr::null(), 0)));
+                // A failed sync is counted and fails the journal (see
+                // `sync_to`); the acks themselves were made.
                 if end > 0 {
-                    self.0.wait_durable(end);
+                    let _ = self.0.wait_durable(end);
                 }
             }
         }
@@ -471,14 +509,24 @@ impl Journal {
     /// Syncs everything appended so far (interval mode, shutdown).
     pub(crate) fn sync_now(&self) {
         let end = lock_plain(&self.inner).appended;
-        self.sync_to(end);
+        // A failure is counted and fails the journal (see `sync_to`).
+        let _ = self.sync_to(end);
     }
 
-    fn sync_to(&self, end: u64) {
+    /// Syncs up to log position `end` (group commit).
+    ///
+    /// A failed sync fails the journal for good, as databases do since
+    /// Linux marks the pages of a failed `fdatasync` clean (a retry would
+    /// "succeed" without them): this and every later sync return the
+    /// error, and produces are refused (`Journal::failed`).
+    fn sync_to(&self, end: u64) -> io::Result<()> {
         let mut state = lock_plain(&self.sync);
         loop {
+            if let Some(kind) = state.failed {
+                return Err(kind.into());
+            }
             if state.durable >= end {
-                return;
+                return Ok(());
             }
             if state.syncing {
                 state = self
@@ -517,14 +565,14 @@ impl Journal {
                     state.durable = state.durable.max(target);
                     state.from = active;
                 }
-                Err(_) => {
-                    // Counted; the waiters give up on this round rather than
-                    // spin on a failing disk. At least once still holds: the
-                    // records are in the page cache.
-                    state.dir_dirty |= dir_dirty;
+                Err(e) => {
+                    // The records are still in the page cache (a process
+                    // crash loses nothing), but no longer known to reach
+                    // the disk.
+                    state.failed = Some(e.kind());
                     self.count_error();
                     self.synced.notify_all();
-                    return;
+                    return Err(e);
                 }
             }
             self.synced.notify_all();
