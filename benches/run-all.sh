@@ -2,8 +2,8 @@
 # Runs the whole benchmark suite in one go and regenerates docs/plots/*.svg
 # and target/bench-data/report.md (the tables of docs/benchmarks.md).
 #
-#   benches/run-all.sh           # full run, about 7 minutes on 2 cores
-#   benches/run-all.sh --quick   # criterion's --quick, for a smoke test
+#   benches/run-all.sh           # full run, about 9 minutes on 2 cores
+#   benches/run-all.sh --quick   # criterion's --quick and a short durable run, for a smoke test
 #
 # Earlier results are removed first, so that every figure comes from this run.
 set -euo pipefail
@@ -11,11 +11,13 @@ cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 data="$target/bench-data"
 criterion_args=()
+durable_args=()
 if [[ "${1:-}" == "--quick" ]]; then
     criterion_args=(--quick)
+    durable_args=(--runs 1 --seconds 0.2 --messages 20000 --open-sizes 10000,100000 --open-runs 1)
 fi
 
-cargo bench --no-run --bench throughput --bench latency --bench memory --bench report
+cargo bench --no-run --bench throughput --bench latency --bench memory --bench durable --bench report
 rm -rf "$target/criterion" "$data"
 mkdir -p "$data"
 {
@@ -31,6 +33,7 @@ start=$SECONDS
 cargo bench --bench throughput -- "${criterion_args[@]}"
 cargo bench --bench latency
 cargo bench --bench memory
+cargo bench --bench durable -- "${durable_args[@]}"
 {
     echo "load at end:   $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "suite time:    $((SECONDS - start)) s"

@@ -69,12 +69,33 @@ struct Args {
     /// Where to write the SVG plot.
     #[arg(long, default_value = "target/rebound-demo.svg")]
     plot: PathBuf,
+    /// Journal the queue in this directory (crash-safe; a second run picks
+    /// up what the first left).
+    #[arg(long)]
+    journal: Option<PathBuf>,
 }
 
 /// One order, stamped when produced so the handler can measure latency.
 struct Order {
     number: u64,
     produced: Instant,
+}
+
+/// How an order is journaled (`--journal`): its number. An order read back
+/// after a restart is stamped with the time it was read.
+impl rebound::Payload for Order {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.number.to_le_bytes());
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, rebound::DecodeError> {
+        let number = bytes
+            .try_into()
+            .map_err(|_| rebound::DecodeError::new("an order is 8 bytes"))?;
+        Ok(Order {
+            number: u64::from_le_bytes(number),
+            produced: Instant::now(),
+        })
+    }
 }
 
 /// A uniform draw in [0, 1) from (order, attempt, salt): deterministic per
@@ -126,14 +147,35 @@ const SAMPLE: Duration = Duration::from_millis(50);
 fn main() {
     let args = Args::parse();
     let threads = args.threads.max(1);
-    let queue: Queue<Order> = Queue::builder()
+    let builder = Queue::builder()
         .lease(Duration::from_millis(args.lease_ms))
         .backoff(
             Backoff::exponential(Duration::from_millis(1), Duration::from_millis(50))
                 .with_jitter(0.2),
         )
-        .max_attempts(args.max_attempts)
-        .build();
+        .max_attempts(args.max_attempts);
+    let queue: Queue<Order> = match &args.journal {
+        None => builder.build(),
+        Some(dir) => {
+            let queue = builder.journal(dir).open().unwrap_or_else(|e| {
+                eprintln!("cannot open the journal: {e}");
+                std::process::exit(1)
+            });
+            if let Some(r) = queue.recovery() {
+                println!(
+                    "journal {}: {} records replayed, {} pending, {} delayed, {} in flight at a crash, {} dead letters, in {:?}",
+                    dir.display(),
+                    r.records,
+                    r.pending,
+                    r.delayed,
+                    r.in_flight_at_crash,
+                    r.dead_letters,
+                    r.elapsed
+                );
+            }
+            queue
+        }
+    };
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

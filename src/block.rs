@@ -82,6 +82,10 @@ pub(crate) struct Block<T> {
     /// in that order.
     chained: bool,
     slots: Box<[Slot<T>]>,
+    /// The ids of its messages, when they are not `seq << SLOT_BITS |
+    /// slot`: a journaled queue's messages restored at open keep the ids
+    /// they were produced with. `None` for every block a producer opens.
+    pub(crate) ids: Option<Box<[crate::id::MessageId]>>,
     /// The next block in the redeliverer's [`Registrations`] stack while
     /// this one waits there.
     ///
@@ -100,6 +104,19 @@ impl<T> Block<T> {
         reserved: usize,
         chained: bool,
     ) -> Arc<Self> {
+        Self::with_ids(shared, key, len, reserved, chained, None)
+    }
+
+    /// [`Self::new`], for messages whose ids are `ids` (one per slot).
+    pub(crate) fn with_ids(
+        shared: Arc<Shared<T>>,
+        key: Key,
+        len: usize,
+        reserved: usize,
+        chained: bool,
+        ids: Option<Box<[crate::id::MessageId]>>,
+    ) -> Arc<Self> {
+        debug_assert!(ids.as_ref().is_none_or(|ids| ids.len() == len));
         let block = Arc::new(Self {
             cursor: Cursor::new(),
             reserved: CachePadded::new(AtomicUsize::new(reserved)),
@@ -108,6 +125,7 @@ impl<T> Block<T> {
             key_ts: key.ts,
             chained,
             slots: (0..len).map(|_| Slot::new()).collect(),
+            ids,
             next_registered: AtomicPtr::new(std::ptr::null_mut()),
         });
         prepay(&block);
@@ -139,6 +157,7 @@ impl<T> Block<T> {
         self.reserved.set_mut(reserved);
         self.seq = key.seq;
         self.key_ts = key.ts;
+        self.ids = None;
         // No payload to drop: a dead block's payloads were all dropped or
         // moved out by their last holders.
         self.slots.iter_mut().for_each(Slot::reset);

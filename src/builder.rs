@@ -23,6 +23,8 @@ use std::time::Duration;
 /// ```
 pub struct Builder<T> {
     config: Config,
+    #[cfg(feature = "journal")]
+    journal: Option<crate::journal::JournalConfig>,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -42,6 +44,8 @@ impl<T: Send + Sync + 'static> Queue<T> {
     pub fn builder() -> Builder<T> {
         Builder {
             config: Config::default(),
+            #[cfg(feature = "journal")]
+            journal: None,
             _payload: PhantomData,
         }
     }
@@ -105,6 +109,16 @@ impl<T: Send + Sync + 'static> Builder<T> {
     /// assert!(err.to_string().contains("lease"));
     /// ```
     pub fn try_build(self) -> Result<Queue<T>, BuildError> {
+        #[cfg(feature = "journal")]
+        if self.journal.is_some() {
+            return Err(BuildError::JournalNeedsOpen);
+        }
+        self.check()?;
+        Queue::with_config(self.config)
+    }
+
+    /// The settings, checked.
+    fn check(&self) -> Result<(), BuildError> {
         let Config {
             lease,
             max_attempts,
@@ -122,7 +136,7 @@ impl<T: Send + Sync + 'static> Builder<T> {
                 limit: MAX_LEASE,
             });
         }
-        Queue::with_config(self.config)
+        Ok(())
     }
 
     /// Builds the queue, bringing settings out of range to the nearest valid
@@ -144,6 +158,128 @@ impl<T: Send + Sync + 'static> Builder<T> {
         match self.try_build() {
             Ok(queue) => queue,
             Err(e) => panic!("rebound: {e}"),
+        }
+    }
+}
+
+#[cfg(feature = "journal")]
+impl<T: Send + Sync + 'static> Builder<T> {
+    /// Journals the queue in directory `dir` (created if missing, owner
+    /// only): every produce, claim and settle is recorded before it
+    /// returns, so a crash of the process loses nothing, and
+    /// [`Self::open`] brings everything back. One live queue per directory.
+    /// See docs/durability.md.
+    ///
+    /// ```
+    /// use rebound::Queue;
+    /// let dir = std::env::temp_dir().join(format!("rebound-doc-journal-{}", std::process::id()));
+    /// let q: Queue<String> = Queue::builder().max_attempts(5).journal(&dir).open().unwrap();
+    /// let id = q.produce("job".to_string()).unwrap();
+    /// drop(q); // or a crash: `kill -9`, an abort, a power cut with `Durability::Fsync`
+    ///
+    /// let q: Queue<String> = Queue::builder().max_attempts(5).journal(&dir).open().unwrap();
+    /// assert_eq!(q.recovery().unwrap().pending, 1);
+    /// let d = q.consume().unwrap();
+    /// assert_eq!((d.id(), d.attempt(), d.as_str()), (id, 1, "job"));
+    /// d.ack().unwrap();
+    /// # drop(q);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn journal(mut self, dir: impl AsRef<std::path::Path>) -> Self {
+        let old = self.journal.take();
+        let mut config = crate::journal::JournalConfig::new(dir.as_ref().to_path_buf());
+        if let Some(old) = old {
+            config.durability = old.durability;
+            config.repair = old.repair;
+            config.segment_bytes = old.segment_bytes;
+        }
+        self.journal = Some(config);
+        self
+    }
+
+    /// When the journal's records are forced to disk; default
+    /// [`Durability::Buffered`](crate::Durability::Buffered). Only meaningful with [`Self::journal`].
+    ///
+    /// ```
+    /// use rebound::{Durability, Queue};
+    /// let dir = std::env::temp_dir().join(format!("rebound-doc-dur-{}", std::process::id()));
+    /// let q: Queue<Vec<u8>> = Queue::builder().journal(&dir).durability(Durability::Fsync).open().unwrap();
+    /// # drop(q);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn durability(mut self, durability: crate::Durability) -> Self {
+        self.journal_config().durability = durability;
+        self
+    }
+
+    /// Opens a damaged journal anyway: the journal is cut at the first
+    /// damaged record (everything after it is discarded and counted in
+    /// [`Recovery::bytes_discarded`](crate::Recovery::bytes_discarded))
+    /// instead of [`OpenError::Corrupt`](crate::OpenError::Corrupt). What
+    /// was cut is lost: acked messages may come back, produced ones may be
+    /// gone. Default off.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("rebound-doc-repair-{}", std::process::id()));
+    /// let q: rebound::Queue<Vec<u8>> = rebound::Queue::builder().journal(&dir).repair(true).open().unwrap();
+    /// # drop(q);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn repair(mut self, repair: bool) -> Self {
+        self.journal_config().repair = repair;
+        self
+    }
+
+    /// Bytes per journal segment file (default 8 MiB; rounded up to 4 KiB,
+    /// at least 64 KiB). A record larger than a segment gets a segment of
+    /// its own.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("rebound-doc-seg-{}", std::process::id()));
+    /// let q: rebound::Queue<Vec<u8>> = rebound::Queue::builder()
+    ///     .journal(&dir)
+    ///     .segment_size(1 << 20)
+    ///     .open()
+    ///     .unwrap();
+    /// # drop(q);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn segment_size(mut self, bytes: usize) -> Self {
+        self.journal_config().segment_bytes = bytes.clamp(64 << 10, 1 << 30).next_multiple_of(4096);
+        self
+    }
+
+    fn journal_config(&mut self) -> &mut crate::journal::JournalConfig {
+        self.journal
+            .get_or_insert_with(|| crate::journal::JournalConfig::new(std::path::PathBuf::new()))
+    }
+
+    /// Opens the journaled queue: reads the journal, puts back every
+    /// message it holds (see [`Recovery`](crate::Recovery)), and starts the
+    /// queue's threads.
+    ///
+    /// # Errors
+    /// [`OpenError`](crate::OpenError): no journal directory was given
+    /// ([`Self::journal`]), a setting is out of range, the directory is held
+    /// by another live queue, an I/O error, or a damaged journal.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("rebound-doc-open-{}", std::process::id()));
+    /// let q: rebound::Queue<String> = rebound::Queue::builder().journal(&dir).open().unwrap();
+    /// assert_eq!(q.recovery().unwrap().records, 0);
+    /// # drop(q);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn open(self) -> Result<Queue<T>, crate::OpenError>
+    where
+        T: crate::Payload,
+    {
+        self.check()?;
+        match self.journal {
+            Some(journal) if !journal.dir.as_os_str().is_empty() => {
+                crate::journal::open(self.config, journal)
+            }
+            _ => Err(crate::OpenError::Build(BuildError::JournalNeedsOpen)),
         }
     }
 }

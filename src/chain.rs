@@ -3,6 +3,7 @@
 
 use crate::batch::Batch;
 use crate::block::{BLOCK_CAPACITY, Block, Key, Next, Reserve};
+use crate::error::ProduceError;
 use crate::id::MessageId;
 use crate::shared::Shared;
 use crate::sync::{Arc, Guard, Ordering, SpinWait, pin};
@@ -10,15 +11,20 @@ use crate::sync::{Arc, Guard, Ordering, SpinWait, pin};
 impl<T: Send + Sync + 'static> Shared<T> {
     /// `due`: `None` for an immediate message; else its due time and a
     /// precise reading of the clock taken for it.
-    /// Gives the value back if the queue is closed.
+    /// Gives the value back if the queue is closed (or, journaled, if its
+    /// record cannot be written).
     pub(crate) fn produce_one(
         this: &Arc<Self>,
         value: T,
         due: Option<(u64, u64)>,
-    ) -> Result<MessageId, T> {
+    ) -> Result<MessageId, ProduceError<T>> {
         let shared = this;
+        #[cfg(feature = "journal")]
+        if shared.journal.is_some() {
+            return Shared::produce_journaled_cold(this, value, due);
+        }
         if !shared.admit(1) {
-            return Err(value);
+            return Err(ProduceError::Closed(value));
         }
         let now_ns = shared.recent_ns();
         // Not an `Option`: see `MessageId::new` on store-to-load forwarding.

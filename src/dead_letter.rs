@@ -19,6 +19,11 @@ pub enum DeadLetterReason {
     MaxAttempts,
     /// A handler called [`Delivery::dead_letter`](crate::Delivery::dead_letter).
     Rejected,
+    /// Journaled queues only: its last allowed delivery was in progress when
+    /// the process died (a handler that aborts or crashes the process for
+    /// this message ends here after `max_attempts` runs, instead of crashing
+    /// every restart).
+    Crashed,
 }
 
 /// A message that will not be delivered again, with what is known of why.

@@ -53,9 +53,45 @@ const _: () = assert!(MODEL || std::mem::size_of::<Result<Delivery<u64>, crate::
 
 impl<T> Delivery<T> {
     pub(crate) fn new(claimed: Claimed<T>) -> Self {
-        Self {
+        let delivery = Self {
             block: claimed.block,
             bits: claimed.bits,
+        };
+        #[cfg(feature = "journal")]
+        if delivery.shared().journal.is_some() {
+            delivery.journal_claim();
+        }
+        delivery
+    }
+
+    /// Journals this claim. Out of line, so that the in-memory path keeps
+    /// only the branch.
+    #[cfg(feature = "journal")]
+    #[cold]
+    #[inline(never)]
+    fn journal_claim(&self) {
+        if let Some(attached) = &self.shared().journal {
+            attached.journal.claimed(self.id(), self.attempt());
+        }
+    }
+
+    /// Journals this holder's settle into `to` (`due`: a rollback's due
+    /// time), before the settle returns, if the queue is journaled.
+    #[cfg(feature = "journal")]
+    #[inline(always)]
+    fn journal(&self, to: Tag, due: u64) {
+        if self.shared().journal.is_some() {
+            self.journal_settle(to, due);
+        }
+    }
+
+    /// Out of line, as `journal_claim`.
+    #[cfg(feature = "journal")]
+    #[cold]
+    #[inline(never)]
+    fn journal_settle(&self, to: Tag, due: u64) {
+        if let Some(attached) = &self.shared().journal {
+            attached.settled(self.id(), self.attempt(), to, due);
         }
     }
 
@@ -248,6 +284,8 @@ impl<T> Delivery<T> {
             ..
         } = outcome
         {
+            #[cfg(feature = "journal")]
+            self.journal(Tag::RolledBack, due);
             shared.counters.bump(Counter::RolledBack, 1);
             shared.hand_over_rollback(MessageRef {
                 block: Arc::clone(&self.block),
@@ -265,11 +303,15 @@ impl<T> Delivery<T> {
 
     /// Common tail of every settle: count it, release the payload if this
     /// holder was the last, or, if the claim was stale, just let go.
-    #[inline]
+    #[inline(always)]
     fn finish(&self, outcome: Settle, counter: Counter) -> Result<(), LeaseExpired> {
         let shared = self.shared();
         match outcome {
-            Settle::Done { fate, .. } => {
+            Settle::Done { fate, to } => {
+                #[cfg(feature = "journal")]
+                self.journal(to, 0);
+                #[cfg(not(feature = "journal"))]
+                let _ = to;
                 // Counted when this guard drops: after the release, since a
                 // consumer woken by the count on a closed queue may return
                 // `Closed` and drain the dead letters, and also if the

@@ -17,6 +17,9 @@ use std::fmt;
 pub enum ProduceError<T> {
     /// The queue is closed; here is the message back.
     Closed(T),
+    /// A journaled queue could not write the message's record (a full
+    /// disk, an I/O error); here is the message back, not produced.
+    Journal(T, std::io::ErrorKind),
 }
 
 impl<T> ProduceError<T> {
@@ -29,12 +32,27 @@ impl<T> ProduceError<T> {
     /// ```
     pub fn into_inner(self) -> T {
         match self {
-            ProduceError::Closed(value) => value,
+            ProduceError::Closed(value) | ProduceError::Journal(value, _) => value,
         }
     }
 
-    /// Whether the queue was closed (the only reason today; more may come
-    /// with new variants).
+    /// The same error around another value (for example, one message of a
+    /// batch).
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// q.close();
+    /// let e = q.produce(7).unwrap_err().map(|v| v + 1);
+    /// assert_eq!(e.into_inner(), 8);
+    /// ```
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> ProduceError<U> {
+        match self {
+            ProduceError::Closed(value) => ProduceError::Closed(f(value)),
+            ProduceError::Journal(value, kind) => ProduceError::Journal(f(value), kind),
+        }
+    }
+
+    /// Whether the queue was closed.
     ///
     /// ```
     /// let q = rebound::Queue::<u8>::new();
@@ -48,13 +66,21 @@ impl<T> ProduceError<T> {
 
 impl<T> fmt::Debug for ProduceError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Closed(..)")
+        match self {
+            ProduceError::Closed(_) => f.write_str("Closed(..)"),
+            ProduceError::Journal(_, kind) => write!(f, "Journal(.., {kind:?})"),
+        }
     }
 }
 
 impl<T> fmt::Display for ProduceError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("producing on a closed queue")
+        match self {
+            ProduceError::Closed(_) => f.write_str("producing on a closed queue"),
+            ProduceError::Journal(_, kind) => {
+                write!(f, "the journal could not write the message: {kind}")
+            }
+        }
     }
 }
 
@@ -251,6 +277,9 @@ pub enum BuildError {
     },
     /// The operating system refused to start the redeliverer thread.
     Spawn(std::io::ErrorKind),
+    /// A journaled queue is opened with `Builder::open` (with the
+    /// journal's directory given), not built.
+    JournalNeedsOpen,
 }
 
 impl fmt::Display for BuildError {
@@ -263,6 +292,9 @@ impl fmt::Display for BuildError {
                 write!(f, "lease must be between 1ms and {limit:?}, got {given:?}")
             }
             BuildError::Spawn(kind) => write!(f, "could not start the redeliverer thread: {kind}"),
+            BuildError::JournalNeedsOpen => f.write_str(
+                "a journaled queue is opened with Builder::journal(dir)...open(), not built",
+            ),
         }
     }
 }

@@ -38,6 +38,18 @@ impl MessageId {
         Self(Uuid::from_u128(bits))
     }
 
+    /// The id's 128 bits (the journal's form of it).
+    #[cfg(feature = "journal")]
+    pub(crate) fn as_u128(&self) -> u128 {
+        self.0.as_u128()
+    }
+
+    /// The id whose bits are `bits`.
+    #[cfg(feature = "journal")]
+    pub(crate) fn from_u128(bits: u128) -> Self {
+        Self(Uuid::from_u128(bits))
+    }
+
     /// A placeholder, overwritten before anyone sees it.
     pub(crate) const PLACEHOLDER: MessageId = MessageId(Uuid::nil());
 

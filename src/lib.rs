@@ -55,6 +55,13 @@
 //!   may still be running when the message is redelivered; both can read
 //!   the payload (hence `T: Sync`), only the new one can settle it.
 //!
+//! - **Durable, if asked.** A queue opened with
+//!   [`Builder::journal`]`(dir)...`[`open`](Builder::open) journals every
+//!   produce, claim and settle before the call returns: a crash of the
+//!   process loses nothing, a message in progress comes back with its
+//!   attempt count carried on, and one whose handler kills the process ends
+//!   as a dead letter. See `docs/durability.md`.
+//!
 //! See `docs/design.md` for the state machine and its memory orderings.
 
 mod backoff;
@@ -64,6 +71,7 @@ mod block_pool;
 mod builder;
 mod chain;
 mod clock;
+mod codec;
 #[cfg(feature = "async")]
 mod consume_async;
 mod cursor;
@@ -73,6 +81,8 @@ mod error;
 mod id;
 mod inbox;
 mod index;
+#[cfg(feature = "journal")]
+mod journal;
 mod process;
 mod queue;
 mod redelivery;
@@ -90,6 +100,9 @@ mod waiters;
 
 pub use backoff::Backoff;
 pub use builder::Builder;
+#[cfg(feature = "serde")]
+pub use codec::Serde;
+pub use codec::{DecodeError, Payload};
 pub use dead_letter::{DeadLetter, DeadLetterReason};
 pub use delivery::Delivery;
 pub use error::{
@@ -97,6 +110,8 @@ pub use error::{
     TryConsumeError,
 };
 pub use id::MessageId;
+#[cfg(feature = "journal")]
+pub use journal::{Durability, JournalStats, OpenError, Recovery};
 pub use process::{Outcome, Pool, Processing, Processor, Report};
 pub use queue::Queue;
 pub use stats::Stats;
@@ -113,7 +128,8 @@ compile_error!(
     "rebound's unit tests do not build under `--cfg rebound_loom`: run the models in loom-tests/"
 );
 
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doc tests (they include the
+/// journal's).
+#[cfg(all(doctest, feature = "journal"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

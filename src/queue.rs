@@ -80,7 +80,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         Ok(queue)
     }
 
-    fn spawn_redeliverer(&self) -> Result<(), BuildError> {
+    pub(crate) fn spawn_redeliverer(&self) -> Result<(), BuildError> {
         let worker = Arc::clone(&self.shared);
         let handle = thread::Builder::new()
             .name("rebound-redeliverer".into())
@@ -102,7 +102,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert_eq!((d.id(), *d), (id, "job"));
     /// ```
     pub fn produce(&self, value: T) -> Result<MessageId, ProduceError<T>> {
-        Shared::produce_one(&self.shared, value, None).map_err(ProduceError::Closed)
+        Shared::produce_one(&self.shared, value, None)
     }
 
     /// Puts `value` in the queue, ready `delay` from now.
@@ -126,7 +126,6 @@ impl<T: Send + Sync + 'static> Queue<T> {
     pub fn produce_after(&self, value: T, delay: Duration) -> Result<MessageId, ProduceError<T>> {
         let now = self.shared.clock.precise();
         Shared::produce_one(&self.shared, value, Some((clock::add(now, delay), now)))
-            .map_err(ProduceError::Closed)
     }
 
     /// Puts `value` in the queue, ready at `at`.
@@ -157,7 +156,6 @@ impl<T: Send + Sync + 'static> Queue<T> {
             value,
             Some((self.shared.clock.nanos(at), now)),
         )
-        .map_err(ProduceError::Closed)
     }
 
     /// Puts every value in the queue, ready now, in order, and returns
@@ -192,6 +190,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
             } else {
                 Ok(Vec::new())
             };
+        }
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &self.shared.journal {
+            return Shared::produce_journaled_batch(&self.shared, attached, values);
         }
         if !self.shared.admit(values.len() as u64) {
             return Err(ProduceError::Closed(values));
@@ -419,6 +421,35 @@ impl<T: Send + Sync + 'static> Queue<T> {
         self.shared.stats()
     }
 
+    /// Acks every delivery of `deliveries` and returns how many were acked
+    /// (the others' leases had expired: [`LeaseExpired`](crate::LeaseExpired)).
+    /// Each is its own ack, as [`Delivery::ack`]; on a journaled queue with
+    /// [`Durability::Fsync`](crate::Durability::Fsync) they wait for one
+    /// sync together instead of one each, so that a consumer of a batch
+    /// pays one sync, as a producer of a batch does.
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// q.produce_batch(1..=10).unwrap();
+    /// let batch = q.try_consume_batch(10).unwrap();
+    /// assert_eq!(q.ack_batch(batch), 10);
+    /// assert_eq!(q.stats().acked, 10);
+    /// ```
+    pub fn ack_batch(&self, deliveries: impl IntoIterator<Item = Delivery<T>>) -> usize {
+        let ack_all = || {
+            deliveries
+                .into_iter()
+                .map(Delivery::ack)
+                .filter(Result::is_ok)
+                .count()
+        };
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &self.shared.journal {
+            return attached.journal.deferring(ack_all);
+        }
+        ack_all()
+    }
+
     /// Takes every dead letter collected so far.
     ///
     /// A message whose last delivery expired while its handler still holds
@@ -433,10 +464,41 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.drain_dead_letters().is_empty());
     /// ```
     pub fn drain_dead_letters(&self) -> Vec<DeadLetter<T>> {
-        lock(&self.shared.dead_letters)
+        let letters = lock(&self.shared.dead_letters)
             .as_mut()
             .map(std::mem::take)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &self.shared.journal {
+            attached.journal.drained(letters.iter().map(DeadLetter::id));
+        }
+        letters
+    }
+}
+
+#[cfg(feature = "journal")]
+impl<T: Send + Sync + 'static> Queue<T> {
+    /// What opening the journal found and did; `None` for a queue that is
+    /// not journaled.
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// assert!(q.recovery().is_none());
+    /// ```
+    pub fn recovery(&self) -> Option<crate::Recovery> {
+        let attached = self.shared.journal.as_ref()?;
+        *crate::sync::lock_plain(&attached.journal.recovery)
+    }
+
+    /// What the journal has written, synced and compacted; `None` for a
+    /// queue that is not journaled.
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// assert!(q.journal_stats().is_none());
+    /// ```
+    pub fn journal_stats(&self) -> Option<crate::JournalStats> {
+        Some(self.shared.journal.as_ref()?.journal.stats())
     }
 }
 

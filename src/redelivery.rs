@@ -148,7 +148,18 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                             ts: clock::add(now, config.backoff.delay(attempt)),
                         });
                     }
-                    Expire::DeadLettered { .. } => {
+                    Expire::DeadLettered { attempt } => {
+                        #[cfg(feature = "journal")]
+                        if let Some(attached) = &shared.journal {
+                            attached.journal.dead(
+                                shared.message_id(block, slot),
+                                attempt,
+                                crate::dead_letter::DeadLetterReason::MaxAttempts,
+                                false,
+                            );
+                        }
+                        #[cfg(not(feature = "journal"))]
+                        let _ = attempt;
                         // The old holder still holds it; its release moves
                         // the payload to the dead letters.
                         shared.counters.bump(Counter::Expired, 1);

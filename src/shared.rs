@@ -79,12 +79,33 @@ pub(crate) struct Shared<T> {
     /// `teardown::<T>`, captured where its bounds are known, so that the
     /// unbounded `Drop for Queue<T>` can call it.
     pub(crate) teardown: fn(&Shared<T>),
+    /// The journal of a queue opened with `Builder::open`, and how its
+    /// payloads are encoded.
+    #[cfg(feature = "journal")]
+    pub(crate) journal: Option<crate::journal::Attached<T>>,
 }
 
 impl<T> Shared<T> {
     /// The state of a new queue, with no tail block yet (see
     /// `Shared::open_first_block`). `teardown` is what the last handle runs.
     pub(crate) fn new(config: Config, teardown: fn(&Shared<T>)) -> Arc<Self>
+    where
+        T: Send + Sync + 'static,
+    {
+        Self::with_journal(
+            config,
+            teardown,
+            #[cfg(feature = "journal")]
+            None,
+        )
+    }
+
+    /// [`Self::new`], journaled when `journal` is set.
+    pub(crate) fn with_journal(
+        config: Config,
+        teardown: fn(&Shared<T>),
+        #[cfg(feature = "journal")] journal: Option<crate::journal::Attached<T>>,
+    ) -> Arc<Self>
     where
         T: Send + Sync + 'static,
     {
@@ -105,6 +126,8 @@ impl<T> Shared<T> {
             handles: AtomicUsize::new(1),
             redeliverer: Mutex::new(None),
             teardown,
+            #[cfg(feature = "journal")]
+            journal,
         })
     }
 
@@ -183,7 +206,10 @@ impl<T> Shared<T> {
     }
 
     pub(crate) fn message_id(&self, block: &Block<T>, slot: usize) -> MessageId {
-        MessageId::new(self.nonce, block.message_number(slot))
+        match &block.ids {
+            None => MessageId::new(self.nonce, block.message_number(slot)),
+            Some(ids) => ids[slot],
+        }
     }
 
     pub(crate) fn next_seq(&self) -> u64 {

@@ -262,6 +262,21 @@ impl MessageState {
         }
     }
 
+    /// `Pending(0) -> Pending(attempt)` (`due`: ready now, put into the
+    /// index by the caller) or `-> RolledBack(attempt)` (handed to the
+    /// redeliverer as a rollback is), no holders: a journaled message
+    /// restored at open after `attempt` deliveries. Called before the block
+    /// is shared.
+    #[cfg(feature = "journal")]
+    pub(crate) fn restore(&self, attempt: u32, due: bool) {
+        debug_assert_eq!(self.load().tag(), Tag::Pending);
+        let tag = if due { Tag::Pending } else { Tag::RolledBack };
+        let word = Word(0)
+            .with_tag(tag)
+            .with_attempt(attempt.min(MAX_ATTEMPTS));
+        self.word.store(word.0, Ordering::SeqCst);
+    }
+
     /// Back to `Empty`, attempt 0, no holders: the slot of a dead block
     /// being recycled. `&mut`: nobody else can reach the word (the block
     /// was taken back through `Arc::get_mut`, whose Acquire orders this

@@ -9,6 +9,10 @@ use crate::unwind::{Panic, catch};
 /// The last handle is gone: stop the redeliverer, drop every message nobody
 /// holds, and break the `Shared -> index -> Block -> Shared` cycle.
 pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
+    #[cfg(feature = "journal")]
+    if let Some(attached) = &shared.journal {
+        attached.shutdown();
+    }
     let rolled_back = shared.inbox.stop();
     let mut blocks = Vec::new();
     shared.blocks.take(&mut blocks, true);

@@ -1,0 +1,173 @@
+//! Where the queue calls its journal: produce, claim, settle, drain, and
+//! the last handle's teardown.
+
+use super::format;
+use super::upkeep;
+use super::writer::{Journal, with_buffer};
+use crate::dead_letter::DeadLetterReason;
+use crate::error::ProduceError;
+use crate::id::MessageId;
+use crate::shared::Shared;
+use crate::state::Tag;
+use crate::stats::Counter;
+use crate::sync::Arc;
+use crate::sync::{PlainMutex, lock_plain};
+use std::iter;
+use std::thread::JoinHandle;
+
+/// A queue's journal, with what the queue needs of its payload type.
+pub(crate) struct Attached<T> {
+    pub(crate) journal: std::sync::Arc<Journal>,
+    /// `Payload::encode`, captured where `T: Payload` is known.
+    pub(crate) encode: fn(&T, &mut Vec<u8>),
+    pub(crate) upkeep: PlainMutex<Option<JoinHandle<()>>>,
+}
+
+impl<T> Attached<T> {
+    /// Stops the upkeep thread, syncs what `Interval` has not yet, and
+    /// closes the journal (see `Journal::close`).
+    pub(crate) fn shutdown(&self) {
+        upkeep::shutdown(&self.journal);
+        if let Some(thread) = lock_plain(&self.upkeep).take() {
+            let _ = thread.join();
+        }
+        if matches!(
+            self.journal.config.durability,
+            super::Durability::Interval(_)
+        ) {
+            self.journal.sync_now();
+        }
+        self.journal.close();
+    }
+
+    /// Journals a holder's settle of delivery `attempt` of `id` into `to`;
+    /// `due` is a rollback's due time (queue clock).
+    pub(crate) fn settled(&self, id: MessageId, attempt: u32, to: Tag, due: u64) {
+        let j = &self.journal;
+        match to {
+            Tag::Acked => j.acked(id),
+            Tag::RolledBack => j.rolled_back(id, attempt, due),
+            Tag::DeadRejected => j.dead(id, attempt, DeadLetterReason::Rejected, true),
+            Tag::DeadMaxAttempts => j.dead(id, attempt, DeadLetterReason::MaxAttempts, true),
+            _ => {}
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Shared<T> {
+    /// [`Self::produce_journaled`], out of line, so that the in-memory
+    /// path keeps only the branch that leads here.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn produce_journaled_cold(
+        this: &Arc<Self>,
+        value: T,
+        due: Option<(u64, u64)>,
+    ) -> Result<MessageId, ProduceError<T>> {
+        match &this.journal {
+            Some(attached) => Self::produce_journaled(this, attached, value, due),
+            None => Err(ProduceError::Closed(value)),
+        }
+    }
+
+    /// Produces `value` on a journaled queue: ready now, or at `due`
+    /// (`(due, now)` on the queue clock). Its record is written before
+    /// this returns, and before any record about it can be (see
+    /// `Journal::produce`).
+    pub(crate) fn produce_journaled(
+        this: &Arc<Self>,
+        attached: &Attached<T>,
+        value: T,
+        due: Option<(u64, u64)>,
+    ) -> Result<MessageId, ProduceError<T>> {
+        let delayed = due.filter(|&(due, now)| due > now).map(|(due, _)| due);
+        let due_ms = delayed.map_or(0, |due| attached.journal.wall_of(due));
+        with_buffer(|records| {
+            // The payload's own code first: if it panics, nothing is
+            // counted or published yet.
+            format::produce_frame(records, due_ms, |out| (attached.encode)(&value, out));
+            if !this.admit(1) {
+                return Err(ProduceError::Closed(value));
+            }
+            let mut got = MessageId::PLACEHOLDER;
+            let produced = attached.journal.produce(records, &[0], value, |value, id| {
+                Self::publish(this, iter::once(value), delayed, &mut |i| {
+                    id(i);
+                    got = i;
+                });
+            });
+            this.after_journaled(produced.map(|()| got), 1, delayed.is_some())
+        })
+    }
+
+    /// [`Self::produce_journaled`] for a batch, ready now, accepted whole or
+    /// not at all.
+    pub(crate) fn produce_journaled_batch(
+        this: &Arc<Self>,
+        attached: &Attached<T>,
+        values: Vec<T>,
+    ) -> Result<Vec<MessageId>, ProduceError<Vec<T>>> {
+        let n = values.len();
+        with_buffer(|records| {
+            let starts: Vec<usize> = values
+                .iter()
+                .map(|v| format::produce_frame(records, 0, |out| (attached.encode)(v, out)))
+                .collect();
+            if !this.admit(n as u64) {
+                return Err(ProduceError::Closed(values));
+            }
+            let mut ids = Vec::with_capacity(n);
+            let produced = attached
+                .journal
+                .produce(records, &starts, values, |values, id| {
+                    Self::publish(this, values.into_iter(), None, &mut |i| {
+                        id(i);
+                        ids.push(i);
+                    });
+                });
+            this.after_journaled(produced.map(|()| ids), n, false)
+        })
+    }
+
+    /// Puts journaled values into the queue (under the journal's lock).
+    fn publish(
+        this: &Arc<Self>,
+        values: impl ExactSizeIterator<Item = T>,
+        delayed: Option<u64>,
+        each: &mut impl FnMut(MessageId),
+    ) {
+        match delayed {
+            Some(due) => {
+                for value in values {
+                    Shared::new_block(this, &mut iter::once(value), 1, due, 1, false, each);
+                }
+            }
+            None => Shared::push_fresh(this, values, this.recent_ns(), each),
+        }
+    }
+
+    /// After the journal's lock is released: wakes consumers, or undoes the
+    /// admission of values the journal refused.
+    fn after_journaled<R, V>(
+        &self,
+        produced: Result<R, (V, std::io::Error)>,
+        n: usize,
+        delayed: bool,
+    ) -> Result<R, ProduceError<V>> {
+        match produced {
+            Ok(r) => {
+                // Not under the journal's lock: a consumer registering as a
+                // sleeper holds the sleepers' lock while its second poll may
+                // claim, and a claim takes the journal's lock. A delayed
+                // message may need a sleeper's shorter timeout.
+                self.waiters.notify(delayed || n > 1);
+                Ok(r)
+            }
+            Err((values, error)) => {
+                self.counters.sub(Counter::Produced, n as u64);
+                self.settled();
+                Err(ProduceError::Journal(values, error.kind()))
+            }
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Opening a journaled queue: the messages the journal found go back into a
+//! new queue, with their ids, attempts and due times.
+//!
+//! - Never delivered, due: in blocks of their own, keyed before anything
+//!   produced after the open, in produce order, after the ones below that
+//!   are due.
+//! - Never delivered, due later: a block of one each, keyed at the due time.
+//! - Delivered before (rolled back, or held when the process died): made
+//!   `RolledBack` at their attempt and handed to the redeliverer, exactly
+//!   as a rollback is; a held one is due at once. A held one on its last
+//!   allowed attempt is dead-lettered instead (`DeadLetterReason::Crashed`).
+//! - Dead letters not drained: back in the dead letters.
+
+use super::format::Phase;
+use super::hooks::Attached;
+use super::recovery::{self, OpenError};
+use super::writer::{Entry, wall_ms};
+use super::{JournalConfig, upkeep};
+
+use crate::batch::{Batch, MessageRef, RefBatch};
+use crate::block::{BLOCK_CAPACITY, Block, Key};
+use crate::codec::Payload;
+use crate::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::id::MessageId;
+use crate::queue::Queue;
+use crate::shared::{Config, Shared};
+use crate::stats::Counter;
+use crate::sync::Arc;
+use crate::sync::{PlainMutex, lock, lock_plain};
+use crate::teardown::teardown;
+use std::time::Instant;
+
+/// Opens the journal in `jconfig.dir` and the queue over it.
+pub(crate) fn open<T: Payload + Send + Sync + 'static>(
+    config: Config,
+    jconfig: JournalConfig,
+) -> Result<Queue<T>, OpenError> {
+    let started = Instant::now();
+    let found = recovery::open(jconfig)?;
+    let journal = std::sync::Arc::new(found.journal);
+    let attached = Attached {
+        journal: std::sync::Arc::clone(&journal),
+        encode: T::encode,
+        upkeep: PlainMutex::new(None),
+    };
+    let shared = Shared::with_journal(config, teardown::<T>, Some(attached));
+    journal.set_origin(shared.clock.precise());
+    // A queue handle from here on: an error below tears it down.
+    let queue = Queue { shared };
+    let mut recovery = found.recovery;
+    {
+        // Not under the journal's lock: restoring a dead letter writes a
+        // record.
+        let segments = lock_plain(&journal.inner).segments.clone();
+        let mut restore = Restore::new(&queue.shared);
+        for (id, entry) in &found.messages {
+            let payload =
+                recovery::payload_of(&segments, entry).ok_or_else(|| OpenError::Corrupt {
+                    path: journal.dir.clone(),
+                    offset: u64::from(entry.at),
+                    reason: "a live message's record is missing",
+                })?;
+            let id = MessageId::from_u128(*id);
+            let value = T::decode(payload).map_err(|source| OpenError::Payload { id, source })?;
+            restore.message(id, entry, value, &mut recovery);
+        }
+        restore.finish();
+    }
+    Shared::open_first_block(&queue.shared);
+    queue.spawn_redeliverer()?;
+    let worker = std::sync::Arc::clone(&journal);
+    let thread = std::thread::Builder::new()
+        .name("rebound-journal".into())
+        .spawn(move || upkeep::run(worker))
+        .map_err(|e| OpenError::Build(crate::error::BuildError::Spawn(e.kind())))?;
+    if let Some(attached) = &queue.shared.journal {
+        *lock_plain(&attached.upkeep) = Some(thread);
+    }
+    recovery.dead_letters = lock(&queue.shared.dead_letters)
+        .as_ref()
+        .map_or(0, |l| l.len() as u64);
+    recovery.elapsed = started.elapsed();
+    *lock_plain(&journal.recovery) = Some(recovery);
+    Ok(queue)
+}
+
+/// Puts restored messages into a queue not yet shared.
+struct Restore<'a, T> {
+    shared: &'a Arc<Shared<T>>,
+    now_ns: u64,
+    now_ms: u64,
+    /// Never delivered and due, waiting to fill a block.
+    fresh: Vec<(MessageId, T)>,
+    /// Full blocks' worth of those, put into the index after `again`.
+    blocks: Vec<Vec<(MessageId, T)>>,
+    /// Delivered before: `(id, value, attempt, due)`.
+    again: Vec<(MessageId, T, u32, u64)>,
+}
+
+impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
+    fn new(shared: &'a Arc<Shared<T>>) -> Self {
+        Self {
+            shared,
+            now_ns: shared.clock.precise(),
+            now_ms: wall_ms(),
+            fresh: Vec::new(),
+            blocks: Vec::new(),
+            again: Vec::new(),
+        }
+    }
+
+    /// The queue-clock time of Unix time `due_ms` (now, if it has passed).
+    fn due_ns(&self, due_ms: u64) -> u64 {
+        // `now_ms` is rounded down: one more millisecond, never early.
+        let ahead = due_ms.saturating_add(1).saturating_sub(self.now_ms);
+        self.now_ns.saturating_add(ahead.saturating_mul(1_000_000))
+    }
+
+    fn message(&mut self, id: MessageId, entry: &Entry, value: T, r: &mut super::Recovery) {
+        let attempt = entry.state.attempt;
+        let shared = self.shared;
+        shared.counters.add(Counter::Produced, 1);
+        match entry.state.phase {
+            Phase::Waiting { due_ms } => {
+                let due = self.due_ns(due_ms);
+                if due > self.now_ns {
+                    r.delayed += 1;
+                } else {
+                    r.pending += 1;
+                }
+                match (attempt, due > self.now_ns) {
+                    (0, false) => {
+                        self.fresh.push((id, value));
+                        if self.fresh.len() == BLOCK_CAPACITY {
+                            self.flush_fresh();
+                        }
+                    }
+                    (0, true) => self.fresh_block(vec![(id, value)], due),
+                    _ => self.again.push((id, value, attempt, due)),
+                }
+            }
+            // A record never says this (the decoder refuses it), but a slot
+            // restored at attempt 0 must be a fresh one: its prepaid
+            // reference is its first claim's.
+            Phase::Held if attempt == 0 => {
+                r.pending += 1;
+                self.fresh.push((id, value));
+                if self.fresh.len() == BLOCK_CAPACITY {
+                    self.flush_fresh();
+                }
+            }
+            Phase::Held => {
+                r.in_flight_at_crash += 1;
+                if attempt >= shared.config.max_attempts {
+                    r.dead_lettered_at_open += 1;
+                    if let Some(attached) = &shared.journal {
+                        attached
+                            .journal
+                            .dead(id, attempt, DeadLetterReason::Crashed, false);
+                    }
+                    self.dead(id, attempt, DeadLetterReason::Crashed, value);
+                } else {
+                    r.pending += 1;
+                    self.again.push((id, value, attempt, self.now_ns));
+                }
+            }
+            Phase::Dead { reason } => self.dead(id, attempt, reason, value),
+        }
+    }
+
+    fn dead(&self, id: MessageId, attempts: u32, reason: DeadLetterReason, payload: T) {
+        self.shared.counters.add(Counter::DeadLettered, 1);
+        if let Some(list) = lock(&self.shared.dead_letters).as_mut() {
+            list.push(DeadLetter {
+                id,
+                attempts,
+                reason,
+                payload,
+            });
+        }
+    }
+
+    fn flush_fresh(&mut self) {
+        if !self.fresh.is_empty() {
+            let batch = std::mem::take(&mut self.fresh);
+            self.blocks.push(batch);
+        }
+    }
+
+    /// A block of messages never delivered, keyed at `ts` (0: before
+    /// everything produced after the open), in the index.
+    fn fresh_block(&self, messages: Vec<(MessageId, T)>, ts: u64) {
+        let shared = self.shared;
+        let len = messages.len();
+        let (ids, values): (Vec<MessageId>, Vec<T>) = messages.into_iter().unzip();
+        let key = Key {
+            ts,
+            seq: shared.next_seq(),
+        };
+        let block = Block::with_ids(Arc::clone(shared), key, len, len, false, Some(ids.into()));
+        for (index, value) in values.into_iter().enumerate() {
+            // SAFETY: the block is not shared yet and all its slots were
+            // reserved for this thread by `Block::with_ids`; their timestamp
+            // is the block's key.
+            unsafe { block.slot(index).write(value, 0) };
+        }
+        shared.index.insert(key, Batch::Fresh(Arc::clone(&block)));
+        shared.register(block);
+    }
+
+    /// Puts the messages in: first those delivered before (the ones in
+    /// progress at the crash were first in line), then the never-delivered
+    /// ones in produce order.
+    fn finish(mut self) {
+        self.flush_fresh();
+        self.put_back_again();
+        for batch in std::mem::take(&mut self.blocks) {
+            self.fresh_block(batch, 0);
+        }
+    }
+
+    /// Messages delivered before: due now, into the index; due later,
+    /// through the redeliverer.
+    fn put_back_again(&mut self) {
+        let shared = self.shared;
+        let again = std::mem::take(&mut self.again);
+        let mut rest = again.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<_> = rest.by_ref().take(BLOCK_CAPACITY).collect();
+            let len = chunk.len();
+            let ids: Vec<MessageId> = chunk.iter().map(|m| m.0).collect();
+            let key = Key {
+                ts: 0,
+                seq: shared.next_seq(),
+            };
+            let block = Block::with_ids(Arc::clone(shared), key, len, len, false, Some(ids.into()));
+            let mut refs = Vec::with_capacity(len);
+            let mut ready = Vec::new();
+            for (index, (_, value, attempt, due)) in chunk.into_iter().enumerate() {
+                let slot = block.slot(index);
+                // SAFETY: as in `fresh_block`.
+                unsafe { slot.write(value, 0) };
+                let now = due <= self.now_ns;
+                assert!(attempt > 0, "a restored redelivery is past attempt 0");
+                slot.state.restore(attempt, now);
+                // SAFETY: `Block::with_ids` gave this slot a prepaid
+                // reference for its first claim from attempt 0, which it will
+                // never have (it is at `attempt` > 0 now): released here,
+                // once. `block` keeps the count above zero.
+                unsafe { Arc::decrement_strong_count(Arc::as_ptr(&block)) };
+                let message = MessageRef {
+                    block: Arc::clone(&block),
+                    slot: index as u32,
+                    attempt,
+                    ts: if now { 0 } else { due },
+                };
+                if now {
+                    ready.push(message);
+                } else {
+                    refs.push(message);
+                }
+            }
+            shared.register(block);
+            // Due now: claimable as soon as `open` returns, before anything
+            // produced after it (keyed at the origin, like the fresh ones).
+            if !ready.is_empty() {
+                let key = Key {
+                    ts: 0,
+                    seq: shared.next_seq(),
+                };
+                shared
+                    .index
+                    .insert(key, Batch::Redelivery(Box::new(RefBatch::new(ready))));
+            }
+            // Due later: the redeliverer puts them back when due.
+            for message in refs {
+                shared.hand_over_rollback(message);
+            }
+        }
+    }
+}
