@@ -649,6 +649,25 @@ fn try_open(dir: &Path) -> Result<Queue<Vec<u8>>, OpenError> {
     Queue::builder().max_attempts(3).journal(dir).open()
 }
 
+/// Opens `dir`, which must be `OpenError::Corrupt`; returns the offset.
+fn expect_corrupt(dir: &Path) -> u64 {
+    match try_open(dir) {
+        Err(OpenError::Corrupt { offset, .. }) => offset,
+        Ok(q) => {
+            let r = q.recovery().unwrap();
+            let back: Vec<String> = what_came_back(&q)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            panic!(
+                "opened: bytes_discarded {}, came back {back:?}",
+                r.bytes_discarded
+            );
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
 fn what_came_back(q: &Queue<Vec<u8>>) -> Vec<Vec<u8>> {
     let mut back = Vec::new();
     while let Ok(d) = q.try_consume() {
@@ -671,21 +690,7 @@ fn a_len_bit_flip_mid_last_segment_is_not_a_torn_tail() {
     let mut len = u32::from_le_bytes(bytes[b + 4..b + 8].try_into().unwrap());
     len ^= 1 << 16; // one bit
     patch(&seg, b + 4, &len.to_le_bytes());
-    match try_open(dir.path()) {
-        Err(OpenError::Corrupt { offset, .. }) => assert_eq!(offset, b as u64),
-        Ok(q) => {
-            let r = q.recovery().unwrap();
-            let back = what_came_back(&q);
-            panic!(
-                "opened: bytes_discarded {}, came back {:?} (B lost, acked A back)",
-                r.bytes_discarded,
-                back.iter()
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .collect::<Vec<_>>()
-            );
-        }
-        Err(e) => panic!("{e}"),
-    }
+    assert_eq!(expect_corrupt(dir.path()), b as u64);
 }
 
 /// The same with a frame zeroed (a lost page, 8 zero bytes).
@@ -694,19 +699,7 @@ fn a_zeroed_frame_mid_last_segment_is_not_a_torn_tail() {
     let dir = TempDir::new("zeroframe");
     let (seg, recs) = acked_a_pending_b(dir.path());
     patch(&seg, recs[1], &[0; 8]);
-    match try_open(dir.path()) {
-        Err(OpenError::Corrupt { .. }) => {}
-        Ok(q) => {
-            let back = what_came_back(&q);
-            panic!(
-                "opened, came back {:?}",
-                back.iter()
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .collect::<Vec<_>>()
-            );
-        }
-        Err(e) => panic!("{e}"),
-    }
+    expect_corrupt(dir.path());
 }
 
 /// A process that dies in `Segment::create` between `create_new` and
