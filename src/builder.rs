@@ -109,8 +109,14 @@ impl<T: Send + Sync + 'static> Builder<T> {
     /// assert!(err.to_string().contains("lease"));
     /// ```
     pub fn try_build(self) -> Result<Queue<T>, BuildError> {
+        // A journal directory given: `open`, not `build`. (`durability`
+        // and the like without one configure nothing.)
         #[cfg(feature = "journal")]
-        if self.journal.is_some() {
+        if self
+            .journal
+            .as_ref()
+            .is_some_and(|j| !j.dir.as_os_str().is_empty())
+        {
             return Err(BuildError::JournalNeedsOpen);
         }
         self.check()?;
