@@ -415,6 +415,11 @@ fn compaction_keeps_the_directory_bounded_and_carries_a_long_held_message() {
 #[test]
 fn an_in_memory_queue_has_no_journal_and_a_journaled_one_must_be_opened() {
     assert!(Queue::<u8>::new().recovery().is_none());
+    // Journal settings without a directory configure nothing.
+    Queue::<Vec<u8>>::builder()
+        .durability(Durability::Fsync)
+        .try_build()
+        .unwrap();
     let err = Queue::<Vec<u8>>::builder()
         .journal("x")
         .try_build()
