@@ -144,7 +144,10 @@ pub(crate) fn compact_step(journal: &Journal) -> bool {
             journal.count_error();
             return false;
         }
-        let active = Arc::clone(inner.segments.back().expect("an active segment"));
+        // `make_room` succeeded, so there is an active segment.
+        let Some(active) = inner.segments.back().map(Arc::clone) else {
+            return false;
+        };
         let at_new = inner.at;
         active.write_record(at_new, &record);
         inner.at += record.len();
