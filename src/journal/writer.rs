@@ -112,6 +112,8 @@ pub(crate) struct Journal {
     pub(crate) syncs: AtomicU64,
     pub(crate) compacted: AtomicU64,
     pub(crate) write_errors: AtomicU64,
+    /// Whether a sync failed (its error is in the sync state).
+    sync_failed: AtomicBool,
 }
 
 /// The most record bytes one call may append (a batch): 1 GiB, the largest
@@ -176,6 +178,7 @@ impl Journal {
             syncs: AtomicU64::new(0),
             compacted: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            sync_failed: AtomicBool::new(false),
         }
     }
 
@@ -292,8 +295,14 @@ impl Journal {
         Ok(())
     }
 
-    /// The error of a failed sync, if one failed (see `sync_to`).
+    /// The error of a failed sync, if one failed (see `sync_to`). One load
+    /// on the produce path while none has.
     pub(crate) fn failed(&self) -> Option<io::ErrorKind> {
+        // Acquire: pairs with the Release store in `sync_to`; the kind is
+        // read under the lock it was written under anyway.
+        if !self.sync_failed.load(Ordering::Acquire) {
+            return None;
+        }
         lock_plain(&self.sync).failed
     }
 
@@ -570,6 +579,8 @@ impl Journal {
                     // crash loses nothing), but no longer known to reach
                     // the disk.
                     state.failed = Some(e.kind());
+                    // Release: pairs with the Acquire load in `failed`.
+                    self.sync_failed.store(true, Ordering::Release);
                     self.count_error();
                     self.synced.notify_all();
                     return Err(e);
