@@ -72,20 +72,24 @@ fn produce_all(q: &Queue<u64>) -> thread::JoinHandle<()> {
     })
 }
 
-/// Consumes until `Closed`: rolls back every 10th message on its first
-/// attempt, acks the rest; returns what it acked.
+/// What every consumer here does with a delivery: rolls back every 10th
+/// message on its first attempt, acks the rest into `acked`.
+fn settle(d: Delivery<u64>, acked: &mut Vec<u64>) {
+    if d.is_multiple_of(10) && d.attempt() == 1 {
+        d.rollback().unwrap();
+    } else {
+        acked.push(*d);
+        d.ack().unwrap();
+    }
+}
+
+/// Consumes until `Closed` (see [`settle`]); returns what it acked.
 async fn consume_until_closed(q: Queue<u64>) -> Vec<u64> {
     let mut acked = Vec::new();
-    loop {
-        match q.consume_async().await {
-            Ok(d) if *d % 10 == 0 && d.attempt() == 1 => d.rollback().unwrap(),
-            Ok(d) => {
-                acked.push(*d);
-                d.ack().unwrap();
-            }
-            Err(Closed) => return acked,
-        }
+    while let Ok(d) = q.consume_async().await {
+        settle(d, &mut acked);
     }
+    acked
 }
 
 /// Every message acked exactly once, counted by the queue too.
@@ -185,12 +189,7 @@ fn batches_every_message_delivered() {
         while let Ok(batch) = q.consume_batch_async(64).await {
             assert!((1..=64).contains(&batch.len()));
             for d in batch {
-                if *d % 10 == 0 && d.attempt() == 1 {
-                    d.rollback().unwrap();
-                } else {
-                    acked.push(*d);
-                    d.ack().unwrap();
-                }
+                settle(d, &mut acked);
             }
         }
         acked
@@ -606,12 +605,7 @@ fn sync_and_async_consumers_on_one_queue() {
             thread::spawn(move || {
                 let mut acked = Vec::new();
                 while let Ok(d) = q.consume() {
-                    if *d % 10 == 0 && d.attempt() == 1 {
-                        d.rollback().unwrap();
-                    } else {
-                        acked.push(*d);
-                        d.ack().unwrap();
-                    }
+                    settle(d, &mut acked);
                 }
                 acked
             })
@@ -649,12 +643,7 @@ fn the_stream_ends_after_close_and_drain() {
         let mut acked = Vec::new();
         let mut stream = Box::pin(q.deliveries());
         while let Some(d) = stream.next().await {
-            if *d % 10 == 0 && d.attempt() == 1 {
-                d.rollback().unwrap();
-            } else {
-                acked.push(*d);
-                d.ack().unwrap();
-            }
+            settle(d, &mut acked);
         }
         assert!(stream.next().await.is_none(), "ended for good");
         acked

@@ -265,6 +265,17 @@ pub(crate) enum Read<'a> {
     Bad(&'static str),
 }
 
+/// The payload of the Produce or Carry record at `at` (a live message's
+/// home record).
+pub(crate) fn payload_at(seg: &[u8], at: usize) -> Option<&[u8]> {
+    match read(seg, at) {
+        Read::Record(Record::Produce { payload, .. } | Record::Carry { payload, .. }, _) => {
+            Some(payload)
+        }
+        _ => None,
+    }
+}
+
 /// Whether a whole, valid record starts anywhere in `seg[from..]`: damage
 /// followed by records is not a torn tail.
 pub(crate) fn any_record_from(seg: &[u8], from: usize) -> bool {

@@ -320,7 +320,7 @@ pub(crate) fn open(config: JournalConfig) -> Result<Found, OpenError> {
     let next_seq = fold.live.values().map(|e| e.seq + 1).max().unwrap_or(0);
     let mut messages: Vec<(u128, Entry)> = fold.live.iter().map(|(&id, &e)| (id, e)).collect();
     messages.sort_unstable_by_key(|(_, e)| e.seq);
-    let journal = Journal::new(config, lock, segments, Segment::FIRST, fold.live, next_seq);
+    let journal = Journal::new(config, lock, segments, fold.live, next_seq);
     Ok(Found {
         journal,
         messages,
@@ -372,9 +372,7 @@ impl Fold {
         let id = record.id();
         let raise = |live: &mut LiveMap, state: State| {
             if let Some(e) = live.get_mut(&id) {
-                if state.rank() >= e.state.rank() {
-                    e.state = state;
-                }
+                e.raise(state);
             }
         };
         match record {
@@ -404,9 +402,7 @@ impl Fold {
                 entry.segment = segment;
                 entry.at = at as u32;
                 entry.len = len as u32;
-                if state.rank() >= entry.state.rank() {
-                    entry.state = state;
-                }
+                entry.raise(state);
             }
             Record::Claim { attempt, .. } => raise(
                 &mut self.live,
@@ -446,10 +442,5 @@ pub(crate) fn payload_of<'a>(
     entry: &Entry,
 ) -> Option<&'a [u8]> {
     let seg = segments.iter().find(|s| s.number == entry.segment)?;
-    match format::read(seg.bytes(), entry.at as usize) {
-        Read::Record(Record::Produce { payload, .. } | Record::Carry { payload, .. }, _) => {
-            Some(payload)
-        }
-        _ => None,
-    }
+    format::payload_at(seg.bytes(), entry.at as usize)
 }

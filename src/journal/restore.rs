@@ -129,12 +129,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                     r.pending += 1;
                 }
                 match (attempt, due > self.now_ns) {
-                    (0, false) => {
-                        self.fresh.push((id, value));
-                        if self.fresh.len() == BLOCK_CAPACITY {
-                            self.flush_fresh();
-                        }
-                    }
+                    (0, false) => self.push_fresh(id, value),
                     (0, true) => self.fresh_block(vec![(id, value)], due),
                     _ => self.again.push((id, value, attempt, due)),
                 }
@@ -144,10 +139,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             // reference is its first claim's.
             Phase::Held if attempt == 0 => {
                 r.pending += 1;
-                self.fresh.push((id, value));
-                if self.fresh.len() == BLOCK_CAPACITY {
-                    self.flush_fresh();
-                }
+                self.push_fresh(id, value);
             }
             Phase::Held => {
                 r.in_flight_at_crash += 1;
@@ -177,6 +169,14 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                 reason,
                 payload,
             });
+        }
+    }
+
+    /// A never-delivered message due now, into the next fresh block.
+    fn push_fresh(&mut self, id: MessageId, value: T) {
+        self.fresh.push((id, value));
+        if self.fresh.len() == BLOCK_CAPACITY {
+            self.flush_fresh();
         }
     }
 

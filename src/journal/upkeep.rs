@@ -126,11 +126,8 @@ pub(crate) fn compact_step(journal: &Journal) -> bool {
         if entry.segment != oldest.number || entry.at as usize != home {
             continue;
         }
-        let payload = match format::read(bytes, home) {
-            Read::Record(Record::Produce { payload, .. } | Record::Carry { payload, .. }, _) => {
-                payload
-            }
-            _ => continue,
+        let Some(payload) = format::payload_at(bytes, home) else {
+            continue;
         };
         record.clear();
         Record::Carry {

@@ -30,6 +30,17 @@ pub(crate) struct Entry {
     pub(crate) state: State,
 }
 
+impl Entry {
+    /// Raises the message's state to `state`, unless that would lower its
+    /// rank (see `State::rank`): records of one message may land out of
+    /// order.
+    pub(crate) fn raise(&mut self, state: State) {
+        if state.rank() >= self.state.rank() {
+            self.state = state;
+        }
+    }
+}
+
 /// Hashes a message id to its message number (the low 64 bits: a counter
 /// within the queue that produced it), with the top 7 bits (hashbrown's
 /// tag) mixed from it. Consecutive messages then land in consecutive
@@ -136,7 +147,6 @@ impl Journal {
         config: JournalConfig,
         lock: File,
         segments: VecDeque<Arc<Segment>>,
-        at: usize,
         live: LiveMap,
         next_seq: u64,
     ) -> Journal {
@@ -151,7 +161,7 @@ impl Journal {
             config,
             inner: PlainMutex::new(Inner {
                 segments,
-                at,
+                at: Segment::FIRST,
                 appended: 0,
                 live,
                 live_bytes,
@@ -393,14 +403,6 @@ impl Journal {
         }
     }
 
-    /// Raises an entry's state to `state` (see `State::rank`).
-    fn raise(entry: &mut Entry, state: State) -> bool {
-        if state.rank() >= entry.state.rank() {
-            entry.state = state;
-        }
-        true
-    }
-
     /// Delivery number `attempt` of `id` began. Not waited for in any mode.
     pub(crate) fn claimed(&self, id: MessageId, attempt: u32) {
         let record = Record::Claim {
@@ -411,7 +413,10 @@ impl Journal {
             attempt,
             phase: Phase::Held,
         };
-        self.note(id, record, false, |e| Self::raise(e, state));
+        self.note(id, record, false, |e| {
+            e.raise(state);
+            true
+        });
     }
 
     /// Delivery `attempt` of `id` was rolled back; the next is due at
@@ -427,7 +432,10 @@ impl Journal {
             attempt,
             phase: Phase::Waiting { due_ms },
         };
-        self.note(id, record, true, |e| Self::raise(e, state));
+        self.note(id, record, true, |e| {
+            e.raise(state);
+            true
+        });
     }
 
     /// `id` was acknowledged.
@@ -447,7 +455,10 @@ impl Journal {
             attempt: attempts,
             phase: Phase::Dead { reason },
         };
-        self.note(id, record, wait, |e| Self::raise(e, state));
+        self.note(id, record, wait, |e| {
+            e.raise(state);
+            true
+        });
     }
 
     /// Dead letters `ids` were drained.
