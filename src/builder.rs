@@ -2,6 +2,7 @@
 
 use crate::backoff::Backoff;
 use crate::error::BuildError;
+use crate::manual_clock::ManualClock;
 use crate::queue::Queue;
 use crate::shared::{Config, MAX_LEASE};
 use crate::state::MAX_ATTEMPTS;
@@ -23,6 +24,7 @@ use std::time::Duration;
 /// ```
 pub struct Builder<T> {
     config: Config,
+    clock: Option<ManualClock>,
     #[cfg(feature = "journal")]
     journal: Option<crate::journal::JournalConfig>,
     _payload: PhantomData<fn() -> T>,
@@ -44,6 +46,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     pub fn builder() -> Builder<T> {
         Builder {
             config: Config::default(),
+            clock: None,
             #[cfg(feature = "journal")]
             journal: None,
             _payload: PhantomData,
@@ -55,6 +58,7 @@ impl<T> fmt::Debug for Builder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("config", &self.config)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -97,6 +101,28 @@ impl<T: Send + Sync + 'static> Builder<T> {
         self
     }
 
+    /// Times the queue by `clock` instead of the real time: leases, delays,
+    /// backoff, the retry budget and message timestamps move only when the
+    /// clock is [advanced](ManualClock::advance). For tests. Blocking waits
+    /// (`consume_timeout`) still measure real time. A journaled queue
+    /// refuses it ([`BuildError::ManualClockJournal`]).
+    ///
+    /// ```
+    /// use rebound::{ManualClock, Queue};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let q: Queue<u8> = Queue::builder().clock(clock.clone()).build();
+    /// q.produce(1).unwrap();
+    /// q.consume().unwrap().rollback_after(Duration::from_secs(60)).unwrap();
+    /// assert!(q.consume_timeout(Duration::from_millis(20)).is_err());
+    /// clock.advance(Duration::from_secs(60));
+    /// assert_eq!(q.consume_timeout(Duration::from_secs(5)).unwrap().attempt(), 2);
+    /// ```
+    pub fn clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Builds the queue, checking every setting.
     ///
     /// # Errors
@@ -120,7 +146,7 @@ impl<T: Send + Sync + 'static> Builder<T> {
             return Err(BuildError::JournalNeedsOpen);
         }
         self.check()?;
-        Queue::with_config(self.config)
+        Queue::with_config(self.config, self.clock)
     }
 
     /// The settings, checked.
@@ -266,7 +292,8 @@ impl<T: Send + Sync + 'static> Builder<T> {
     ///
     /// # Errors
     /// [`OpenError`](crate::OpenError): no journal directory was given
-    /// ([`Self::journal`]), a setting is out of range, the directory is held
+    /// ([`Self::journal`]), a setting is out of range, a
+    /// [`ManualClock`] was given ([`BuildError::ManualClockJournal`]), the directory is held
     /// by another live queue, an I/O error, or a damaged journal.
     ///
     /// ```
@@ -281,6 +308,9 @@ impl<T: Send + Sync + 'static> Builder<T> {
         T: crate::Payload,
     {
         self.check()?;
+        if self.clock.is_some() {
+            return Err(crate::OpenError::Build(BuildError::ManualClockJournal));
+        }
         match self.journal {
             Some(journal) if !journal.dir.as_os_str().is_empty() => {
                 crate::journal::open(self.config, journal)

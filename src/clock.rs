@@ -19,7 +19,13 @@
 //! with it is never early; it can be late by the reading's age (under one
 //! upkeep interval plus scheduling delay), which the slow paths correct with
 //! a precise reading.
+//!
+//! A queue built with a [`ManualClock`] reads that instead of the real
+//! time; its `advance` refreshes the recent reading, so the reading never
+//! lags it, and every lease is timed from a precise reading (no upkeep
+//! allowance, no lag log).
 
+use crate::manual_clock::ManualClock;
 use crate::sync::{AtomicU64, Instant, MODEL, Ordering, PlainMutex, lock_plain, now};
 use crossbeam_utils::CachePadded;
 use std::collections::VecDeque;
@@ -145,23 +151,48 @@ pub(crate) struct Clock {
     /// time, not state the queue synchronises through, and no loom
     /// operation runs while it is held.
     lags: PlainMutex<Lags>,
+    /// The clock read instead of the real time (`Builder::clock`).
+    pub(crate) manual: Option<ManualClock>,
+    /// Whether every lease is timed from a precise reading: leases under
+    /// `SHORT_LEASE` (see `Shared::claim_deadline`), and every lease under
+    /// a manual clock, whose recent reading never lags.
+    pub(crate) precise_leases: bool,
 }
 
 impl Clock {
-    /// A clock for a queue whose leases last `lease`.
-    pub(crate) fn new(lease: Duration) -> Self {
-        let origin = now();
+    /// A clock for a queue whose leases last `lease`, reading `manual` if
+    /// given, else the real time.
+    pub(crate) fn new(lease: Duration, short_lease: Duration, manual: Option<ManualClock>) -> Self {
+        let origin = manual.as_ref().map_or_else(now, ManualClock::now);
         Self {
             origin,
             recent: CachePadded::new(AtomicU64::new(0)),
             lags: PlainMutex::new(Lags::new(lease)),
+            precise_leases: lease < short_lease || manual.is_some(),
+            manual,
         }
     }
 
-    /// The current time (`sync::now`: in the loom world, the model's).
+    /// The current time (`sync::now`: in the loom world, the model's; or
+    /// the manual clock's).
     #[inline]
     pub(crate) fn now(&self) -> Instant {
-        now()
+        match &self.manual {
+            None => now(),
+            Some(manual) => manual.now(),
+        }
+    }
+
+    /// Whether this is a manual clock, which moves only when advanced:
+    /// nothing waits for it with a timeout.
+    pub(crate) fn is_manual(&self) -> bool {
+        self.manual.is_some()
+    }
+
+    /// A manual clock moved: store its reading as the recent one unless
+    /// that is stale (then the next reader reads the clock itself).
+    pub(crate) fn advanced(&self) {
+        self.store_newer(self.precise(), false);
     }
 
     /// Nanoseconds from the queue's origin to `at` (0 before it).
@@ -252,7 +283,9 @@ impl Clock {
     /// is longer than [`RECENT_MAX_AGE`]. The caller holds the log's lock
     /// and just replaced `old`.
     fn note_lag(&self, lags: &mut Lags, old: u64) {
-        if old == STALE {
+        // A manual clock's readings stand until it is advanced: no lease is
+        // timed from them (`precise_leases`).
+        if old == STALE || self.is_manual() {
             return;
         }
         let now = self.precise();
@@ -315,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_stale_reading_is_replaced_once_and_restarts_the_upkeep() {
-        let clock = Clock::new(Duration::from_secs(30));
+        let clock = Clock::new(Duration::from_secs(30), Duration::from_secs(1), None);
         let seen = clock.refresh(now());
         assert!(matches!(clock.recent(), Recent::Fresh(n) if n == seen));
         assert!(clock.stop_upkeep(seen));
@@ -329,7 +362,7 @@ mod tests {
 
     #[test]
     fn traffic_refreshes_a_fresh_reading_but_never_a_stale_one() {
-        let clock = Clock::new(Duration::from_secs(30));
+        let clock = Clock::new(Duration::from_secs(30), Duration::from_secs(1), None);
         let seen = clock.refresh(now());
         std::thread::sleep(Duration::from_millis(2));
         let traffic = clock.refresh_from_traffic();
@@ -398,7 +431,7 @@ mod tests {
 
     #[test]
     fn only_a_reading_that_stood_too_long_is_noted() {
-        let clock = Clock::new(Duration::from_secs(1));
+        let clock = Clock::new(Duration::from_secs(1), Duration::from_secs(1), None);
         let mut lags = Lags::new(Duration::from_secs(1));
         clock.note_lag(&mut lags, clock.precise());
         clock.note_lag(&mut lags, STALE);

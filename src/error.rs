@@ -280,6 +280,22 @@ pub enum BuildError {
     /// A journaled queue is opened with `Builder::open` (with the
     /// journal's directory given), not built.
     JournalNeedsOpen,
+    /// A journaled queue cannot run on a [`ManualClock`](crate::ManualClock):
+    /// the journal records due times as wall-clock times, which a manual
+    /// clock's readings are not, so they would not survive a reopen.
+    ///
+    /// ```
+    /// # #[cfg(feature = "journal")] {
+    /// let dir = std::env::temp_dir().join(format!("rebound-doc-manual-{}", std::process::id()));
+    /// let err = rebound::Queue::<Vec<u8>>::builder()
+    ///     .clock(rebound::ManualClock::new())
+    ///     .journal(&dir)
+    ///     .open()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, rebound::OpenError::Build(rebound::BuildError::ManualClockJournal)));
+    /// # }
+    /// ```
+    ManualClockJournal,
 }
 
 impl fmt::Display for BuildError {
@@ -295,6 +311,9 @@ impl fmt::Display for BuildError {
             BuildError::JournalNeedsOpen => f.write_str(
                 "a journaled queue is opened with Builder::journal(dir)...open(), not built",
             ),
+            BuildError::ManualClockJournal => {
+                f.write_str("a journaled queue cannot run on a ManualClock")
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 use crate::batch::{MessageRef, SPAN_NS, round_up_to_span};
 use crate::block_pool::{BlockPool, REGISTER_WAKE};
 use crate::clock::Clock;
-use crate::sync::{Condvar, Mutex, lock, now, wait};
+use crate::sync::{Condvar, Mutex, lock, wait};
 use std::time::Duration;
 
 /// While rollbacks arrive, a busy redeliverer looks at them at most this
@@ -154,6 +154,15 @@ impl<T> Inbox<T> {
         due
     }
 
+    /// The queue's manual clock moved: the redeliverer, asleep (without
+    /// a timeout, see [`Self::sleep`]), looks at the time again. The lock
+    /// orders this with its look at the clock before it sleeps: either it
+    /// read the new time, or it is waiting by the time this takes the lock.
+    pub(crate) fn advanced(&self) {
+        let _state = lock(&self.state);
+        self.cond.notify_one();
+    }
+
     /// Whether rolled-back messages wait.
     pub(crate) fn has_rolled_back(&self) -> bool {
         !lock(&self.state).rolled_back.is_empty()
@@ -196,20 +205,26 @@ impl<T> Inbox<T> {
             let woken = std::mem::take(&mut state.kicked)
                 || !state.rolled_back.is_empty()
                 || blocks.waiting() >= REGISTER_WAKE;
+            // Under a manual clock no floor: the clock may not move for a
+            // millisecond, or ever.
+            let floor = if clock.is_manual() { 0 } else { state.floor };
             let until = if idle {
                 until
             } else {
-                until.min(state.earliest.max(state.floor))
+                until.min(state.earliest.max(floor))
             }
             .min(state.tasks_due);
-            let now = clock.nanos(now());
+            let now = clock.precise();
             if (idle && woken) || now >= until {
                 state.wake_at = 0;
                 return Some(woken);
             }
             state.idle = idle;
             state.wake_at = if idle { 0 } else { until };
-            let timeout = (until != u64::MAX).then(|| Duration::from_nanos(until - now));
+            // A manual clock's times come by `advance`, which wakes this
+            // sleep (`Self::advanced`): no timeout.
+            let timeout = (until != u64::MAX && !clock.is_manual())
+                .then(|| Duration::from_nanos(until - now));
             state = wait(&self.cond, state, timeout);
             state.idle = false;
         }

@@ -83,6 +83,7 @@ mod inbox;
 mod index;
 #[cfg(feature = "journal")]
 mod journal;
+mod manual_clock;
 mod process;
 mod queue;
 mod redelivery;
@@ -113,6 +114,7 @@ pub use id::MessageId;
 #[cfg(feature = "journal")]
 pub use journal::{Durability, JournalStats, OpenError, Recovery};
 pub use process::{Outcome, Pool, Processing, Processor, Report};
+pub use manual_clock::ManualClock;
 pub use queue::Queue;
 pub use stats::Stats;
 

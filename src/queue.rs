@@ -8,7 +8,8 @@ use crate::id::MessageId;
 use crate::redelivery;
 use crate::shared::{Config, Shared};
 use crate::stats::Stats;
-use crate::sync::{Arc, AtomicBool, Instant, MODEL, Ordering, lock, thread};
+use crate::manual_clock::ManualClock;
+use crate::sync::{Arc, AtomicBool, Instant, MODEL, Ordering, lock, now, thread};
 use crate::teardown::teardown;
 use std::fmt;
 use std::time::Duration;
@@ -68,10 +69,15 @@ impl<T: Send + Sync + 'static> Queue<T> {
         Self::builder().build()
     }
 
-    pub(crate) fn with_config(config: Config) -> Result<Self, BuildError> {
-        let shared = Shared::new(config, teardown::<T>);
+    pub(crate) fn with_config(
+        config: Config,
+        clock: Option<ManualClock>,
+    ) -> Result<Self, BuildError> {
+        let shared = Shared::new(config, clock, teardown::<T>);
         Shared::open_first_block(&shared);
         let queue = Queue { shared };
+        // From here on the last handle's teardown detaches it again.
+        Shared::attach_clock(&queue.shared);
         // In the loom world no thread: the models run single passes of
         // `Redeliverer::redeliver_due` themselves (`rebound::__loom`).
         if !MODEL {
@@ -320,7 +326,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// ```
     pub fn consume_timeout(&self, timeout: Duration) -> Result<Delivery<T>, ConsumeTimeoutError> {
         self.take_until(
-            self.shared.clock.now().checked_add(timeout),
+            now().checked_add(timeout),
             None,
             |precise| self.poll(precise),
         )

@@ -18,7 +18,6 @@ use crate::shared::Shared;
 use crate::state::{Expire, MAX_TICK_SPAN, Reinsert, TICK_MASK, tick_reached};
 use crate::stats::Counter;
 use crate::sync::Arc;
-use crate::sync::now;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -264,7 +263,7 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
     let mut woken = false;
     let mut traffic = shared.counters.traffic();
     loop {
-        let at = now();
+        let at = shared.clock.now();
         let now = if busy {
             shared.clock.refresh(at)
         } else {

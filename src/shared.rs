@@ -9,6 +9,7 @@ use crate::clock::{self, Clock, Recent};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::id::MessageId;
 use crate::inbox::Inbox;
+use crate::manual_clock::{Advanced, ManualClock};
 use crate::index::Index;
 use crate::state::{Discard, Fate, MAX_TICK_SPAN, PayloadFate, TICK_MASK, Tag, tick_reached};
 use crate::stats::{Counter, Counters, Stats};
@@ -19,7 +20,7 @@ use crate::waiters::Waiters;
 use std::time::Duration;
 
 /// Leases shorter than this are timed from a precise clock reading (see
-/// `Shared::claim_deadline`).
+/// `Shared::claim_deadline`), as are all leases under a manual clock.
 const SHORT_LEASE: Duration = Duration::from_secs(1);
 
 /// The longest lease (and lease extension) the state word can represent.
@@ -88,12 +89,17 @@ pub(crate) struct Shared<T> {
 impl<T> Shared<T> {
     /// The state of a new queue, with no tail block yet (see
     /// `Shared::open_first_block`). `teardown` is what the last handle runs.
-    pub(crate) fn new(config: Config, teardown: fn(&Shared<T>)) -> Arc<Self>
+    pub(crate) fn new(
+        config: Config,
+        clock: Option<ManualClock>,
+        teardown: fn(&Shared<T>),
+    ) -> Arc<Self>
     where
         T: Send + Sync + 'static,
     {
         Self::with_journal(
             config,
+            clock,
             teardown,
             #[cfg(feature = "journal")]
             None,
@@ -103,6 +109,7 @@ impl<T> Shared<T> {
     /// [`Self::new`], journaled when `journal` is set.
     pub(crate) fn with_journal(
         config: Config,
+        manual: Option<ManualClock>,
         teardown: fn(&Shared<T>),
         #[cfg(feature = "journal")] journal: Option<crate::journal::Attached<T>>,
     ) -> Arc<Self>
@@ -111,7 +118,7 @@ impl<T> Shared<T> {
     {
         Arc::new(Shared {
             config,
-            clock: Clock::new(config.lease),
+            clock: Clock::new(config.lease, SHORT_LEASE, manual),
             nonce: uuid::Uuid::new_v4().as_u64_pair().0,
             index: Index::new(),
             tail: AtomicPtr::new(std::ptr::null_mut()),
@@ -154,6 +161,29 @@ impl<T> Shared<T> {
         self.skip_delayed.load(Ordering::SeqCst)
     }
 
+    /// Drives this queue by its manual clock, if it has one, until the
+    /// last handle's teardown ([`Self::detach_clock`]).
+    pub(crate) fn attach_clock(this: &Arc<Self>)
+    where
+        T: Send + Sync + 'static,
+    {
+        if let Some(manual) = &this.clock.manual {
+            manual.attach(this.address(), Box::new(Arc::clone(this)));
+        }
+    }
+
+    /// Stops the manual clock driving this queue (teardown).
+    pub(crate) fn detach_clock(&self) {
+        if let Some(manual) = &self.clock.manual {
+            manual.detach(self.address());
+        }
+    }
+
+    /// This state's address: who it is to its manual clock.
+    fn address(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
     /// A recent time (see [`Clock`]), restarting the clock upkeep if needed.
     pub(crate) fn recent_ns(&self) -> u64 {
         match self.clock.recent() {
@@ -181,7 +211,7 @@ impl<T> Shared<T> {
         let lease = self.config.lease;
         let from = if precise {
             now_ns
-        } else if lease < SHORT_LEASE {
+        } else if self.clock.precise_leases {
             self.clock.precise()
         } else {
             clock::add(now_ns, clock::RECENT_MAX_AGE)
@@ -197,7 +227,7 @@ impl<T> Shared<T> {
     pub(crate) fn grace_ticks(&self, deadline: u64, now_ns: u64) -> u64 {
         let lease = self.config.lease;
         let now_tick = clock::tick_floor(now_ns);
-        if lease < SHORT_LEASE || !tick_reached(deadline, now_tick & TICK_MASK) {
+        if self.clock.precise_leases || !tick_reached(deadline, now_tick & TICK_MASK) {
             return 0;
         }
         let behind = (now_tick & TICK_MASK).wrapping_sub(deadline) & TICK_MASK;
@@ -346,5 +376,19 @@ impl<T> Shared<T> {
             delayed,
             in_flight: produced.saturating_sub(acked + dead_lettered + ready + delayed),
         }
+    }
+}
+
+impl<T: Send + Sync + 'static> Advanced for Arc<Shared<T>> {
+    /// The manual clock moved: the recent reading follows it (so claims
+    /// see the new time), consumers wake for the delayed messages now due
+    /// (a SeqCst fence and load in `notify`, after the clock's SeqCst
+    /// store: see `ManualClock::advance`), and the redeliverer wakes for
+    /// the leases that ran out and the rollbacks that fell due, and wakes
+    /// the waiting tasks whose time came.
+    fn advanced(&self) {
+        self.clock.advanced();
+        self.waiters.notify(true);
+        self.inbox.advanced();
     }
 }

@@ -9,6 +9,8 @@ use crate::unwind::{Panic, catch};
 /// The last handle is gone: stop the redeliverer, drop every message nobody
 /// holds, and break the `Shared -> index -> Block -> Shared` cycle.
 pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
+    // First, holding no lock: the manual clock (if any) lets go of it.
+    shared.detach_clock();
     #[cfg(feature = "journal")]
     if let Some(attached) = &shared.journal {
         attached.shutdown();

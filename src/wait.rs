@@ -8,7 +8,7 @@ use crate::error::{ConsumeTimeoutError, TryConsumeError};
 use crate::index::{NextDue, Poll};
 use crate::queue::Queue;
 use crate::stats::Counter;
-use crate::sync::{AtomicBool, Instant, MODEL, Ordering, SpinWait, pin};
+use crate::sync::{AtomicBool, Instant, MODEL, Ordering, SpinWait, now, pin};
 use std::time::Duration;
 
 /// How long a consumer blocked on a closed queue with messages still in
@@ -137,7 +137,8 @@ impl<T: Send + Sync + 'static> Queue<T> {
     }
 
     /// Polls with `poll` until it takes something, parking in between, until
-    /// `deadline` (forever with `None`) or until `stop` is set.
+    /// `deadline` (forever with `None`; a real time, also under a manual
+    /// clock) or until `stop` is set.
     pub(crate) fn take_until<R>(
         &self,
         deadline: Option<Instant>,
@@ -161,7 +162,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
             // `SPIN_BEFORE_PARK` (see there), once per call and never past
             // `deadline`. (A stop flag set meanwhile is seen after it.)
             if !SPIN_BEFORE_PARK.is_zero() && !self.shared.is_closed() {
-                let now = self.shared.clock.now();
+                let now = now();
                 let until = *spin_until.get_or_insert_with(|| {
                     let until = now + SPIN_BEFORE_PARK;
                     deadline.map_or(until, |deadline| deadline.min(until))
@@ -190,8 +191,15 @@ impl<T: Send + Sync + 'static> Queue<T> {
             if stop.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
                 return Err(ConsumeTimeoutError::Timeout);
             }
-            let now = self.shared.clock.now();
-            let mut wake = next_due.get().map(|due| self.shared.clock.instant(due));
+            // Real time: `deadline` and the closed recheck are real times
+            // under a manual clock too. Its due times are not: they come by
+            // `advance`, which wakes this sleep (`Shared::advanced`).
+            let now = now();
+            let clock = &self.shared.clock;
+            let mut wake = next_due
+                .get()
+                .filter(|_| !clock.is_manual())
+                .map(|due| clock.instant(due));
             // Closed, with messages in flight: a settle that raced with
             // `close` does not wake anyone (see `Shared::count_settle`), so
             // look again soon.

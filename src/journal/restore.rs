@@ -43,7 +43,7 @@ pub(crate) fn open<T: Payload + Send + Sync + 'static>(
         encode: T::encode,
         upkeep: PlainMutex::new(None),
     };
-    let shared = Shared::with_journal(config, teardown::<T>, Some(attached));
+    let shared = Shared::with_journal(config, None, teardown::<T>, Some(attached));
     journal.set_origin(shared.clock.precise());
     // A queue handle from here on: an error below tears it down.
     let queue = Queue { shared };
