@@ -3,6 +3,7 @@
 use crate::backoff::Backoff;
 use crate::error::BuildError;
 use crate::manual_clock::ManualClock;
+use crate::retry_budget::RetryBudget;
 use crate::queue::Queue;
 use crate::shared::{Config, MAX_LEASE};
 use crate::state::MAX_ATTEMPTS;
@@ -101,6 +102,22 @@ impl<T: Send + Sync + 'static> Builder<T> {
         self
     }
 
+    /// Holds redeliveries (rollbacks and expired leases coming back) to
+    /// `budget`: at most `max(min_per_sec, ratio × first deliveries per
+    /// second)` per second, the rest postponed, never dropped (see
+    /// [`RetryBudget`]). Default: none, every redelivery comes back when
+    /// its backoff ends.
+    ///
+    /// ```
+    /// use rebound::{Queue, RetryBudget};
+    /// let q: Queue<String> = Queue::builder().retry_budget(RetryBudget::new(0.2, 10)).build();
+    /// # drop(q);
+    /// ```
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.config.retry_budget = Some(budget);
+        self
+    }
+
     /// Times the queue by `clock` instead of the real time: leases, delays,
     /// backoff, the retry budget and message timestamps move only when the
     /// clock is [advanced](ManualClock::advance). For tests. Blocking waits
@@ -154,8 +171,12 @@ impl<T: Send + Sync + 'static> Builder<T> {
         let Config {
             lease,
             max_attempts,
+            retry_budget,
             ..
         } = self.config;
+        if retry_budget.is_some_and(|budget| !budget.is_valid()) {
+            return Err(BuildError::RetryBudgetRatio);
+        }
         if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
             return Err(BuildError::MaxAttempts {
                 given: max_attempts,
@@ -172,7 +193,9 @@ impl<T: Send + Sync + 'static> Builder<T> {
     }
 
     /// Builds the queue, bringing settings out of range to the nearest valid
-    /// value (`max_attempts` 0 becomes 1; a zero lease becomes 1 ms).
+    /// value (`max_attempts` 0 becomes 1; a zero lease becomes 1 ms; a
+    /// retry budget's negative or NaN ratio becomes 0, an infinite one 0
+    /// too: use no budget for no limit).
     ///
     /// # Panics
     /// If the operating system refuses to start the redeliverer thread; use
@@ -187,6 +210,7 @@ impl<T: Send + Sync + 'static> Builder<T> {
     pub fn build(mut self) -> Queue<T> {
         self.config.max_attempts = self.config.max_attempts.clamp(1, MAX_ATTEMPTS);
         self.config.lease = self.config.lease.clamp(Duration::from_millis(1), MAX_LEASE);
+        self.config.retry_budget = self.config.retry_budget.map(RetryBudget::clamped);
         match self.try_build() {
             Ok(queue) => queue,
             Err(e) => panic!("rebound: {e}"),

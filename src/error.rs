@@ -296,6 +296,17 @@ pub enum BuildError {
     /// # }
     /// ```
     ManualClockJournal,
+    /// A [`RetryBudget`](crate::RetryBudget)'s ratio must be finite and at
+    /// least 0.
+    ///
+    /// ```
+    /// let err = rebound::Queue::<u8>::builder()
+    ///     .retry_budget(rebound::RetryBudget::new(f64::NAN, 10))
+    ///     .try_build()
+    ///     .unwrap_err();
+    /// assert_eq!(err, rebound::BuildError::RetryBudgetRatio);
+    /// ```
+    RetryBudgetRatio,
 }
 
 impl fmt::Display for BuildError {
@@ -311,6 +322,9 @@ impl fmt::Display for BuildError {
             BuildError::JournalNeedsOpen => f.write_str(
                 "a journaled queue is opened with Builder::journal(dir)...open(), not built",
             ),
+            BuildError::RetryBudgetRatio => {
+                f.write_str("a retry budget's ratio must be finite and at least 0")
+            }
             BuildError::ManualClockJournal => {
                 f.write_str("a journaled queue cannot run on a ManualClock")
             }

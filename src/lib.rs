@@ -87,6 +87,7 @@ mod manual_clock;
 mod process;
 mod queue;
 mod redelivery;
+mod retry_budget;
 mod shared;
 mod slot;
 mod state;
@@ -116,6 +117,7 @@ pub use journal::{Durability, JournalStats, OpenError, Recovery};
 pub use process::{Outcome, Pool, Processing, Processor, Report};
 pub use manual_clock::ManualClock;
 pub use queue::Queue;
+pub use retry_budget::RetryBudget;
 pub use stats::Stats;
 
 #[cfg(rebound_loom)]

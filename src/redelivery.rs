@@ -14,6 +14,7 @@ use crate::block_pool::REGISTER_WAKE;
 use crate::clock;
 use crate::clock::UPKEEP_INTERVAL;
 use crate::inbox::INBOX_INTERVAL_NS;
+use crate::retry_budget::Pacer;
 use crate::shared::Shared;
 use crate::state::{Expire, MAX_TICK_SPAN, Reinsert, TICK_MASK, tick_reached};
 use crate::stats::Counter;
@@ -37,6 +38,9 @@ pub(crate) struct Redeliverer<T> {
     /// The due times of the redelivery batches put into the index that may
     /// not have fallen due yet (see [`Self::next_redelivery_due`]).
     falling_due: FallingDue,
+    /// The retry budget's bookkeeping, for a queue that has one: every
+    /// redelivery passes through it on its way to the index.
+    pacer: Option<Pacer<T>>,
 }
 
 /// Due times still to come, kept across passes: a pass that puts back only
@@ -71,6 +75,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
             ready: Vec::new(),
             dead: Vec::new(),
             falling_due: FallingDue::default(),
+            pacer: None,
         }
     }
 
@@ -93,9 +98,29 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         if scan || self.watched.len() >= self.prune_at {
             self.scan(shared, now, now_tick, scan);
         }
+        let paced = self.pace(shared, now);
         self.reinsert(shared, now);
         let ahead = self.next_scan.wrapping_sub(now_tick) & TICK_MASK;
-        clock::tick_nanos(clock::tick_floor(now) + ahead.min(MAX_TICK_SPAN))
+        clock::tick_nanos(clock::tick_floor(now) + ahead.min(MAX_TICK_SPAN)).min(paced)
+    }
+
+    /// Under a retry budget: hands the redeliveries in `ready` to the
+    /// pacer and takes back those it lets through now. Returns when it
+    /// lets more through (`u64::MAX`: without a budget, or nothing held).
+    fn pace(&mut self, shared: &Shared<T>, now: u64) -> u64 {
+        let Some(budget) = shared.config.retry_budget else {
+            return u64::MAX;
+        };
+        let pacer = self.pacer.get_or_insert_with(|| Pacer::new(budget));
+        for message in self.ready.drain(..) {
+            pacer.hold(message);
+        }
+        let first_deliveries = shared.counters.get(Counter::FirstClaims);
+        let (throttled, next) = pacer.release(now, first_deliveries, &mut self.ready);
+        if throttled > 0 {
+            shared.counters.bump(Counter::Throttled, throttled);
+        }
+        next
     }
 
     /// When the next redelivery put back into the index falls due (after
@@ -234,8 +259,14 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         shared.blocks.shed_spares();
     }
 
+    /// The blocks it watched, and those of the redeliveries the budget
+    /// held back (for teardown to discard).
     fn into_watched(self) -> Vec<Arc<Block<T>>> {
-        self.watched
+        let mut blocks = self.watched;
+        if let Some(pacer) = self.pacer {
+            blocks.extend(pacer.into_held().map(|message| message.block));
+        }
+        blocks
     }
 }
 

@@ -10,6 +10,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::id::MessageId;
 use crate::inbox::Inbox;
 use crate::manual_clock::{Advanced, ManualClock};
+use crate::retry_budget::RetryBudget;
 use crate::index::Index;
 use crate::state::{Discard, Fate, MAX_TICK_SPAN, PayloadFate, TICK_MASK, Tag, tick_reached};
 use crate::stats::{Counter, Counters, Stats};
@@ -31,6 +32,7 @@ pub(crate) struct Config {
     pub(crate) lease: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) max_attempts: u32,
+    pub(crate) retry_budget: Option<RetryBudget>,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             lease: Duration::from_secs(30),
             backoff: Backoff::default(),
             max_attempts: 16,
+            retry_budget: None,
         }
     }
 }
@@ -371,6 +374,7 @@ impl<T> Shared<T> {
             rolled_back: c.get(Counter::RolledBack),
             expired: c.get(Counter::Expired),
             redelivered: c.get(Counter::Redelivered),
+            throttled: c.get(Counter::Throttled),
             dead_lettered,
             ready,
             delayed,

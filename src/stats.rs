@@ -33,6 +33,28 @@ pub struct Stats {
     pub expired: u64,
     /// Messages put back into the index after a rollback or an expiry.
     pub redelivered: u64,
+    /// Redeliveries postponed by the retry budget
+    /// ([`Builder::retry_budget`](crate::Builder::retry_budget)): each
+    /// counts once, when it falls due over budget.
+    ///
+    /// ```
+    /// use rebound::{Backoff, ManualClock, Queue, RetryBudget};
+    /// let clock = ManualClock::new();
+    /// let q: Queue<u8> = Queue::builder()
+    ///     .clock(clock.clone())
+    ///     .backoff(Backoff::fixed(std::time::Duration::ZERO))
+    ///     .retry_budget(RetryBudget::new(0.0, 1))
+    ///     .build();
+    /// q.produce(1).unwrap();
+    /// q.produce(2).unwrap();
+    /// q.consume().unwrap().rollback().unwrap();
+    /// q.consume().unwrap().rollback().unwrap();
+    /// q.consume().unwrap().ack().unwrap(); // one comes back at once
+    /// clock.advance(std::time::Duration::from_secs(1)); // the other a second later
+    /// q.consume().unwrap().ack().unwrap();
+    /// assert_eq!(q.stats().throttled, 1);
+    /// ```
+    pub throttled: u64,
     /// Messages dead-lettered (max attempts reached, or rejected).
     pub dead_lettered: u64,
     /// Pending messages that are due now.
@@ -58,8 +80,13 @@ pub(crate) enum Counter {
     Expired,
     Redelivered,
     DeadLettered,
+    /// Claims of a message never delivered before, counted only for a
+    /// queue with a retry budget (its deposits).
+    FirstClaims,
+    /// Redeliveries postponed by the retry budget.
+    Throttled,
 }
-const COUNTERS: usize = 7;
+const COUNTERS: usize = 9;
 /// Stripes a thread can own; threads beyond this many share one more.
 /// In the loom world: none, so every thread shares the one stripe and the
 /// models explore the counters' races, not 65 copies of them.

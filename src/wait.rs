@@ -49,6 +49,8 @@ impl<T: Send + Sync + 'static> Queue<T> {
                 Poll::Claimed(claimed) => {
                     if claimed.bits.attempt() > 1 {
                         shared.counters.bump(Counter::RepeatClaims, 1);
+                    } else if shared.config.retry_budget.is_some() {
+                        shared.counters.bump(Counter::FirstClaims, 1);
                     }
                     return Ok(Delivery::new(claimed));
                 }
@@ -83,6 +85,10 @@ impl<T: Send + Sync + 'static> Queue<T> {
         let repeats = claimed.iter().filter(|c| c.bits.attempt() > 1).count();
         if repeats > 0 {
             shared.counters.bump(Counter::RepeatClaims, repeats as u64);
+        }
+        if shared.config.retry_budget.is_some() && repeats < claimed.len() {
+            let firsts = claimed.len() - repeats;
+            shared.counters.bump(Counter::FirstClaims, firsts as u64);
         }
         Ok(claimed.into_iter().map(Delivery::new).collect())
     }
