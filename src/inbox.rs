@@ -5,7 +5,7 @@
 use crate::batch::{MessageRef, SPAN_NS, round_up_to_span};
 use crate::block_pool::{BlockPool, REGISTER_WAKE};
 use crate::clock::Clock;
-use crate::sync::{Condvar, Mutex, lock, wait};
+use crate::sync::{Condvar, MODEL, Mutex, lock, wait};
 use std::time::Duration;
 
 /// While rollbacks arrive, a busy redeliverer looks at them at most this
@@ -33,6 +33,12 @@ struct InboxState<T> {
     /// `u64::MAX` if none: tasks have no timer, the redeliverer wakes them
     /// (see [`Inbox::wake_tasks_at`]).
     tasks_due: u64,
+    /// Advances of the queue's manual clock asked for, the number the
+    /// redeliverer saw when it last woke, and the number it has run a
+    /// pass after (see [`Inbox::advanced`]).
+    advances: u64,
+    seen_advances: u64,
+    passed_advances: u64,
     stopped: bool,
 }
 
@@ -40,6 +46,8 @@ struct InboxState<T> {
 pub(crate) struct Inbox<T> {
     state: Mutex<InboxState<T>>,
     cond: Condvar,
+    /// Where `ManualClock::advance` waits for the redeliverer's pass.
+    passed: Condvar,
 }
 
 impl<T> Inbox<T> {
@@ -53,9 +61,13 @@ impl<T> Inbox<T> {
                 idle: false,
                 kicked: false,
                 tasks_due: u64::MAX,
+                advances: 0,
+                seen_advances: 0,
+                passed_advances: 0,
                 stopped: false,
             }),
             cond: Condvar::new(),
+            passed: Condvar::new(),
         }
     }
 
@@ -155,12 +167,29 @@ impl<T> Inbox<T> {
     }
 
     /// The queue's manual clock moved: the redeliverer, asleep (without
-    /// a timeout, see [`Self::sleep`]), looks at the time again. The lock
-    /// orders this with its look at the clock before it sleeps: either it
-    /// read the new time, or it is waiting by the time this takes the lock.
-    pub(crate) fn advanced(&self) {
-        let _state = lock(&self.state);
+    /// a timeout, see [`Self::sleep`]), wakes and runs a pass at the new
+    /// time. The lock orders this with its look at the clock before it
+    /// sleeps: either it read the new time, or it is waiting by the time
+    /// this takes the lock. Returns the ticket to wait for with
+    /// [`Self::wait_passed`].
+    pub(crate) fn advanced(&self) -> u64 {
+        let mut state = lock(&self.state);
+        state.advances += 1;
         self.cond.notify_one();
+        state.advances
+    }
+
+    /// Waits until the redeliverer has run its pass after the advance of
+    /// `ticket`, or stopped. Not in the loom world, where the model runs
+    /// the passes.
+    pub(crate) fn wait_passed(&self, ticket: u64) {
+        if MODEL {
+            return;
+        }
+        let mut state = lock(&self.state);
+        while state.passed_advances < ticket && !state.stopped {
+            state = wait(&self.passed, state, None);
+        }
     }
 
     /// Whether rolled-back messages wait.
@@ -182,6 +211,7 @@ impl<T> Inbox<T> {
         let mut state = lock(&self.state);
         state.stopped = true;
         self.cond.notify_all();
+        self.passed.notify_all();
         std::mem::take(&mut state.rolled_back)
     }
 
@@ -198,9 +228,20 @@ impl<T> Inbox<T> {
         idle: bool,
     ) -> Option<bool> {
         let mut state = lock(&self.state);
+        // Every advance seen when it last woke has had its pass by now.
+        if state.passed_advances != state.seen_advances {
+            state.passed_advances = state.seen_advances;
+            self.passed.notify_all();
+        }
         loop {
             if state.stopped {
                 return None;
+            }
+            // An advance asks for a pass at the new time, due or not.
+            if state.advances != state.seen_advances {
+                state.seen_advances = state.advances;
+                state.wake_at = 0;
+                return Some(false);
             }
             let woken = std::mem::take(&mut state.kicked)
                 || !state.rolled_back.is_empty()

@@ -13,9 +13,11 @@ use std::time::Duration;
 ///
 /// Clones share one clock. After `advance` returns, what became due is
 /// claimable at once: `advance` refreshes each attached queue's reading of
-/// the time, wakes its waiting consumers, and wakes its redeliverer, which
-/// expires the leases that ran out and puts back the rollbacks that fell
-/// due (a consumer blocked in `consume` gets them as soon as it has).
+/// the time, wakes its waiting consumers, and wakes its redeliverer and
+/// waits for it to run a pass at the new time (expiring the leases that
+/// ran out, putting back the rollbacks that fell due), as if it had kept
+/// up while the time passed. Two advances in a row are two steps: a
+/// lease that ran out in the first is redelivered from then.
 ///
 /// Blocking waits keep measuring real time: `consume_timeout(d)` gives up
 /// after `d` of real time whatever the manual clock does, and a consumer
@@ -70,8 +72,8 @@ struct Inner {
 /// What an attached queue does when its clock moves.
 pub(crate) trait Advanced: Send + Sync {
     /// The clock moved forward: refresh what was read from it, wake who
-    /// waits for a time.
-    fn advanced(&self);
+    /// waits for a time. Returns what waits until the queue caught up.
+    fn advanced(&self) -> Box<dyn FnOnce() + Send>;
 }
 
 impl ManualClock {
@@ -118,8 +120,15 @@ impl ManualClock {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| {
                 Some(e.saturating_add(by))
             });
-        for (_, queue) in lock(&self.inner.attached).iter() {
-            queue.advanced();
+        // The waits run outside the lock: a redeliverer's pass may drop
+        // the last handle of a queue (a payload holding one), whose
+        // teardown detaches it.
+        let waits: Vec<_> = lock(&self.inner.attached)
+            .iter()
+            .map(|(_, queue)| queue.advanced())
+            .collect();
+        for wait in waits {
+            wait();
         }
     }
 

@@ -389,10 +389,13 @@ impl<T: Send + Sync + 'static> Advanced for Arc<Shared<T>> {
     /// (a SeqCst fence and load in `notify`, after the clock's SeqCst
     /// store: see `ManualClock::advance`), and the redeliverer wakes for
     /// the leases that ran out and the rollbacks that fell due, and wakes
-    /// the waiting tasks whose time came.
-    fn advanced(&self) {
+    /// the waiting tasks whose time came; the wait returned is for that
+    /// pass.
+    fn advanced(&self) -> Box<dyn FnOnce() + Send> {
         self.clock.advanced();
         self.waiters.notify(true);
-        self.inbox.advanced();
+        let ticket = self.inbox.advanced();
+        let shared = Arc::clone(self);
+        Box::new(move || shared.inbox.wait_passed(ticket))
     }
 }
