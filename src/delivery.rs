@@ -354,6 +354,20 @@ impl<T> Deref for Delivery<T> {
     }
 }
 
+impl<T> Delivery<T> {
+    /// A copy of this claim for the runtime's lease extender
+    /// (`process::extend`), which only ever extends its lease: marked
+    /// settled, so dropping it does nothing, and not counted as a holder
+    /// (it never reads the payload; its block reference keeps the state
+    /// word alive).
+    pub(crate) fn lease_copy(&self) -> Delivery<T> {
+        Delivery {
+            block: Arc::clone(&self.block),
+            bits: self.bits.settled(),
+        }
+    }
+}
+
 impl<T> Drop for Delivery<T> {
     fn drop(&mut self) {
         if self.bits.is_live() {

@@ -160,6 +160,14 @@ impl ManualClock {
         lock(&self.inner.attached).push((address, queue));
     }
 
+    /// As [`Self::attach`], for a processor's lease extender, which must
+    /// look at a new time before the queues do: it extends the leases of
+    /// handlers still running before their queue's redeliverer expires
+    /// them.
+    pub(crate) fn attach_first(&self, address: usize, extender: Box<dyn Advanced>) {
+        lock(&self.inner.attached).insert(0, (address, extender));
+    }
+
     /// Stops driving the queue attached with `address`: its last handle
     /// is gone. The entry is dropped outside the lock (it may hold the
     /// queue's last reference).
@@ -168,7 +176,7 @@ impl ManualClock {
         let gone = attached
             .iter()
             .position(|(a, _)| *a == address)
-            .map(|at| attached.swap_remove(at));
+            .map(|at| attached.remove(at));
         drop(attached);
         drop(gone);
     }

@@ -21,6 +21,7 @@ use report::{Tallies, Tally};
 use std::fmt;
 use std::time::Duration;
 
+mod extend;
 mod outcome;
 mod pool;
 mod report;
@@ -139,6 +140,8 @@ struct Runner<T, F> {
     queue: Queue<T>,
     handler: F,
     max_attempts: u32,
+    /// Extends the leases of running handlers (`Processor::auto_extend`).
+    extender: Option<extend::Extender<T>>,
 }
 
 impl<T, F, R> Runner<T, F>
@@ -197,7 +200,9 @@ where
     fn handle(&self, delivery: Delivery<T>) {
         // AssertUnwindSafe: after a panic the runtime touches only the
         // delivery, whose settle does not depend on what the handler did.
+        let watch = self.extender.as_ref().map(|e| e.watch(&delivery));
         let result = catch(|| (self.handler)(&delivery).into());
+        drop(watch);
         let last = delivery.attempt() >= self.max_attempts;
         let retried = if last {
             Tally::DeadLettered
@@ -257,12 +262,14 @@ fn settle(settle: impl FnOnce() -> Result<(), LeaseExpired>, tally: Tally) -> Ta
 pub struct Processor<T> {
     queue: Queue<T>,
     concurrency: Option<usize>,
+    auto_extend: Option<Duration>,
 }
 
 impl<T> fmt::Debug for Processor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Processor")
             .field("concurrency", &self.concurrency)
+            .field("auto_extend", &self.auto_extend)
             .finish_non_exhaustive()
     }
 }
@@ -287,12 +294,46 @@ impl<T: Send + Sync + 'static> Processor<T> {
         self
     }
 
+    /// While a handler still runs, extends its lease before it runs out,
+    /// until the handler has held it `max` longer than one lease; then it
+    /// runs out as any lease does, and the message is redelivered. A live
+    /// handler is not redelivered under another's feet; a hung one still
+    /// is, after one lease and `max`. [`Report::extended`] counts the
+    /// extensions.
+    ///
+    /// The lease restarts when the handler starts (a message that waited
+    /// for a pool thread gets a whole lease), and each extension comes
+    /// halfway through what is left of it. One extender thread per
+    /// processor does it, asleep while no handler runs long. Under a
+    /// [`ManualClock`](crate::ManualClock) it extends when the clock is
+    /// advanced, before the queue looks at the new time: advance in steps
+    /// shorter than the lease to see it keep a handler's lease.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q: rebound::Queue<u8> = rebound::Queue::builder().lease(Duration::from_millis(100)).build();
+    /// let handle = q
+    ///     .processor()
+    ///     .auto_extend(Duration::from_secs(60))
+    ///     .start(rebound::Pool::global(), |_| std::thread::sleep(Duration::from_millis(300)))
+    ///     .unwrap();
+    /// q.produce(1).unwrap();
+    /// q.close();
+    /// let report = handle.join();
+    /// assert_eq!(report.acked, 1); // not redelivered while it slept
+    /// ```
+    pub fn auto_extend(mut self, max: Duration) -> Self {
+        self.auto_extend = Some(max);
+        self
+    }
+
     /// Starts the dispatcher thread: from now on every ready message is
     /// claimed and `handler` runs on `pool` for it (see [`Queue::process`]).
     ///
     /// # Errors
     /// [`StartError::ZeroConcurrency`] for `concurrency(0)`;
-    /// [`StartError::Spawn`] if the dispatcher thread could not start.
+    /// [`StartError::Spawn`] if the dispatcher thread (or the lease
+    /// extender's, see [`Self::auto_extend`]) could not start.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -323,8 +364,16 @@ impl<T: Send + Sync + 'static> Processor<T> {
             cond: Condvar::new(),
             tallies: Tallies::default(),
         });
+        let extender = match self.auto_extend {
+            Some(max) => Some(
+                extend::Extender::start(Arc::clone(&self.queue.shared), Arc::clone(&core), max)
+                    .map_err(|e| StartError::Spawn(e.kind()))?,
+            ),
+            None => None,
+        };
         let runner = Arc::new(Runner {
             core: Arc::clone(&core),
+            extender,
             max_attempts: self.queue.max_attempts(),
             queue: self.queue.clone(),
             handler,
@@ -408,6 +457,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         Processor {
             queue: self.clone(),
             concurrency: None,
+            auto_extend: None,
         }
     }
 }

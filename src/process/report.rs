@@ -53,6 +53,39 @@ pub struct Report {
     /// was refused (`LeaseExpired`) because the queue had already taken the
     /// message back and redelivered (or dead-lettered) it.
     pub expired: u64,
+    /// Lease extensions the runtime made for handlers still running
+    /// ([`Processor::auto_extend`](crate::Processor::auto_extend)). Not an
+    /// outcome: a delivery extended any number of times still ends in one
+    /// of the fields above.
+    ///
+    /// ```
+    /// use rebound::{ManualClock, Queue};
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let q: Queue<u8> = Queue::builder().clock(clock.clone()).lease(Duration::from_secs(10)).build();
+    /// let (started, wait_started) = mpsc::channel();
+    /// let (finish, finished) = mpsc::channel::<()>();
+    /// let finished = std::sync::Mutex::new(finished);
+    /// let handle = q
+    ///     .processor()
+    ///     .auto_extend(Duration::from_secs(60))
+    ///     .start(rebound::Pool::global(), move |_| {
+    ///         started.send(()).unwrap();
+    ///         finished.lock().unwrap().recv().unwrap(); // a slow handler
+    ///     })
+    ///     .unwrap();
+    /// q.produce(1).unwrap();
+    /// wait_started.recv().unwrap();
+    /// for _ in 0..4 {
+    ///     clock.advance(Duration::from_secs(6)); // past the 10 s lease, in steps
+    /// }
+    /// finish.send(()).unwrap();
+    /// q.close();
+    /// let report = handle.join();
+    /// assert_eq!((report.acked, report.expired, report.extended), (1, 0, 4));
+    /// ```
+    pub extended: u64,
     /// Handlers still running. In the report of
     /// [`shutdown`](crate::Processing::shutdown): the ones that had not
     /// finished when its timeout ran out.
@@ -68,9 +101,11 @@ pub(crate) enum Tally {
     DeadLettered,
     Panicked,
     Expired,
+    /// Not an outcome: a lease extension (`extended`).
+    Extended,
 }
 
-const TALLIES: usize = 6;
+const TALLIES: usize = 7;
 
 /// The counters of one processor. Claims are counted by the dispatcher and
 /// the pool threads, outcomes by the pool threads.
@@ -106,6 +141,7 @@ impl Tallies {
             dead_lettered,
             panicked,
             expired,
+            extended: get(Tally::Extended),
             in_flight: claimed.saturating_sub(acked + retried + dead_lettered + panicked + expired),
         }
     }
