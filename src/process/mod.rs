@@ -311,16 +311,16 @@ impl<T: Send + Sync + 'static> Processor<T> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let q: rebound::Queue<u8> = rebound::Queue::builder().lease(Duration::from_millis(100)).build();
+    /// let q: rebound::Queue<u8> = rebound::Queue::builder().lease(Duration::from_millis(300)).build();
     /// let handle = q
     ///     .processor()
     ///     .auto_extend(Duration::from_secs(60))
-    ///     .start(rebound::Pool::global(), |_| std::thread::sleep(Duration::from_millis(300)))
+    ///     .start(rebound::Pool::global(), |_| std::thread::sleep(Duration::from_millis(900)))
     ///     .unwrap();
     /// q.produce(1).unwrap();
     /// q.close();
     /// let report = handle.join();
-    /// assert_eq!(report.acked, 1); // not redelivered while it slept
+    /// assert_eq!((report.acked, report.expired), (1, 0)); // not redelivered while it slept
     /// ```
     pub fn auto_extend(mut self, max: Duration) -> Self {
         self.auto_extend = Some(max);
