@@ -41,7 +41,9 @@ struct Run {
 }
 
 fn run(budget: Option<RetryBudget>) -> Run {
-    let mut builder = Queue::builder().backoff(Backoff::fixed(BACKOFF)).max_attempts(4095);
+    let mut builder = Queue::builder()
+        .backoff(Backoff::fixed(BACKOFF))
+        .max_attempts(4095);
     if let Some(budget) = budget {
         builder = builder.retry_budget(budget);
     }
@@ -163,14 +165,24 @@ fn plot(path: &PathBuf, without: &Run, with: &Run) -> Result<(), Box<dyn std::er
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     let series = [
-        ("redeliveries/s, no budget", &without.samples, 1, RGBColor(214, 39, 40)),
+        (
+            "redeliveries/s, no budget",
+            &without.samples,
+            1,
+            RGBColor(214, 39, 40),
+        ),
         (
             "redeliveries/s, with the budget",
             &with.samples,
             1,
             RGBColor(31, 119, 180),
         ),
-        ("acks/s, no budget", &without.samples, 2, RGBColor(255, 152, 150)),
+        (
+            "acks/s, no budget",
+            &without.samples,
+            2,
+            RGBColor(255, 152, 150),
+        ),
         (
             "acks/s, with the budget",
             &with.samples,

@@ -3,8 +3,8 @@
 use crate::backoff::Backoff;
 use crate::error::BuildError;
 use crate::manual_clock::ManualClock;
-use crate::retry_budget::RetryBudget;
 use crate::queue::Queue;
+use crate::retry_budget::RetryBudget;
 use crate::shared::{Config, MAX_LEASE};
 use crate::state::MAX_ATTEMPTS;
 use std::fmt;

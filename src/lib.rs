@@ -114,8 +114,8 @@ pub use error::{
 pub use id::MessageId;
 #[cfg(feature = "journal")]
 pub use journal::{Durability, JournalStats, OpenError, Recovery};
-pub use process::{Outcome, Pool, Processing, Processor, Report};
 pub use manual_clock::ManualClock;
+pub use process::{Outcome, Pool, Processing, Processor, Report};
 pub use queue::Queue;
 pub use retry_budget::RetryBudget;
 pub use stats::Stats;

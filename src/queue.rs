@@ -5,10 +5,10 @@ use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
 use crate::error::{BuildError, Closed, ConsumeTimeoutError, ProduceError, TryConsumeError};
 use crate::id::MessageId;
+use crate::manual_clock::ManualClock;
 use crate::redelivery;
 use crate::shared::{Config, Shared};
 use crate::stats::Stats;
-use crate::manual_clock::ManualClock;
 use crate::sync::{Arc, AtomicBool, Instant, MODEL, Ordering, lock, now, thread};
 use crate::teardown::teardown;
 use std::fmt;
@@ -325,11 +325,9 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert!(q.consume_timeout(Duration::from_millis(5)).is_err());
     /// ```
     pub fn consume_timeout(&self, timeout: Duration) -> Result<Delivery<T>, ConsumeTimeoutError> {
-        self.take_until(
-            now().checked_add(timeout),
-            None,
-            |precise| self.poll(precise),
-        )
+        self.take_until(now().checked_add(timeout), None, |precise| {
+            self.poll(precise)
+        })
     }
 
     /// Like [`Self::consume`], giving up (with `Timeout`) once `stop` is set

@@ -9,9 +9,9 @@ use crate::clock::{self, Clock, Recent};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::id::MessageId;
 use crate::inbox::Inbox;
+use crate::index::Index;
 use crate::manual_clock::{Advanced, ManualClock};
 use crate::retry_budget::RetryBudget;
-use crate::index::Index;
 use crate::state::{Discard, Fate, MAX_TICK_SPAN, PayloadFate, TICK_MASK, Tag, tick_reached};
 use crate::stats::{Counter, Counters, Stats};
 use crate::sync::{

@@ -83,7 +83,9 @@ fn backoff_of_an_hour_and_rollback_after_follow_the_clock() {
 #[test]
 fn a_rollback_with_no_backoff_comes_back_without_advancing() {
     let clock = ManualClock::new();
-    let q: Queue<u32> = manual(&clock).backoff(Backoff::fixed(Duration::ZERO)).build();
+    let q: Queue<u32> = manual(&clock)
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .build();
     q.produce(1).unwrap();
     for attempt in 1..=5 {
         let d = q.consume_timeout(PATIENCE).unwrap();
@@ -160,7 +162,8 @@ fn the_clock_lets_go_of_a_queue_whose_handles_are_gone() {
     {
         let q: Queue<Counted> = manual(&clock).build();
         q.produce(Counted(Arc::clone(&dropped))).unwrap();
-        q.produce_after(Counted(Arc::clone(&dropped)), HOUR).unwrap();
+        q.produce_after(Counted(Arc::clone(&dropped)), HOUR)
+            .unwrap();
     }
     // Torn down with the clock still alive: both payloads dropped.
     assert_eq!(dropped.load(Ordering::SeqCst), 2);

@@ -51,7 +51,9 @@ fn a_storm_is_held_to_the_budget_and_drains_when_handlers_recover() {
         let outstanding = MESSAGES - acked;
         let expected = budget.min(outstanding);
         for _ in 0..expected {
-            let d = q.consume_timeout(PATIENCE).expect("within budget, it comes back");
+            let d = q
+                .consume_timeout(PATIENCE)
+                .expect("within budget, it comes back");
             let seen = deliveries.entry(*d).or_default();
             *seen += 1;
             // However long it was postponed, each delivery is one attempt.
@@ -121,7 +123,10 @@ fn a_postponed_last_attempt_is_delivered_not_dead_lettered() {
         clock.advance(Duration::from_secs(5));
     }
     let stats = q.stats();
-    assert_eq!((stats.acked, stats.dead_lettered, stats.throttled), (2, 0, 1));
+    assert_eq!(
+        (stats.acked, stats.dead_lettered, stats.throttled),
+        (2, 0, 1)
+    );
 }
 
 /// Expired leases coming back are redeliveries too.

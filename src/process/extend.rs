@@ -203,7 +203,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
                     // At its cap: it runs out as any lease does.
                     return false;
                 }
-                if entry.lease.extend_lease(Duration::from_nanos(target - now)).is_err() {
+                if entry
+                    .lease
+                    .extend_lease(Duration::from_nanos(target - now))
+                    .is_err()
+                {
                     return false;
                 }
                 self.core.tallies.add(Tally::Extended);
