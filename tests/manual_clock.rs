@@ -125,20 +125,28 @@ fn clones_share_one_clock_and_one_advance_drives_every_queue() {
 }
 
 /// A consumer blocked in `consume` on a delayed message sleeps with no
-/// timeout under a manual clock: only the advance can wake it.
+/// timeout under a manual clock: only the advance can wake it. (Its own
+/// wait is twice as long as the test's: a lost wake-up fails the test, not
+/// a late poll.)
 #[test]
 fn an_advance_wakes_a_consumer_blocked_on_a_delayed_message() {
     let clock = ManualClock::new();
     let q: Queue<u32> = manual(&clock).build();
     q.produce_after(1, HOUR).unwrap();
+    let (got, get) = std::sync::mpsc::channel();
     let consumer = {
         let q = q.clone();
-        thread::spawn(move || q.consume_timeout(PATIENCE).map(|d| *d))
+        thread::spawn(move || {
+            let d = q.consume_timeout(2 * PATIENCE).map(|d| *d);
+            got.send(d).unwrap();
+        })
     };
     // Whether the consumer is asleep yet or not, the advance reaches it.
     thread::sleep(Duration::from_millis(20));
     clock.advance(HOUR);
-    assert_eq!(consumer.join().unwrap().unwrap(), 1);
+    let d = get.recv_timeout(PATIENCE).expect("the advance woke the consumer");
+    assert_eq!(d.unwrap(), 1);
+    consumer.join().unwrap();
 }
 
 #[test]
