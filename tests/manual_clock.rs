@@ -144,7 +144,9 @@ fn an_advance_wakes_a_consumer_blocked_on_a_delayed_message() {
     // Whether the consumer is asleep yet or not, the advance reaches it.
     thread::sleep(Duration::from_millis(20));
     clock.advance(HOUR);
-    let d = get.recv_timeout(PATIENCE).expect("the advance woke the consumer");
+    let d = get
+        .recv_timeout(PATIENCE)
+        .expect("the advance woke the consumer");
     assert_eq!(d.unwrap(), 1);
     consumer.join().unwrap();
 }
