@@ -1,5 +1,5 @@
 //! `Processor::auto_extend`: a live handler keeps its lease, a hung one
-//! loses it after `max`, and the extender sleeps while no handler runs.
+//! loses it after `max` (the idle extender: `tests/auto_extend_idle.rs`).
 //!
 //! The first three are timed by a `ManualClock` (the extender extends when
 //! the clock is advanced), so they are deterministic; one runs on the real
@@ -7,8 +7,8 @@
 //! half a lease (150 ms) for the thread to be late.
 
 use rebound::{Backoff, ManualClock, Pool, Queue};
+use std::sync::Mutex;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const LEASE: Duration = Duration::from_secs(10);
@@ -146,52 +146,4 @@ fn the_extender_thread_keeps_a_slow_handler_on_the_real_clock() {
     let report = handle.join();
     assert_eq!((report.acked, report.expired), (1, 0));
     assert!(report.extended >= 2, "{report:?}");
-}
-
-/// Voluntary context switches of the thread named `rebound-extender`.
-#[cfg(target_os = "linux")]
-fn extender_switches() -> u64 {
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if comm.starts_with("rebound-extende") {
-            let status = std::fs::read_to_string(path.join("status")).unwrap();
-            let line = status
-                .lines()
-                .find(|l| l.starts_with("voluntary_ctxt_switches"))
-                .unwrap();
-            return line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        }
-    }
-    panic!("no extender thread");
-}
-
-/// Once no handler runs, the extender does not wake at all.
-#[cfg(target_os = "linux")]
-#[test]
-fn an_idle_extender_does_not_wake() {
-    let q: Queue<u32> = Queue::builder().lease(Duration::from_millis(50)).build();
-    let done = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let counted = Arc::clone(&done);
-    let handle = q
-        .processor()
-        .auto_extend(Duration::from_secs(60))
-        .start(pool(2), move |_| {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        })
-        .unwrap();
-    for i in 0..100 {
-        q.produce(i).unwrap();
-    }
-    while done.load(std::sync::atomic::Ordering::SeqCst) < 100 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // Its last timed wake (half a lease after the last handler started)
-    // is long past after a few leases.
-    std::thread::sleep(Duration::from_millis(250));
-    let before = extender_switches();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(extender_switches(), before, "the idle extender woke");
-    q.close();
-    handle.join();
 }
