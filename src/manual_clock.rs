@@ -22,7 +22,10 @@ use std::time::Duration;
 /// Blocking waits keep measuring real time: `consume_timeout(d)` gives up
 /// after `d` of real time whatever the manual clock does, and a consumer
 /// blocked in `consume` waits for a message, not for the clock. So a test
-/// advances the clock, then consumes with a (real) timeout.
+/// advances the clock, then consumes with a (real) timeout. (One
+/// exception: an async task waiting on a closed queue for in-flight
+/// messages looks again at intervals of the queue's clock, so under a
+/// manual clock at the next advance.)
 ///
 /// A clock holds the queues it drives only while they have a handle: the
 /// last `Queue` handle's drop detaches its queue, so a clock never keeps a

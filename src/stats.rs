@@ -61,8 +61,9 @@ pub struct Stats {
     pub ready: u64,
     /// Pending messages not yet due.
     pub delayed: u64,
-    /// Messages neither pending nor settled: held by a delivery, or rolled
-    /// back and waiting for the redeliverer.
+    /// Messages neither pending nor settled: held by a delivery, rolled
+    /// back and waiting for the redeliverer, or held back by the retry
+    /// budget.
     pub in_flight: u64,
 }
 
