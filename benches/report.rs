@@ -5,7 +5,9 @@
 //! - latency and punctuality: `target/bench-data/latency.json` (`--bench latency`);
 //! - memory: `target/bench-data/memory.json` (`--bench memory`);
 //! - durable queues: `target/bench-data/durable.md` (`--bench durable`,
-//!   which writes its tables and bars itself), added as it is.
+//!   which writes its tables and bars itself), added as it is;
+//! - the redelivery storm: `target/bench-data/storm.md` (`--bench storm`,
+//!   which writes its table and plot itself), added as it is.
 //!
 //! Writes `docs/plots/*.svg` and `target/bench-data/report.md` (also printed),
 //! and puts the report between the `report:start` / `report:end` markers of
@@ -551,6 +553,9 @@ fn main() -> PlotResult {
             .skip_while(|l| l.starts_with("<!--") || l.is_empty())
             .collect();
         let _ = writeln!(out, "\n{}", body.join("\n"));
+    }
+    if let Ok(storm) = std::fs::read_to_string(data.join("storm.md")) {
+        out.push_str(&storm);
     }
 
     let plots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/plots");

@@ -17,7 +17,7 @@ if [[ "${1:-}" == "--quick" ]]; then
     durable_args=(--runs 1 --seconds 0.2 --messages 20000 --open-sizes 10000,100000 --open-runs 1)
 fi
 
-cargo bench --no-run --bench throughput --bench latency --bench memory --bench durable --bench report
+cargo bench --no-run --bench throughput --bench latency --bench memory --bench durable --bench storm --bench report
 rm -rf "$target/criterion" "$data"
 mkdir -p "$data"
 {
@@ -34,6 +34,7 @@ cargo bench --bench throughput -- "${criterion_args[@]}"
 cargo bench --bench latency
 cargo bench --bench memory
 cargo bench --bench durable -- "${durable_args[@]}"
+cargo bench --bench storm
 {
     echo "load at end:   $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "suite time:    $((SECONDS - start)) s"

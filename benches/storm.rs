@@ -6,10 +6,11 @@
 //! handler fails fast (rollback, `BACKOFF`). Once it ends they ack again
 //! until everything produced is acked. Run once without a budget and once
 //! with `RetryBudget::new(RATIO, MIN_PER_SEC)`, sampling `Stats` every
-//! `SAMPLE`. Writes `docs/plots/storm.svg` and prints the table of
-//! docs/benchmarks.md ("Redelivery storm").
+//! `SAMPLE`. Writes `docs/plots/storm.svg` and the table of
+//! docs/benchmarks.md ("Redelivery storm") to `target/bench-data/storm.md`
+//! (also printed), which `--bench report` adds to its report.
 //!
-//! Run: `cargo bench --bench storm`.
+//! Run: `cargo bench --bench storm` (part of `benches/run-all.sh`).
 
 use plotters::prelude::*;
 use rebound::{Backoff, Queue, RetryBudget};
@@ -31,8 +32,8 @@ const LIMIT: Duration = Duration::from_secs(20);
 const CONSUMERS: usize = 2;
 
 /// One run: `(seconds since start, redeliveries/s, acks/s)` per sample,
-/// the most redeliveries in any one-second window, the throttled count and
-/// when the last message was acked.
+/// the highest redelivery rate over any one-second window, the throttled
+/// count and when the last message was acked.
 struct Run {
     samples: Vec<(f64, f64, f64)>,
     max_per_window: u64,
@@ -115,11 +116,13 @@ fn run(budget: Option<RetryBudget>) -> Run {
     for c in consumers {
         c.join().unwrap();
     }
-    // The most redeliveries between samples a second apart.
+    // The most redeliveries per second between samples a second apart
+    // (ten sample intervals, each a little over `SAMPLE`: divided by the
+    // time they really took).
     let window = (1.0 / SAMPLE.as_secs_f64()).round() as usize;
     let max_per_window = history
         .windows(window + 1)
-        .map(|w| w[window].1 - w[0].1)
+        .map(|w| ((w[window].1 - w[0].1) as f64 / (w[window].0 - w[0].0)) as u64)
         .max()
         .unwrap_or(0);
     Run {
@@ -209,27 +212,43 @@ fn plot(path: &PathBuf, without: &Run, with: &Run) -> Result<(), Box<dyn std::er
     Ok(())
 }
 
+/// `target/bench-data`, where the other benches put their data.
+fn data_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("bench-data");
+    std::fs::create_dir_all(&dir).expect("create bench-data dir");
+    dir
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `cargo bench` passes `--bench`; nothing to filter.
     let without = run(None);
     let with = run(Some(RetryBudget::new(RATIO, MIN_PER_SEC)));
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/plots/storm.svg");
     plot(&path, &without, &with)?;
-    println!("| run | most redeliveries in 1 s | throttled | drained after |");
-    println!("|---|---|---|---|");
-    let budgeted = format!("RetryBudget::new({RATIO}, {MIN_PER_SEC})");
+    let mut table = format!(
+        "\n### Redelivery storm (retry budget)\n\n\
+         {RATE} msg/s for {}s, every handler failing from {}s to {}s (fixed backoff {BACKOFF:?}), \
+         {CONSUMERS} consumers; `benches/storm.rs`, plot `docs/plots/storm.svg`.\n\n\
+         | run | peak redeliveries/s (1 s window) | throttled | drained after |\n|---|---|---|---|\n",
+        RUN.as_secs(),
+        OUTAGE.0.as_secs(),
+        OUTAGE.1.as_secs()
+    );
+    let budgeted = format!("`RetryBudget::new({RATIO}, {MIN_PER_SEC})`");
     for (name, r) in [("no budget", &without), (budgeted.as_str(), &with)] {
-        println!(
-            "| {name} | {} | {} | {} |",
-            r.max_per_window,
-            r.throttled,
-            r.drained
-                .map_or("not within the limit".to_string(), |d| format!(
-                    "{:.1} s",
-                    d.as_secs_f64()
-                ))
+        let drained = r.drained.map_or("not within the limit".to_string(), |d| {
+            format!("{:.1} s", d.as_secs_f64())
+        });
+        table += &format!(
+            "| {name} | {} | {} | {drained} |\n",
+            r.max_per_window, r.throttled
         );
     }
+    print!("{table}");
+    std::fs::write(data_dir().join("storm.md"), &table)?;
     println!("plot: {}", path.display());
     Ok(())
 }
