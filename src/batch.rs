@@ -344,7 +344,13 @@ impl<T> Batch<T> {
                     .state
                     .transition_to_claimed(entry.expected_attempt, deadline_tick)
                 {
-                    Claim::Won { attempt } => (attempt, Arc::clone(entry.block)),
+                    Claim::Won { attempt } => {
+                        // Every claim through a redelivery batch delivers the
+                        // message again (a deferred one at the same attempt).
+                        let shared = &entry.block.shared;
+                        shared.counters.bump(crate::stats::Counter::RepeatClaims, 1);
+                        (attempt, Arc::clone(entry.block))
+                    }
                     // Not pending at the entry's attempt any more (the
                     // entry was stale): nothing to claim, and the cursor is
                     // rightly past it.

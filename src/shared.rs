@@ -339,6 +339,7 @@ impl<T> Shared<T> {
             delivered: produced.saturating_sub(pending.never_claimed) + repeat_claims,
             acked,
             rolled_back: c.get(Counter::RolledBack),
+            deferred: c.get(Counter::Deferred),
             expired: c.get(Counter::Expired),
             redelivered: c.get(Counter::Redelivered),
             dead_lettered,

@@ -29,6 +29,9 @@ pub struct Stats {
     pub acked: u64,
     /// Rollbacks, explicit or by dropping an unsettled delivery.
     pub rolled_back: u64,
+    /// Deferrals ([`Delivery::defer`](crate::Delivery::defer)): put back
+    /// without using an attempt. Not counted in `rolled_back`.
+    pub deferred: u64,
     /// Leases that ran out.
     pub expired: u64,
     /// Messages put back into the index after a rollback or an expiry.
@@ -48,7 +51,9 @@ pub struct Stats {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Counter {
     Produced = 0,
-    /// Claims of a message delivered before (attempt 2 and up). First
+    /// Claims of a message delivered before (redeliveries, and a deferred
+    /// message's next delivery), counted by the claim through a redelivery
+    /// batch. First
     /// deliveries are not counted as they happen: `Queue::stats` derives
     /// them (produced minus pending messages never claimed), which keeps a
     /// counter update off every claim.
@@ -58,8 +63,9 @@ pub(crate) enum Counter {
     Expired,
     Redelivered,
     DeadLettered,
+    Deferred,
 }
-const COUNTERS: usize = 7;
+const COUNTERS: usize = 8;
 /// Stripes a thread can own; threads beyond this many share one more.
 /// In the loom world: none, so every thread shares the one stripe and the
 /// models explore the counters' races, not 65 copies of them.
@@ -148,7 +154,7 @@ impl Counters {
     }
 
     /// Adds `n` to a statistics-only counter (`delivered`, `rolled_back`,
-    /// `expired`, `redelivered`): nothing but [`Stats`] and the idle
+    /// `deferred`, `expired`, `redelivered`): nothing but [`Stats`] and the idle
     /// detection read them, and neither needs them ordered with anything.
     #[inline]
     pub(crate) fn bump(&self, counter: Counter, n: u64) {
@@ -200,6 +206,7 @@ impl Counters {
             Counter::Produced,
             Counter::Acked,
             Counter::RolledBack,
+            Counter::Deferred,
             Counter::DeadLettered,
             Counter::RepeatClaims,
         ]

@@ -46,12 +46,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
             let now_ns = self.poll_time(precise);
             let deadline = shared.claim_deadline(now_ns, precise);
             match shared.index.claim(now_ns, deadline) {
-                Poll::Claimed(claimed) => {
-                    if claimed.bits.attempt() > 1 {
-                        shared.counters.bump(Counter::RepeatClaims, 1);
-                    }
-                    return Ok(Delivery::new(claimed));
-                }
+                Poll::Claimed(claimed) => return Ok(Delivery::new(claimed)),
                 // A slot still being written holds up the chain: wait for
                 // it (see `index::Walk::finish`), then walk again with a
                 // fresh time and deadline.
@@ -79,10 +74,6 @@ impl<T: Send + Sync + 'static> Queue<T> {
                 return Err(next_due);
             }
             spin.snooze();
-        }
-        let repeats = claimed.iter().filter(|c| c.bits.attempt() > 1).count();
-        if repeats > 0 {
-            shared.counters.bump(Counter::RepeatClaims, repeats as u64);
         }
         Ok(claimed.into_iter().map(Delivery::new).collect())
     }

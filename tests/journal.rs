@@ -784,3 +784,46 @@ fn a_checksummed_record_of_a_held_attempt_zero_is_damage_not_a_double_release() 
         }
     }
 }
+
+fn open_one_attempt(dir: &Path) -> Queue<Vec<u8>> {
+    Queue::builder()
+        .max_attempts(1)
+        .journal(dir)
+        .open()
+        .unwrap()
+}
+
+#[test]
+fn a_deferred_message_comes_back_after_a_crash_at_the_same_attempt_and_alive() {
+    if let Some(dir) = child_dir() {
+        let q = open_one_attempt(&dir);
+        report(q.produce(b"later".to_vec()).unwrap());
+        // Deferred twice (the second time from its second delivery, still
+        // attempt 1), then the process dies with the message deferred.
+        for _ in 0..2 {
+            let d = q.consume().unwrap();
+            report(d.attempt());
+            d.defer(Duration::ZERO).unwrap();
+        }
+        die();
+    }
+    let dir = TempDir::new("defer");
+    let seen = child(
+        "a_deferred_message_comes_back_after_a_crash_at_the_same_attempt_and_alive",
+        dir.path(),
+    );
+    assert_eq!(seen[1..], ["1", "1"]);
+    let q = open_one_attempt(dir.path());
+    let r = q.recovery().unwrap();
+    // Waiting, not in flight: a defer is not a delivery that died with the
+    // process, so even on its last attempt it is not a crashed dead letter.
+    assert_eq!(
+        (r.pending, r.in_flight_at_crash, r.dead_lettered_at_open),
+        (1, 0, 0),
+        "{r:?}"
+    );
+    let d = q.consume().unwrap();
+    assert_eq!((d.id().to_string(), d.attempt()), (seen[0].clone(), 1));
+    d.ack().unwrap();
+    assert!(q.drain_dead_letters().is_empty());
+}

@@ -26,6 +26,7 @@ const ACK: u8 = 4;
 const DEAD: u8 = 5;
 const DRAINED: u8 = 6;
 const CARRY: u8 = 7;
+const DEFER: u8 = 8;
 
 /// Where a live message stands, as the journal knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +75,9 @@ pub(crate) enum Record<'a> {
     Claim { id: u128, attempt: u32 },
     /// Delivery number `attempt` was rolled back; the next is due at `due_ms`.
     Rollback { id: u128, attempt: u32, due_ms: u64 },
+    /// Delivery number `attempt` was deferred: it did not use an attempt,
+    /// and delivery number `attempt` again is due at `due_ms`.
+    Defer { id: u128, attempt: u32, due_ms: u64 },
     /// Acknowledged: final.
     Ack { id: u128 },
     /// Dead-lettered after `attempts` deliveries.
@@ -99,6 +103,7 @@ impl Record<'_> {
             Record::Produce { id, .. }
             | Record::Claim { id, .. }
             | Record::Rollback { id, .. }
+            | Record::Defer { id, .. }
             | Record::Ack { id }
             | Record::Dead { id, .. }
             | Record::Drained { id }
@@ -132,6 +137,16 @@ impl Record<'_> {
                 due_ms,
             } => {
                 out.push(ROLLBACK);
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&attempt.to_le_bytes());
+                out.extend_from_slice(&due_ms.to_le_bytes());
+            }
+            Record::Defer {
+                id,
+                attempt,
+                due_ms,
+            } => {
+                out.push(DEFER);
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&attempt.to_le_bytes());
                 out.extend_from_slice(&due_ms.to_le_bytes());
@@ -325,6 +340,11 @@ fn decode(body: &[u8]) -> Option<Record<'_>> {
             attempt: r.u32()?,
             due_ms: r.u64()?,
         },
+        DEFER => Record::Defer {
+            id,
+            attempt: r.u32()?,
+            due_ms: r.u64()?,
+        },
         ACK => Record::Ack { id },
         DEAD => Record::Dead {
             id,
@@ -362,7 +382,9 @@ fn decode(body: &[u8]) -> Option<Record<'_>> {
     // Attempts start at 1: only a message never delivered is at attempt 0,
     // and it can only be waiting.
     let attempt_zero = match record {
-        Record::Claim { attempt, .. } | Record::Rollback { attempt, .. } => attempt == 0,
+        Record::Claim { attempt, .. }
+        | Record::Rollback { attempt, .. }
+        | Record::Defer { attempt, .. } => attempt == 0,
         Record::Dead { attempts, .. } => attempts == 0,
         Record::Carry { state, .. } => {
             state.attempt == 0 && !matches!(state.phase, Phase::Waiting { .. })
@@ -464,6 +486,11 @@ mod tests {
                 id: 9,
                 attempt: 2,
                 due_ms: 1_700_000_000_000,
+            },
+            Record::Defer {
+                id: 9,
+                attempt: 3,
+                due_ms: 1_700_000_000_500,
             },
             Record::Ack { id: 9 },
             Record::Dead {

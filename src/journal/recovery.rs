@@ -420,6 +420,13 @@ impl Fold {
                     phase: Phase::Waiting { due_ms },
                 },
             ),
+            Record::Defer {
+                attempt, due_ms, ..
+            } => {
+                if let Some(e) = self.live.get_mut(&id) {
+                    e.defer(attempt, due_ms);
+                }
+            }
             Record::Dead {
                 attempts, reason, ..
             } => raise(

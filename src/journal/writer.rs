@@ -31,6 +31,27 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// Applies a defer of delivery `attempt`, due at `due_ms`: waiting for
+    /// delivery `attempt` again, which ranks just below the deferred claim
+    /// (`2 * attempt - 1`). Its record is the latest about the message when
+    /// it is written (the deferring holder's claim record came before its
+    /// `Delivery` existed, and the message can be claimed again only after
+    /// the defer hands it over, which follows the record), so it applies
+    /// over any state up to that claim's; a record that lands after it
+    /// with a lower rank was about an earlier round and is ignored.
+    pub(crate) fn defer(&mut self, attempt: u32, due_ms: u64) {
+        let held = State {
+            attempt,
+            phase: Phase::Held,
+        };
+        if self.state.rank() <= held.rank() {
+            self.state = State {
+                attempt: attempt.saturating_sub(1),
+                phase: Phase::Waiting { due_ms },
+            };
+        }
+    }
+
     /// Raises the message's state to `state`, unless that would lower its
     /// rank (see `State::rank`): records of one message may land out of
     /// order.
@@ -434,6 +455,21 @@ impl Journal {
         };
         self.note(id, record, true, |e| {
             e.raise(state);
+            true
+        });
+    }
+
+    /// Delivery `attempt` of `id` was deferred; it is due again at
+    /// queue-clock time `due_ns`. Waited for as a rollback is.
+    pub(crate) fn deferred(&self, id: MessageId, attempt: u32, due_ns: u64) {
+        let due_ms = self.wall_of(due_ns);
+        let record = Record::Defer {
+            id: id.as_u128(),
+            attempt,
+            due_ms,
+        };
+        self.note(id, record, true, |e| {
+            e.defer(attempt, due_ms);
             true
         });
     }

@@ -208,6 +208,7 @@ where
             Ok(Outcome::Ack) => settle(|| delivery.ack(), Tally::Acked),
             Ok(Outcome::Retry) => settle(|| delivery.rollback(), retried),
             Ok(Outcome::RetryAfter(delay)) => settle(|| delivery.rollback_after(delay), retried),
+            Ok(Outcome::Defer(delay)) => settle(|| delivery.defer(delay), Tally::Deferred),
             Ok(Outcome::DeadLetter) => settle(|| delivery.dead_letter(), Tally::DeadLettered),
             Err(panic) => {
                 // Refused only if the lease had run out: then the queue has
