@@ -18,10 +18,22 @@ impl<T: Send + Sync + 'static> Shared<T> {
         value: T,
         due: Option<(u64, u64)>,
     ) -> Result<MessageId, ProduceError<T>> {
+        Self::produce_with(this, value, due, None)
+    }
+
+    /// [`Self::produce_one`], for a message whose id is `own` if given
+    /// (taken in the dedup map by the caller) rather than a minted one.
+    #[inline(always)]
+    pub(crate) fn produce_with(
+        this: &Arc<Self>,
+        value: T,
+        due: Option<(u64, u64)>,
+        own: Option<MessageId>,
+    ) -> Result<MessageId, ProduceError<T>> {
         let shared = this;
         #[cfg(feature = "journal")]
         if shared.journal.is_some() {
-            return Shared::produce_journaled_cold(this, value, due);
+            return Shared::produce_journaled_cold(this, value, due, own);
         }
         if !shared.admit(1) {
             return Err(ProduceError::Closed(value));
@@ -39,6 +51,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
                     due,
                     1,
                     false,
+                    own,
                     &mut set,
                 );
                 // A sleeper may need a shorter timeout.
@@ -49,7 +62,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 // stamped as `produce` stamps: the stamps of one producer's
                 // immediate messages then follow the order they are
                 // claimed in.
-                Shared::push_fresh(shared, std::iter::once(value), now_ns, set);
+                Shared::push_fresh(shared, std::iter::once(value), now_ns, own, set);
                 shared.waiters.notify_after_publish(false);
             }
         }
@@ -78,11 +91,13 @@ impl<T: Send + Sync + 'static> Shared<T> {
     }
 
     /// Appends immediate messages to the open block, in order, opening new
-    /// blocks as they fill; `id` is called with each message's id.
+    /// blocks as they fill; `id` is called with each message's id. The
+    /// first message's id is `own` if given (a produce with an id).
     pub(crate) fn push_fresh(
         this: &Arc<Self>,
         mut values: impl ExactSizeIterator<Item = T>,
         ts: u64,
+        mut own: Option<MessageId>,
         mut id: impl FnMut(MessageId),
     ) {
         let guard = pin();
@@ -106,6 +121,10 @@ impl<T: Send + Sync + 'static> Shared<T> {
             // `reserve` hands out at most `values.len()` slots, so every
             // reserved slot gets a value.
             for (index, value) in slots.zip(&mut values) {
+                if let Some(own) = own.take() {
+                    // Before the publish, which publishes it too.
+                    tail.ids.set(tail.len(), index, own);
+                }
                 // SAFETY: `reserve` handed this index to this thread only,
                 // and a fresh slot is `Empty`.
                 unsafe { tail.slot(index).write(value, tail.ts_offset_us(ts)) };
@@ -113,7 +132,10 @@ impl<T: Send + Sync + 'static> Shared<T> {
             }
             match next {
                 Next::None => {}
-                Next::Open => Self::open_block(this, &mut values, ts, tail_ptr, &guard, &mut id),
+                Next::Open => {
+                    let own = own.take();
+                    Self::open_block(this, &mut values, ts, tail_ptr, &guard, own, &mut id);
+                }
                 // Another producer is opening the next block.
                 Next::Wait => spin.snooze(),
             }
@@ -130,13 +152,14 @@ impl<T: Send + Sync + 'static> Shared<T> {
         ts: u64,
         old: *const Block<T>,
         guard: &Guard,
+        own: Option<MessageId>,
         id: &mut impl FnMut(MessageId),
     ) {
         let count = values.len().min(BLOCK_CAPACITY);
         // Once per block: a fresh reading for the clock (see `clock`) and
         // for the timestamps of the messages going into this block.
         let ts = ts.max(this.clock.refresh_from_traffic());
-        let block = Self::new_block(this, values, count, ts, BLOCK_CAPACITY, true, id);
+        let block = Self::new_block(this, values, count, ts, BLOCK_CAPACITY, true, own, id);
         // Release: pairs with the Acquire load in `push_fresh`.
         this.tail
             .store(Arc::into_raw(block).cast_mut(), Ordering::Release);
@@ -164,7 +187,8 @@ impl<T: Send + Sync + 'static> Shared<T> {
 
     /// A block of `len` slots keyed at `ts`, holding the next `count` values
     /// (`count <= len`, and `values` has that many) stamped `ts`, in the
-    /// index and registered with the redeliverer.
+    /// index and registered with the redeliverer; the first one's id is
+    /// `own` if given.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_block(
         this: &Arc<Self>,
@@ -173,6 +197,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         ts: u64,
         len: usize,
         chained: bool,
+        mut own: Option<MessageId>,
         id: &mut impl FnMut(MessageId),
     ) -> Arc<Block<T>> {
         let key = Key {
@@ -186,6 +211,9 @@ impl<T: Send + Sync + 'static> Shared<T> {
         };
         let block = spare.unwrap_or_else(|| Block::new(Arc::clone(this), key, len, count, chained));
         for (index, value) in values.take(count).enumerate() {
+            if let Some(own) = own.take() {
+                block.ids.set(block.len(), index, own);
+            }
             // SAFETY: the block is not shared yet, and its first `count`
             // slots were reserved for its creator by `Block::new`. Their
             // timestamp is the block's key: offset 0.

@@ -360,8 +360,9 @@ impl<T> Delivery<T> {
             Settle::Done { fate, to } => {
                 #[cfg(feature = "journal")]
                 self.journal(to, 0);
-                #[cfg(not(feature = "journal"))]
-                let _ = to;
+                if let Some(own) = self.block.ids.get(self.index()) {
+                    shared.own_id_settled(own, to);
+                }
                 // Counted when this guard drops: after the release, since a
                 // consumer woken by the count on a closed queue may return
                 // `Closed` and drain the dead letters, and also if the

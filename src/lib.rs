@@ -76,9 +76,11 @@ mod codec;
 mod consume_async;
 mod cursor;
 mod dead_letter;
+mod dedup;
 mod delivery;
 mod error;
 mod id;
+mod id_table;
 mod inbox;
 mod index;
 #[cfg(feature = "journal")]

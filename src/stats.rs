@@ -32,6 +32,9 @@ pub struct Stats {
     /// Deferrals ([`Delivery::defer`](crate::Delivery::defer)): put back
     /// without using an attempt. Not counted in `rolled_back`.
     pub deferred: u64,
+    /// Dead letters put back by [`Queue::redrive`](crate::Queue::redrive)
+    /// (also counted in `produced`).
+    pub redriven: u64,
     /// Leases that ran out.
     pub expired: u64,
     /// Messages put back into the index after a rollback or an expiry.
@@ -64,8 +67,9 @@ pub(crate) enum Counter {
     Redelivered,
     DeadLettered,
     Deferred,
+    Redriven,
 }
-const COUNTERS: usize = 8;
+const COUNTERS: usize = 9;
 /// Stripes a thread can own; threads beyond this many share one more.
 /// In the loom world: none, so every thread shares the one stripe and the
 /// models explore the counters' races, not 65 copies of them.

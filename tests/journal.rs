@@ -827,3 +827,58 @@ fn a_deferred_message_comes_back_after_a_crash_at_the_same_attempt_and_alive() {
     d.ack().unwrap();
     assert!(q.drain_dead_letters().is_empty());
 }
+
+#[test]
+fn own_ids_and_redriven_letters_survive_a_crash_and_stay_taken() {
+    let a = rebound::MessageId::from_key("a");
+    let c = rebound::MessageId::from_key("c");
+    if let Some(dir) = child_dir() {
+        let q = open(&dir);
+        q.produce_with_id(a, b"a".to_vec()).unwrap();
+        report(q.produce(b"b".to_vec()).unwrap());
+        q.produce_with_id(c, b"c".to_vec()).unwrap();
+        for _ in 0..3 {
+            let d = q.consume().unwrap();
+            if d.id() == c {
+                d.dead_letter().unwrap();
+            } else {
+                d.rollback().unwrap();
+            }
+        }
+        let letter = q.drain_dead_letters().pop().unwrap();
+        // Redriven from its last attempt; then delivered once more.
+        q.redrive(letter).unwrap();
+        die();
+    }
+    let dir = TempDir::new("own-ids");
+    let seen = child(
+        "own_ids_and_redriven_letters_survive_a_crash_and_stay_taken",
+        dir.path(),
+    );
+    let b = seen[0].clone();
+    let q = open(dir.path());
+    assert_eq!(q.recovery().unwrap().pending, 3);
+    for id in [a, c] {
+        assert!(
+            q.produce_with_id(id, b"again".to_vec())
+                .unwrap_err()
+                .is_duplicate(),
+            "a live message's own id is still taken after the crash"
+        );
+    }
+    let mut back: Vec<(String, u32, Vec<u8>)> = drain_ready(&q)
+        .into_iter()
+        .map(|d| (d.id().to_string(), d.attempt(), d.to_vec()))
+        .collect();
+    back.sort();
+    let mut expected = vec![
+        (a.to_string(), 2, b"a".to_vec()),
+        (b.clone(), 2, b"b".to_vec()),
+        (c.to_string(), 1, b"c".to_vec()),
+    ];
+    expected.sort();
+    assert_eq!(back, expected);
+    // The id `produce` minted for `b` in the first life is refused too.
+    let b = rebound::MessageId::from_uuid(uuid::Uuid::parse_str(&b).unwrap());
+    assert!(q.produce_with_id(b, vec![]).unwrap_err().is_duplicate());
+}

@@ -26,12 +26,18 @@ fn defer_vs_lease_expiry_on_the_last_attempt_exactly_one_wins() {
 
         let stats = q.stats();
         if deferred {
-            assert_eq!((stats.deferred, stats.expired, stats.dead_lettered), (1, 0, 0));
+            assert_eq!(
+                (stats.deferred, stats.expired, stats.dead_lettered),
+                (1, 0, 0)
+            );
             let again = q.try_consume().expect("a deferred message comes back");
             assert_eq!((again.name(), again.attempt()), ("m", 1));
             again.ack().unwrap();
         } else {
-            assert_eq!((stats.deferred, stats.expired, stats.dead_lettered), (0, 1, 1));
+            assert_eq!(
+                (stats.deferred, stats.expired, stats.dead_lettered),
+                (0, 1, 1)
+            );
             assert_eq!(q.drain_dead_letters().len(), 1);
         }
         assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Empty);
@@ -62,7 +68,10 @@ fn a_stale_holder_cannot_settle_the_claim_after_a_defer() {
             Some(again) => again,
             None => q.try_consume().expect("the deferred message comes back"),
         };
-        assert!(!late.join().unwrap(), "a stale holder settled a newer claim");
+        assert!(
+            !late.join().unwrap(),
+            "a stale holder settled a newer claim"
+        );
         // Generation 2 again, and it alone can settle.
         assert_eq!(again.attempt(), 2);
         again.ack().unwrap();

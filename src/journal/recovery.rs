@@ -317,9 +317,14 @@ pub(crate) fn open(config: JournalConfig) -> Result<Found, OpenError> {
     segments.push_back(Arc::new(active));
     fold.recovery.segments = numbers.len() as u64;
 
-    let next_seq = fold.live.values().map(|e| e.seq + 1).max().unwrap_or(0);
+    let next_seq = fold
+        .live
+        .values()
+        .map(|e| (e.seq & !format::OWN_ID) + 1)
+        .max()
+        .unwrap_or(0);
     let mut messages: Vec<(u128, Entry)> = fold.live.iter().map(|(&id, &e)| (id, e)).collect();
-    messages.sort_unstable_by_key(|(_, e)| e.seq);
+    messages.sort_unstable_by_key(|(_, e)| e.seq & !format::OWN_ID);
     let journal = Journal::new(config, lock, segments, fold.live, next_seq);
     Ok(Found {
         journal,

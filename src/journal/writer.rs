@@ -274,6 +274,7 @@ impl Journal {
         &self,
         records: &mut [u8],
         starts: &[usize],
+        own_ids: bool,
         values: V,
         publish: impl FnOnce(V, &mut dyn FnMut(MessageId)),
     ) -> Result<(), (V, io::Error)> {
@@ -294,7 +295,9 @@ impl Journal {
             let first_seq = inner.next_seq;
             publish(values, &mut |id| {
                 if let Some(&start) = starts.get(next) {
-                    format::fill_produce(records, start, id.as_u128(), first_seq + next as u64);
+                    let seq = first_seq + next as u64;
+                    let seq = if own_ids { seq | format::OWN_ID } else { seq };
+                    format::fill_produce(records, start, id.as_u128(), seq);
                 }
                 next += 1;
             });
