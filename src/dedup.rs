@@ -12,6 +12,7 @@
 use crate::id::MessageId;
 use crate::sync::{Mutex, lock};
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap};
 
 /// What an id in the map is used by.
@@ -27,7 +28,8 @@ enum Use {
 
 #[derive(Debug, Default)]
 struct Taken {
-    ids: HashMap<MessageId, Use>,
+    /// By the id's 128 bits (hashed as one integer, not as 16 bytes).
+    ids: HashMap<u128, Use>,
     /// Settled ids by the start of their window, earliest first (an entry
     /// whose id was taken again since is skipped when it comes up).
     windows: BinaryHeap<Reverse<(u64, MessageId)>>,
@@ -60,29 +62,43 @@ impl Dedup {
         }
     }
 
-    /// Takes `id` for a message about to be produced at `now`, unless it is
-    /// taken or `produce` minted it. A `redrive` may reuse a settled id
-    /// still in its window (it is the same message coming back).
-    pub(crate) fn take(&self, id: MessageId, now: u64, redrive: bool) -> Result<(), Duplicate> {
+    /// Takes `id` for a message about to be produced (`now` reads the
+    /// queue clock, only if a window needs it), unless it is taken or
+    /// `produce` minted it. A `redrive` may reuse a settled id still in its
+    /// window (it is the same message coming back).
+    pub(crate) fn take(
+        &self,
+        id: MessageId,
+        now: impl FnOnce() -> u64,
+        redrive: bool,
+    ) -> Result<(), Duplicate> {
         let mut taken = lock(&self.taken);
-        self.forget_expired(&mut taken, now);
+        if !taken.windows.is_empty() {
+            self.forget_expired(&mut taken, now());
+        }
         if !redrive && id.minter().is_some_and(|m| taken.minters.contains(&m)) {
             return Err(Duplicate);
         }
-        match taken.ids.get(&id) {
-            Some(Use::Live | Use::Dead { .. }) => return Err(Duplicate),
-            Some(Use::Settled { .. }) if !redrive => return Err(Duplicate),
-            _ => {}
+        match taken.ids.entry(id.as_uuid().as_u128()) {
+            Entry::Occupied(mut e) => match *e.get() {
+                Use::Settled { .. } if redrive => {
+                    e.insert(Use::Live);
+                    Ok(())
+                }
+                _ => Err(Duplicate),
+            },
+            Entry::Vacant(e) => {
+                e.insert(Use::Live);
+                Ok(())
+            }
         }
-        taken.ids.insert(id, Use::Live);
-        Ok(())
     }
 
     /// Gives back an id taken by [`Self::take`] whose produce failed.
     pub(crate) fn give_back(&self, id: MessageId) {
         let mut taken = lock(&self.taken);
-        if taken.ids.get(&id) == Some(&Use::Live) {
-            taken.ids.remove(&id);
+        if taken.ids.get(&id.as_uuid().as_u128()) == Some(&Use::Live) {
+            taken.ids.remove(&id.as_uuid().as_u128());
         }
     }
 
@@ -95,7 +111,7 @@ impl Dedup {
         } else {
             Use::Live
         };
-        taken.ids.insert(id, used);
+        taken.ids.insert(id.as_uuid().as_u128(), used);
     }
 
     /// Notes that ids minted with `minter` by an earlier open are in the
@@ -107,16 +123,23 @@ impl Dedup {
         }
     }
 
-    /// The message of `id` was acked (`dead`: dead-lettered) at `now`.
-    pub(crate) fn settled(&self, id: MessageId, dead: bool, now: u64) {
+    /// The message of `id` was acked (`dead`: dead-lettered); `now` reads
+    /// the queue clock, only if a window or a dead letter needs it.
+    pub(crate) fn settled(&self, id: MessageId, dead: bool, now: impl FnOnce() -> u64) {
         let mut taken = lock(&self.taken);
-        if taken.ids.get(&id) != Some(&Use::Live) {
+        let Entry::Occupied(mut e) = taken.ids.entry(id.as_uuid().as_u128()) else {
+            return;
+        };
+        if *e.get() != Use::Live {
             return;
         }
         if dead {
-            taken.ids.insert(id, Use::Dead { at: now });
+            e.insert(Use::Dead { at: now() });
+        } else if self.window == 0 {
+            e.remove();
         } else {
-            self.start_window(&mut taken, id, now, now);
+            let at = now();
+            self.start_window(&mut taken, id, at, at);
         }
     }
 
@@ -127,7 +150,7 @@ impl Dedup {
             return;
         }
         for id in ids {
-            if let Some(&Use::Dead { at }) = taken.ids.get(&id) {
+            if let Some(&Use::Dead { at }) = taken.ids.get(&id.as_uuid().as_u128()) {
                 self.start_window(&mut taken, id, at, now);
             }
         }
@@ -136,9 +159,11 @@ impl Dedup {
     /// `id` stays taken for the window from `at`, or is free if that ended.
     fn start_window(&self, taken: &mut Taken, id: MessageId, at: u64, now: u64) {
         if at.saturating_add(self.window) <= now {
-            taken.ids.remove(&id);
+            taken.ids.remove(&id.as_uuid().as_u128());
         } else {
-            taken.ids.insert(id, Use::Settled { at });
+            taken
+                .ids
+                .insert(id.as_uuid().as_u128(), Use::Settled { at });
             taken.windows.push(Reverse((at, id)));
         }
     }
@@ -150,8 +175,8 @@ impl Dedup {
                 break;
             }
             taken.windows.pop();
-            if taken.ids.get(&id) == Some(&Use::Settled { at }) {
-                taken.ids.remove(&id);
+            if taken.ids.get(&id.as_uuid().as_u128()) == Some(&Use::Settled { at }) {
+                taken.ids.remove(&id.as_uuid().as_u128());
             }
         }
     }
@@ -176,19 +201,19 @@ mod tests {
     #[test]
     fn an_id_is_taken_while_live_and_dead_and_for_the_window_after() {
         let d = Dedup::new(100, 0);
-        d.take(id(1), 0, false).unwrap();
-        assert_eq!(d.take(id(1), 5, false), Err(Duplicate));
-        d.settled(id(1), true, 10);
-        assert_eq!(d.take(id(1), 500, false), Err(Duplicate), "undrained");
+        d.take(id(1), || 0, false).unwrap();
+        assert_eq!(d.take(id(1), || 5, false), Err(Duplicate));
+        d.settled(id(1), true, || 10);
+        assert_eq!(d.take(id(1), || 500, false), Err(Duplicate), "undrained");
         // The window runs from the dead-lettering.
         d.drained_all([id(1)].into_iter(), 50);
-        assert_eq!(d.take(id(1), 109, false), Err(Duplicate));
-        d.take(id(1), 110, false).unwrap();
-        d.settled(id(1), false, 200);
-        assert_eq!(d.take(id(1), 299, false), Err(Duplicate));
+        assert_eq!(d.take(id(1), || 109, false), Err(Duplicate));
+        d.take(id(1), || 110, false).unwrap();
+        d.settled(id(1), false, || 200);
+        assert_eq!(d.take(id(1), || 299, false), Err(Duplicate));
         // A redrive may come back inside the window.
-        d.take(id(1), 299, true).unwrap();
-        d.settled(id(1), false, 300);
+        d.take(id(1), || 299, true).unwrap();
+        d.settled(id(1), false, || 300);
         assert_eq!(d.len(399), 1);
         assert_eq!(d.len(400), 0);
     }
@@ -196,9 +221,9 @@ mod tests {
     #[test]
     fn without_a_window_an_acked_id_is_free_at_once_and_a_failed_produce_gives_it_back() {
         let d = Dedup::new(0, 0);
-        d.take(id(2), 0, false).unwrap();
-        d.settled(id(2), false, 1);
-        d.take(id(2), 1, false).unwrap();
+        d.take(id(2), || 0, false).unwrap();
+        d.settled(id(2), false, || 1);
+        d.take(id(2), || 1, false).unwrap();
         d.give_back(id(2));
         assert_eq!(d.len(1), 0);
     }
@@ -207,7 +232,7 @@ mod tests {
     fn ids_minted_by_produce_are_refused() {
         let minter = MessageId::new(42, 7).minter().unwrap();
         let d = Dedup::new(0, minter);
-        assert_eq!(d.take(MessageId::new(42, 9), 0, false), Err(Duplicate));
-        d.take(MessageId::new(43, 9), 0, false).unwrap();
+        assert_eq!(d.take(MessageId::new(42, 9), || 0, false), Err(Duplicate));
+        d.take(MessageId::new(43, 9), || 0, false).unwrap();
     }
 }

@@ -142,7 +142,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
         let shared = &self.shared;
         if shared
             .dedup
-            .take(id, shared.clock.precise(), false)
+            .take(id, || shared.clock.precise(), false)
             .is_err()
         {
             return Err(ProduceError::Duplicate(value));
@@ -192,7 +192,11 @@ impl<T: Send + Sync + 'static> Queue<T> {
             reason,
             payload,
         };
-        if shared.dedup.take(id, shared.clock.precise(), true).is_err() {
+        if shared
+            .dedup
+            .take(id, || shared.clock.precise(), true)
+            .is_err()
+        {
             return Err(ProduceError::Duplicate(back(payload)));
         }
         match Shared::produce_with(shared, payload, None, Some(id)) {

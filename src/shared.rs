@@ -316,7 +316,7 @@ impl<T> Shared<T> {
     #[inline(never)]
     pub(crate) fn own_id_settled(&self, id: MessageId, to: Tag) {
         let dead = matches!(to, Tag::DeadMaxAttempts | Tag::DeadRejected);
-        self.dedup.settled(id, dead, self.clock.precise());
+        self.dedup.settled(id, dead, || self.clock.precise());
     }
 
     /// Counts `n` messages as produced, unless the queue is closed.
