@@ -18,7 +18,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         value: T,
         due: Option<(u64, u64)>,
     ) -> Result<MessageId, ProduceError<T>> {
-        Self::produce_with(this, value, due, None)
+        Self::produce_with(this, value, due, Minted)
     }
 
     /// [`Self::produce_one`], for a message whose id is `own` if given
@@ -28,12 +28,12 @@ impl<T: Send + Sync + 'static> Shared<T> {
         this: &Arc<Self>,
         value: T,
         due: Option<(u64, u64)>,
-        own: Option<MessageId>,
+        mut own: impl OwnId,
     ) -> Result<MessageId, ProduceError<T>> {
         let shared = this;
         #[cfg(feature = "journal")]
         if shared.journal.is_some() {
-            return Shared::produce_journaled_cold(this, value, due, own);
+            return Shared::produce_journaled_cold(this, value, due, own.take());
         }
         if !shared.admit(1) {
             return Err(ProduceError::Closed(value));
@@ -97,7 +97,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         this: &Arc<Self>,
         mut values: impl ExactSizeIterator<Item = T>,
         ts: u64,
-        mut own: Option<MessageId>,
+        mut own: impl OwnId,
         mut id: impl FnMut(MessageId),
     ) {
         let guard = pin();
@@ -120,11 +120,13 @@ impl<T: Send + Sync + 'static> Shared<T> {
             let Reserve { slots, next } = tail.reserve(values.len());
             // `reserve` hands out at most `values.len()` slots, so every
             // reserved slot gets a value.
-            for (index, value) in slots.zip(&mut values) {
+            if !slots.is_empty() {
                 if let Some(own) = own.take() {
                     // Before the publish, which publishes it too.
-                    tail.ids.set(tail.len(), index, own);
+                    tail.ids.set(tail.len(), slots.start, own);
                 }
+            }
+            for (index, value) in slots.zip(&mut values) {
                 // SAFETY: `reserve` handed this index to this thread only,
                 // and a fresh slot is `Empty`.
                 unsafe { tail.slot(index).write(value, tail.ts_offset_us(ts)) };
@@ -152,7 +154,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         ts: u64,
         old: *const Block<T>,
         guard: &Guard,
-        own: Option<MessageId>,
+        own: impl OwnId,
         id: &mut impl FnMut(MessageId),
     ) {
         let count = values.len().min(BLOCK_CAPACITY);
@@ -197,7 +199,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         ts: u64,
         len: usize,
         chained: bool,
-        mut own: Option<MessageId>,
+        mut own: impl OwnId,
         id: &mut impl FnMut(MessageId),
     ) -> Arc<Block<T>> {
         let key = Key {
@@ -210,10 +212,12 @@ impl<T: Send + Sync + 'static> Shared<T> {
             None
         };
         let block = spare.unwrap_or_else(|| Block::new(Arc::clone(this), key, len, count, chained));
-        for (index, value) in values.take(count).enumerate() {
+        if count > 0 {
             if let Some(own) = own.take() {
-                block.ids.set(block.len(), index, own);
+                block.ids.set(block.len(), 0, own);
             }
+        }
+        for (index, value) in values.take(count).enumerate() {
             // SAFETY: the block is not shared yet, and its first `count`
             // slots were reserved for its creator by `Block::new`. Their
             // timestamp is the block's key: offset 0.
@@ -227,6 +231,32 @@ impl<T: Send + Sync + 'static> Shared<T> {
         this.index.insert(key, Batch::Fresh(Arc::clone(&block)));
         this.register(Arc::clone(&block));
         block
+    }
+}
+
+/// Where the id of the first message being produced comes from: minted
+/// by the queue ([`Minted`], which compiles to nothing), or one of its own
+/// (`Some(id)`, from `produce_with_id` or a redrive).
+pub(crate) trait OwnId {
+    /// The own id, the first time; `None` after, or if there is none.
+    fn take(&mut self) -> Option<MessageId>;
+}
+
+/// Every id minted: `produce` and its kin.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Minted;
+
+impl OwnId for Minted {
+    #[inline(always)]
+    fn take(&mut self) -> Option<MessageId> {
+        None
+    }
+}
+
+impl OwnId for Option<MessageId> {
+    #[inline(always)]
+    fn take(&mut self) -> Option<MessageId> {
+        Option::take(self)
     }
 }
 

@@ -169,6 +169,7 @@ impl<T> Delivery<T> {
     /// q.consume().unwrap().ack().unwrap();
     /// assert_eq!(q.stats().acked, 1);
     /// ```
+    #[inline]
     pub fn ack(mut self) -> Result<(), LeaseExpired> {
         self.mark_settled();
         let outcome = self.slot_state().transition_to_acked(self.attempt());
@@ -360,8 +361,8 @@ impl<T> Delivery<T> {
             Settle::Done { fate, to } => {
                 #[cfg(feature = "journal")]
                 self.journal(to, 0);
-                if let Some(own) = self.block.ids.get(self.index()) {
-                    shared.own_id_settled(own, to);
+                if self.block.ids.any() {
+                    shared.own_id_settled(&self.block, self.index(), to);
                 }
                 // Counted when this guard drops: after the release, since a
                 // consumer woken by the count on a closed queue may return

@@ -63,6 +63,7 @@ impl IdTable {
         }
     }
 
+    #[inline(always)]
     fn table(&self) -> Option<&Table> {
         // Acquire: pairs with the Release of the compare-exchange in `set`
         // that installed the table, so its initialised fields are visible.
@@ -71,6 +72,14 @@ impl IdTable {
         // `with`; it is freed only by `reset` or `drop`, which take `&mut
         // self`, so it lives as long as this borrow of `self`.
         unsafe { table.as_ref() }
+    }
+
+    /// Whether any slot may have an id of its own (one load: the check
+    /// settles make before they look further, out of line).
+    #[inline(always)]
+    pub(crate) fn any(&self) -> bool {
+        // Relaxed: a hint; `get` loads again with Acquire before it reads.
+        !self.table.load(Ordering::Relaxed).is_null()
     }
 
     /// Slot `slot`'s own id, if it has one.

@@ -1,5 +1,6 @@
 //! `Queue`: the public API of a queue handle.
 
+use crate::chain::Minted;
 use crate::clock;
 use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
@@ -307,9 +308,13 @@ impl<T: Send + Sync + 'static> Queue<T> {
         let shared = &self.shared;
         let mut ids = Vec::with_capacity(values.len());
         let many = values.len() > 1;
-        Shared::push_fresh(shared, values.into_iter(), shared.recent_ns(), None, |id| {
-            ids.push(id)
-        });
+        Shared::push_fresh(
+            shared,
+            values.into_iter(),
+            shared.recent_ns(),
+            Minted,
+            |id| ids.push(id),
+        );
         shared.waiters.notify_after_publish(many);
         Ok(ids)
     }

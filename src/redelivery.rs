@@ -149,8 +149,8 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                         });
                     }
                     Expire::DeadLettered { attempt } => {
-                        if let Some(own) = block.ids.get(slot) {
-                            shared.own_id_settled(own, crate::state::Tag::DeadMaxAttempts);
+                        if block.ids.any() {
+                            shared.own_id_settled(block, slot, crate::state::Tag::DeadMaxAttempts);
                         }
                         #[cfg(feature = "journal")]
                         if let Some(attached) = &shared.journal {

@@ -309,14 +309,17 @@ impl<T> Shared<T> {
         }
     }
 
-    /// A message with an id of its own became final (`to`): its id is
+    /// The message in `slot` of `block` became final (`to`): if its id is
+    /// its own, the id is
     /// freed, or stays taken for the dedup window, or while it is a dead
     /// letter. Out of line: only such messages come here.
     #[cold]
     #[inline(never)]
-    pub(crate) fn own_id_settled(&self, id: MessageId, to: Tag) {
-        let dead = matches!(to, Tag::DeadMaxAttempts | Tag::DeadRejected);
-        self.dedup.settled(id, dead, || self.clock.precise());
+    pub(crate) fn own_id_settled(&self, block: &Block<T>, slot: usize, to: Tag) {
+        if let Some(id) = block.ids.get(slot) {
+            let dead = matches!(to, Tag::DeadMaxAttempts | Tag::DeadRejected);
+            self.dedup.settled(id, dead, || self.clock.precise());
+        }
     }
 
     /// Counts `n` messages as produced, unless the queue is closed.
