@@ -114,6 +114,17 @@ impl Dedup {
         taken.ids.insert(id.as_uuid().as_u128(), used);
     }
 
+    /// Notes an id restored from a journal inside its dedup window, which
+    /// ends at `until` (queue clock).
+    pub(crate) fn windowed(&self, id: MessageId, until: u64) {
+        let mut taken = lock(&self.taken);
+        let at = until.saturating_sub(self.window);
+        taken
+            .ids
+            .insert(id.as_uuid().as_u128(), Use::Settled { at });
+        taken.windows.push(Reverse((at, id)));
+    }
+
     /// Notes that ids minted with `minter` by an earlier open are in the
     /// journal (never accepted by `produce_with_id` either).
     pub(crate) fn minted_before(&self, minter: u64) {
@@ -124,47 +135,69 @@ impl Dedup {
     }
 
     /// The message of `id` was acked (`dead`: dead-lettered); `now` reads
-    /// the queue clock, only if a window or a dead letter needs it.
-    pub(crate) fn settled(&self, id: MessageId, dead: bool, now: impl FnOnce() -> u64) {
+    /// the queue clock, only if a window or a dead letter needs it. Returns
+    /// when the id's dedup window ends, if one started (to be journaled).
+    pub(crate) fn settled(
+        &self,
+        id: MessageId,
+        dead: bool,
+        now: impl FnOnce() -> u64,
+    ) -> Option<u64> {
         let mut taken = lock(&self.taken);
         let Entry::Occupied(mut e) = taken.ids.entry(id.as_uuid().as_u128()) else {
-            return;
+            return None;
         };
         if *e.get() != Use::Live {
-            return;
+            return None;
         }
         if dead {
             e.insert(Use::Dead { at: now() });
+            None
         } else if self.window == 0 {
             e.remove();
+            None
         } else {
             let at = now();
-            self.start_window(&mut taken, id, at, at);
+            self.start_window(&mut taken, id, at, at)
         }
     }
 
-    /// The dead letters of `ids` were drained at `now`.
-    pub(crate) fn drained_all(&self, ids: impl Iterator<Item = MessageId>, now: u64) {
+    /// The dead letters of `ids` were drained at `now`. Returns the ids
+    /// whose dedup window started, and when each ends (to be journaled).
+    pub(crate) fn drained_all(
+        &self,
+        ids: impl Iterator<Item = MessageId>,
+        now: u64,
+    ) -> Vec<(MessageId, u64)> {
         let mut taken = lock(&self.taken);
+        let mut windows = Vec::new();
         if taken.ids.is_empty() {
-            return;
+            return windows;
         }
         for id in ids {
             if let Some(&Use::Dead { at }) = taken.ids.get(&id.as_uuid().as_u128()) {
-                self.start_window(&mut taken, id, at, now);
+                windows.extend(
+                    self.start_window(&mut taken, id, at, now)
+                        .map(|until| (id, until)),
+                );
             }
         }
+        windows
     }
 
-    /// `id` stays taken for the window from `at`, or is free if that ended.
-    fn start_window(&self, taken: &mut Taken, id: MessageId, at: u64, now: u64) {
-        if at.saturating_add(self.window) <= now {
+    /// `id` stays taken for the window from `at`, or is free if that ended
+    /// by `now`. Returns when the window ends, if it has not.
+    fn start_window(&self, taken: &mut Taken, id: MessageId, at: u64, now: u64) -> Option<u64> {
+        let until = at.saturating_add(self.window);
+        if until <= now {
             taken.ids.remove(&id.as_uuid().as_u128());
+            None
         } else {
             taken
                 .ids
                 .insert(id.as_uuid().as_u128(), Use::Settled { at });
             taken.windows.push(Reverse((at, id)));
+            Some(until)
         }
     }
 

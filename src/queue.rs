@@ -117,7 +117,8 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// [`produce`](Self::produce) minted are always taken (they name a
     /// message this queue has or had). The message is claimed in order with
     /// this producer's other immediate messages. A journaled queue keeps the
-    /// id taken across a restart while the message lives.
+    /// id taken across a restart while the message lives and for the rest of
+    /// its window.
     ///
     /// [`produce`](Self::produce) does not pay for this: its ids are unique
     /// by construction and never enter the map of taken ids.
@@ -584,9 +585,19 @@ impl<T: Send + Sync + 'static> Queue<T> {
             attached.journal.drained(letters.iter().map(DeadLetter::id));
         }
         let shared = &self.shared;
-        shared
+        let windows = shared
             .dedup
             .drained_all(letters.iter().map(DeadLetter::id), shared.clock.precise());
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &shared.journal {
+            for (id, until) in windows {
+                attached
+                    .journal
+                    .windowed(id, attached.journal.wall_of(until));
+            }
+        }
+        #[cfg(not(feature = "journal"))]
+        let _ = windows;
         letters
     }
 }

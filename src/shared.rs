@@ -318,7 +318,15 @@ impl<T> Shared<T> {
     pub(crate) fn own_id_settled(&self, block: &Block<T>, slot: usize, to: Tag) {
         if let Some(id) = block.ids.get(slot) {
             let dead = matches!(to, Tag::DeadMaxAttempts | Tag::DeadRejected);
-            self.dedup.settled(id, dead, || self.clock.precise());
+            let window = self.dedup.settled(id, dead, || self.clock.precise());
+            #[cfg(feature = "journal")]
+            if let (Some(until), Some(attached)) = (window, &self.journal) {
+                attached
+                    .journal
+                    .windowed(id, attached.journal.wall_of(until));
+            }
+            #[cfg(not(feature = "journal"))]
+            let _ = window;
         }
     }
 

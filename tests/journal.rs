@@ -373,10 +373,16 @@ fn compaction_keeps_the_directory_bounded_and_carries_a_long_held_message() {
     if let Some(dir) = child_dir() {
         let q: Queue<Vec<u8>> = Queue::builder()
             .max_attempts(3)
+            .dedup_window(Duration::from_secs(3600))
             .journal(&dir)
             .segment_size(1 << 20)
             .open()
             .unwrap();
+        // An acked own id whose dedup window outlasts the traffic below: its
+        // record must be carried out of the first segment.
+        q.produce_with_id(rebound::MessageId::from_key("once"), b"once".to_vec())
+            .unwrap();
+        q.consume().unwrap().ack().unwrap();
         report(q.produce(b"held for a long time".to_vec()).unwrap());
         let _held = q.consume().unwrap();
         q.produce_after(b"delayed".to_vec(), Duration::from_secs(3600))
@@ -406,10 +412,64 @@ fn compaction_keeps_the_directory_bounded_and_carries_a_long_held_message() {
     let (compacted, disk) = seen[1].split_once(' ').unwrap();
     assert!(compacted.parse::<u64>().unwrap() > 0, "{seen:?}");
     assert!(disk.parse::<u64>().unwrap() <= 64 << 20, "{seen:?}");
-    let q = open(dir.path());
+    let q: Queue<Vec<u8>> = Queue::builder()
+        .max_attempts(3)
+        .dedup_window(Duration::from_secs(3600))
+        .journal(dir.path())
+        .open()
+        .unwrap();
     let d = q.consume().unwrap();
     assert_eq!((d.id().to_string(), d.attempt()), (seen[0].clone(), 2));
     assert_eq!(q.recovery().unwrap().delayed, 1);
+    assert!(
+        q.produce_with_id(rebound::MessageId::from_key("once"), vec![])
+            .unwrap_err()
+            .is_duplicate(),
+        "the dedup window was lost to compaction"
+    );
+}
+
+#[test]
+fn a_dedup_window_outlives_a_restart_and_ends_on_time() {
+    let windowed = |dir: &Path, window: Duration| -> Queue<Vec<u8>> {
+        Queue::builder()
+            .max_attempts(1)
+            .dedup_window(window)
+            .journal(dir)
+            .open()
+            .unwrap()
+    };
+    let (acked, dead, short) = (
+        rebound::MessageId::from_key("acked"),
+        rebound::MessageId::from_key("dead"),
+        rebound::MessageId::from_key("short"),
+    );
+    let dir = TempDir::new("window");
+    {
+        let q = windowed(dir.path(), Duration::from_secs(3600));
+        for id in [acked, dead] {
+            q.produce_with_id(id, b"x".to_vec()).unwrap();
+        }
+        q.consume().unwrap().ack().unwrap();
+        q.consume().unwrap().rollback().unwrap(); // its only attempt: dead
+        assert_eq!(q.drain_dead_letters().len(), 1);
+    }
+    {
+        let q = windowed(dir.path(), Duration::from_millis(200));
+        for id in [acked, dead] {
+            assert!(
+                q.produce_with_id(id, vec![]).unwrap_err().is_duplicate(),
+                "a window of an hour ended at the restart"
+            );
+        }
+        q.produce_with_id(short, vec![]).unwrap();
+        q.consume().unwrap().ack().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(250));
+    let q = windowed(dir.path(), Duration::from_millis(200));
+    q.produce_with_id(short, vec![])
+        .expect("a window that ended while the queue was down is free");
+    assert!(q.produce_with_id(acked, vec![]).unwrap_err().is_duplicate());
 }
 
 #[test]

@@ -66,6 +66,13 @@ pub(crate) fn open<T: Payload + Send + Sync + 'static>(
             restore.message(id, entry, value, &mut recovery);
         }
         restore.finish();
+        let now_ns = queue.shared.clock.precise();
+        let now_ms = wall_ms();
+        for &(id, until_ms) in &found.windows {
+            let left_ns = until_ms.saturating_sub(now_ms).saturating_mul(1_000_000);
+            let until = now_ns.saturating_add(left_ns);
+            queue.shared.dedup.windowed(MessageId::from_u128(id), until);
+        }
     }
     Shared::open_first_block(&queue.shared);
     queue.spawn_redeliverer()?;
@@ -167,6 +174,8 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                 }
             }
             Phase::Dead { reason } => self.dead(id, attempt, reason, value),
+            // Not a message (`Found::windows`, never in `Found::messages`).
+            Phase::Window { .. } => {}
         }
     }
 
