@@ -28,11 +28,12 @@ impl<T: Send + Sync + 'static> Shared<T> {
         this: &Arc<Self>,
         value: T,
         due: Option<(u64, u64)>,
-        mut own: impl OwnId,
+        own: impl OwnId,
     ) -> Result<MessageId, ProduceError<T>> {
         let shared = this;
         #[cfg(feature = "journal")]
         if shared.journal.is_some() {
+            let mut own = own;
             return Shared::produce_journaled_cold(this, value, due, own.take());
         }
         if !shared.admit(1) {

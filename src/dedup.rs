@@ -104,6 +104,7 @@ impl Dedup {
 
     /// Notes a live message restored from a journal with its own id (a
     /// dead letter if `dead`, at `now`).
+    #[cfg(feature = "journal")]
     pub(crate) fn restored(&self, id: MessageId, dead: bool, now: u64) {
         let mut taken = lock(&self.taken);
         let used = if dead {
@@ -116,6 +117,7 @@ impl Dedup {
 
     /// Notes an id restored from a journal inside its dedup window, which
     /// ends at `until` (queue clock).
+    #[cfg(feature = "journal")]
     pub(crate) fn windowed(&self, id: MessageId, until: u64) {
         let mut taken = lock(&self.taken);
         let at = until.saturating_sub(self.window);
@@ -127,6 +129,7 @@ impl Dedup {
 
     /// Notes that ids minted with `minter` by an earlier open are in the
     /// journal (never accepted by `produce_with_id` either).
+    #[cfg(feature = "journal")]
     pub(crate) fn minted_before(&self, minter: u64) {
         let mut taken = lock(&self.taken);
         if !taken.minters.contains(&minter) {

@@ -43,6 +43,7 @@ impl IdTable {
     }
 
     /// A table holding `ids`, one per slot (a restored block).
+    #[cfg(feature = "journal")]
     pub(crate) fn with(ids: &[MessageId]) -> Self {
         let table = Table::new(ids.len());
         for (slot, &id) in ids.iter().enumerate() {
