@@ -173,7 +173,9 @@ impl<T: Payload> Builder<T> {
             )));
         }
         if self.max_attempts == 0 {
-            return Err(ConnectError::Setting("max_attempts must be at least 1".into()));
+            return Err(ConnectError::Setting(
+                "max_attempts must be at least 1".into(),
+            ));
         }
         if self.prefetch == 0 {
             return Err(ConnectError::Setting("prefetch must be at least 1".into()));

@@ -382,7 +382,12 @@ impl Inner {
         if !self.closed.load(Ordering::Relaxed) {
             return false;
         }
-        if !self.buffer.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        if !self
+            .buffer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
             return false;
         }
         for stream in [self.name.clone(), format!("{}-delayed", self.name)] {
@@ -430,12 +435,10 @@ impl Inner {
                 let wait = match deadline {
                     None => return Err(Empty::Now),
                     Some(None) => POLL,
-                    Some(Some(deadline)) => {
-                        match deadline.checked_duration_since(Instant::now()) {
-                            Some(left) if !left.is_zero() => left.min(POLL),
-                            _ => return Err(Empty::Now),
-                        }
-                    }
+                    Some(Some(deadline)) => match deadline.checked_duration_since(Instant::now()) {
+                        Some(left) if !left.is_zero() => left.min(POLL),
+                        _ => return Err(Empty::Now),
+                    },
                 };
                 // At least what the server accepts for a pull's expiry.
                 let wait = wait.max(Duration::from_millis(10));

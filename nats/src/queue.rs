@@ -227,9 +227,10 @@ impl<T: Payload> Queue<T> {
                 ))
             }
             Err(_) => {
-                let _ = inner
-                    .runtime
-                    .block_on(inner.dead_letter(&message, id, attempt, "undecodable"));
+                let _ =
+                    inner
+                        .runtime
+                        .block_on(inner.dead_letter(&message, id, attempt, "undecodable"));
                 None
             }
         }

@@ -149,7 +149,10 @@ macro_rules! conformance {
                 let stale = q.consume_timeout(PATIENCE).unwrap();
                 let fresh = q.consume_timeout(PATIENCE).unwrap();
                 assert_eq!((fresh.attempt(), fresh.id()), (2, stale.id()));
-                assert_eq!(stale.extend_lease(Duration::from_secs(1)), Err(LeaseExpired));
+                assert_eq!(
+                    stale.extend_lease(Duration::from_secs(1)),
+                    Err(LeaseExpired)
+                );
                 assert_eq!(stale.ack(), Err(LeaseExpired));
                 fresh.ack().unwrap();
                 assert!(q.try_consume().unwrap_err().is_empty());
@@ -228,7 +231,8 @@ macro_rules! conformance {
             #[test]
             fn close_refuses_produce_and_drains() {
                 let (_server, q) = $make(Cfg::default());
-                q.produce_batch(vec!["a".to_string(), "b".to_string()]).unwrap();
+                q.produce_batch(vec!["a".to_string(), "b".to_string()])
+                    .unwrap();
                 q.close();
                 assert_eq!(q.produce("c".to_string()).unwrap_err().into_inner(), "c");
                 let a = q.consume().unwrap();
@@ -274,7 +278,12 @@ macro_rules! conformance {
             #[test]
             fn shutdown_stops_an_idle_processor_and_loses_nothing() {
                 let (_server, q) = $make(Cfg::default());
-                let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
+                let pool = Arc::new(
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(2)
+                        .build()
+                        .unwrap(),
+                );
                 let handle = q
                     .processor()
                     .concurrency(1)
@@ -314,7 +323,14 @@ fn memory(cfg: Cfg) -> ((), rebound::Queue<String>) {
 fn memory_drain(q: &rebound::Queue<String>) -> Vec<Letter> {
     q.drain_dead_letters()
         .into_iter()
-        .map(|l| (l.id().to_string(), l.attempts(), l.reason(), l.into_payload()))
+        .map(|l| {
+            (
+                l.id().to_string(),
+                l.attempts(),
+                l.reason(),
+                l.into_payload(),
+            )
+        })
         .collect()
 }
 
@@ -333,7 +349,14 @@ fn jetstream_drain(q: &rebound_nats::Queue<String>) -> Vec<Letter> {
     q.drain_dead_letters()
         .unwrap()
         .into_iter()
-        .map(|l| (l.id().to_string(), l.attempts(), l.reason(), l.into_payload()))
+        .map(|l| {
+            (
+                l.id().to_string(),
+                l.attempts(),
+                l.reason(),
+                l.into_payload(),
+            )
+        })
         .collect()
 }
 
