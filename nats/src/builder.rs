@@ -183,7 +183,7 @@ impl<T: Payload> Builder<T> {
         Ok(Settings {
             lease: self.lease,
             margin,
-            backoff: self.backoff.clone(),
+            backoff: self.backoff,
             max_attempts: self.max_attempts,
             prefetch: self.prefetch,
             memory: self.memory,
