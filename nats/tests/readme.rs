@@ -4,7 +4,9 @@
 #[test]
 fn the_readme_example_is_the_crate_example() {
     let readme = include_str!("../../README.md");
-    let section = &readme[readme.find("## Scaling out").expect("a Scaling out section")..];
+    let section = &readme[readme
+        .find("## Scaling out")
+        .expect("a Scaling out section")..];
     let start = section.find("```rust,ignore\n").expect("an example") + "```rust,ignore\n".len();
     let readme_example = &section[start..start + section[start..].find("```").unwrap()];
 
@@ -14,7 +16,10 @@ fn the_readme_example_is_the_crate_example() {
         .filter_map(|l| l.strip_prefix("//!"))
         .map(|l| l.strip_prefix(' ').unwrap_or(l))
         .collect();
-    let open = lines.iter().position(|l| *l == "```no_run").expect("a crate example");
+    let open = lines
+        .iter()
+        .position(|l| *l == "```no_run")
+        .expect("a crate example");
     let close = open + 1 + lines[open + 1..].iter().position(|l| *l == "```").unwrap();
     let crate_example: String = lines[open + 1..close]
         .iter()
