@@ -358,8 +358,11 @@ impl Inner {
             .messages()
             .await;
         match batch {
-            Ok(mut batch) => match batch.next().await {
-                Some(Ok(message)) => Some(Fetched {
+            // Bounded here too: a pull whose end the server never reports
+            // (a lost status message) must not stop the waiter from
+            // looking at the queue's state again.
+            Ok(mut batch) => match tokio::time::timeout(wait + POLL, batch.next()).await {
+                Ok(Some(Ok(message))) => Some(Fetched {
                     message,
                     received: Instant::now(),
                 }),
