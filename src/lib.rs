@@ -114,7 +114,7 @@ pub use error::{
 pub use id::MessageId;
 #[cfg(feature = "journal")]
 pub use journal::{Durability, JournalStats, OpenError, Recovery};
-pub use process::{Outcome, Pool, Processing, Processor, Report};
+pub use process::{Outcome, Pool, Processing, Processor, Report, Settle, Source, Stop};
 pub use queue::Queue;
 pub use stats::Stats;
 
