@@ -332,6 +332,12 @@ impl<T> Batch<T> {
                 // slot out of `Pending` at attempt 0 (see
                 // `MessageState::claim_fresh`).
                 let attempt = slot.state.claim_fresh(deadline_tick);
+                // A first delivery: the retry budget's deposit, counted only
+                // for a queue with a budget.
+                let shared = &entry.block.shared;
+                if shared.config.retry_budget.is_some() {
+                    count_first_claim(shared);
+                }
                 // SAFETY: this claim moved the slot from attempt 0 to 1,
                 // which happens once per slot: its prepaid reference is
                 // this claim's.
@@ -344,7 +350,13 @@ impl<T> Batch<T> {
                     .state
                     .transition_to_claimed(entry.expected_attempt, deadline_tick)
                 {
-                    Claim::Won { attempt } => (attempt, Arc::clone(entry.block)),
+                    Claim::Won { attempt } => {
+                        // Every claim through a redelivery batch delivers the
+                        // message again (a deferred one at the same attempt).
+                        let shared = &entry.block.shared;
+                        shared.counters.bump(crate::stats::Counter::RepeatClaims, 1);
+                        (attempt, Arc::clone(entry.block))
+                    }
                     // Not pending at the entry's attempt any more (the
                     // entry was stale): nothing to claim, and the cursor is
                     // rightly past it.
@@ -385,6 +397,15 @@ impl<T> Batch<T> {
             pos += 1;
         }
     }
+}
+
+/// Counts a first delivery, the retry budget's deposit (only a queue with
+/// a budget counts them). Out of line, so that the claim path of a queue
+/// without one keeps only the branch.
+#[cold]
+#[inline(never)]
+fn count_first_claim<T>(shared: &crate::shared::Shared<T>) {
+    shared.counters.bump(crate::stats::Counter::FirstClaims, 1);
 }
 
 #[cfg(test)]

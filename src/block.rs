@@ -3,6 +3,7 @@
 //! shared by up to [`BLOCK_CAPACITY`] messages.
 
 use crate::cursor::Cursor;
+use crate::id_table::IdTable;
 use crate::shared::Shared;
 use crate::slot::Slot;
 use crate::state::MAX_TS_OFFSET_US;
@@ -82,10 +83,10 @@ pub(crate) struct Block<T> {
     /// in that order.
     chained: bool,
     slots: Box<[Slot<T>]>,
-    /// The ids of its messages, when they are not `seq << SLOT_BITS |
-    /// slot`: a journaled queue's messages restored at open keep the ids
-    /// they were produced with. `None` for every block a producer opens.
-    pub(crate) ids: Option<Box<[crate::id::MessageId]>>,
+    /// The ids of its messages that are not `seq << SLOT_BITS | slot`:
+    /// given to `produce_with_id` or kept by a redrive, or restored from a
+    /// journal. Empty (no allocation) for a block of plain produces.
+    pub(crate) ids: IdTable,
     /// The next block in the redeliverer's [`Registrations`] stack while
     /// this one waits there.
     ///
@@ -104,7 +105,7 @@ impl<T> Block<T> {
         reserved: usize,
         chained: bool,
     ) -> Arc<Self> {
-        Self::with_ids(shared, key, len, reserved, chained, None)
+        Self::with_ids(shared, key, len, reserved, chained, IdTable::new())
     }
 
     /// [`Self::new`], for messages whose ids are `ids` (one per slot).
@@ -114,9 +115,8 @@ impl<T> Block<T> {
         len: usize,
         reserved: usize,
         chained: bool,
-        ids: Option<Box<[crate::id::MessageId]>>,
+        ids: IdTable,
     ) -> Arc<Self> {
-        debug_assert!(ids.as_ref().is_none_or(|ids| ids.len() == len));
         let block = Arc::new(Self {
             cursor: Cursor::new(),
             reserved: CachePadded::new(AtomicUsize::new(reserved)),
@@ -157,7 +157,7 @@ impl<T> Block<T> {
         self.reserved.set_mut(reserved);
         self.seq = key.seq;
         self.key_ts = key.ts;
-        self.ids = None;
+        self.ids.reset();
         // No payload to drop: a dead block's payloads were all dropped or
         // moved out by their last holders.
         self.slots.iter_mut().for_each(Slot::reset);

@@ -140,6 +140,28 @@ impl<T: Send + Sync + 'static> Builder<T> {
         self
     }
 
+    /// How long an id given to [`Queue::produce_with_id`] stays taken
+    /// after its message was acked or dead-lettered, so that a producer's
+    /// retry that comes late is still refused as a duplicate (JetStream's
+    /// duplicate window). Default: zero, only ids of live messages (and of
+    /// dead letters not drained yet) are taken. The window follows the
+    /// queue's clock.
+    ///
+    /// ```
+    /// use rebound::{MessageId, Queue};
+    /// use std::time::Duration;
+    /// let q = Queue::builder().dedup_window(Duration::from_secs(120)).build();
+    /// let id = MessageId::from_key("order 7");
+    /// q.produce_with_id(id, 7).unwrap();
+    /// q.consume().unwrap().ack().unwrap();
+    /// // Acked, but within two minutes: still a duplicate.
+    /// assert!(q.produce_with_id(id, 7).unwrap_err().is_duplicate());
+    /// ```
+    pub fn dedup_window(mut self, window: Duration) -> Self {
+        self.config.dedup_window = window;
+        self
+    }
+
     /// Builds the queue, checking every setting.
     ///
     /// # Errors

@@ -18,10 +18,23 @@ impl<T: Send + Sync + 'static> Shared<T> {
         value: T,
         due: Option<(u64, u64)>,
     ) -> Result<MessageId, ProduceError<T>> {
+        Self::produce_with(this, value, due, Minted)
+    }
+
+    /// [`Self::produce_one`], for a message whose id is `own` if given
+    /// (taken in the dedup map by the caller) rather than a minted one.
+    #[inline(always)]
+    pub(crate) fn produce_with(
+        this: &Arc<Self>,
+        value: T,
+        due: Option<(u64, u64)>,
+        own: impl OwnId,
+    ) -> Result<MessageId, ProduceError<T>> {
         let shared = this;
         #[cfg(feature = "journal")]
         if shared.journal.is_some() {
-            return Shared::produce_journaled_cold(this, value, due);
+            let mut own = own;
+            return Shared::produce_journaled_cold(this, value, due, own.take());
         }
         if !shared.admit(1) {
             return Err(ProduceError::Closed(value));
@@ -39,6 +52,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
                     due,
                     1,
                     false,
+                    own,
                     &mut set,
                 );
                 // A sleeper may need a shorter timeout.
@@ -49,7 +63,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 // stamped as `produce` stamps: the stamps of one producer's
                 // immediate messages then follow the order they are
                 // claimed in.
-                Shared::push_fresh(shared, std::iter::once(value), now_ns, set);
+                Shared::push_fresh(shared, std::iter::once(value), now_ns, own, set);
                 shared.waiters.notify_after_publish(false);
             }
         }
@@ -78,11 +92,13 @@ impl<T: Send + Sync + 'static> Shared<T> {
     }
 
     /// Appends immediate messages to the open block, in order, opening new
-    /// blocks as they fill; `id` is called with each message's id.
+    /// blocks as they fill; `id` is called with each message's id. The
+    /// first message's id is `own` if given (a produce with an id).
     pub(crate) fn push_fresh(
         this: &Arc<Self>,
         mut values: impl ExactSizeIterator<Item = T>,
         ts: u64,
+        mut own: impl OwnId,
         mut id: impl FnMut(MessageId),
     ) {
         let guard = pin();
@@ -105,6 +121,12 @@ impl<T: Send + Sync + 'static> Shared<T> {
             let Reserve { slots, next } = tail.reserve(values.len());
             // `reserve` hands out at most `values.len()` slots, so every
             // reserved slot gets a value.
+            if !slots.is_empty() {
+                if let Some(own) = own.take() {
+                    // Before the publish, which publishes it too.
+                    tail.ids.set(tail.len(), slots.start, own);
+                }
+            }
             for (index, value) in slots.zip(&mut values) {
                 // SAFETY: `reserve` handed this index to this thread only,
                 // and a fresh slot is `Empty`.
@@ -113,7 +135,10 @@ impl<T: Send + Sync + 'static> Shared<T> {
             }
             match next {
                 Next::None => {}
-                Next::Open => Self::open_block(this, &mut values, ts, tail_ptr, &guard, &mut id),
+                Next::Open => {
+                    let own = own.take();
+                    Self::open_block(this, &mut values, ts, tail_ptr, &guard, own, &mut id);
+                }
                 // Another producer is opening the next block.
                 Next::Wait => spin.snooze(),
             }
@@ -130,13 +155,14 @@ impl<T: Send + Sync + 'static> Shared<T> {
         ts: u64,
         old: *const Block<T>,
         guard: &Guard,
+        own: impl OwnId,
         id: &mut impl FnMut(MessageId),
     ) {
         let count = values.len().min(BLOCK_CAPACITY);
         // Once per block: a fresh reading for the clock (see `clock`) and
         // for the timestamps of the messages going into this block.
         let ts = ts.max(this.clock.refresh_from_traffic());
-        let block = Self::new_block(this, values, count, ts, BLOCK_CAPACITY, true, id);
+        let block = Self::new_block(this, values, count, ts, BLOCK_CAPACITY, true, own, id);
         // Release: pairs with the Acquire load in `push_fresh`.
         this.tail
             .store(Arc::into_raw(block).cast_mut(), Ordering::Release);
@@ -164,7 +190,8 @@ impl<T: Send + Sync + 'static> Shared<T> {
 
     /// A block of `len` slots keyed at `ts`, holding the next `count` values
     /// (`count <= len`, and `values` has that many) stamped `ts`, in the
-    /// index and registered with the redeliverer.
+    /// index and registered with the redeliverer; the first one's id is
+    /// `own` if given.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_block(
         this: &Arc<Self>,
@@ -173,6 +200,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         ts: u64,
         len: usize,
         chained: bool,
+        mut own: impl OwnId,
         id: &mut impl FnMut(MessageId),
     ) -> Arc<Block<T>> {
         let key = Key {
@@ -185,6 +213,11 @@ impl<T: Send + Sync + 'static> Shared<T> {
             None
         };
         let block = spare.unwrap_or_else(|| Block::new(Arc::clone(this), key, len, count, chained));
+        if count > 0 {
+            if let Some(own) = own.take() {
+                block.ids.set(block.len(), 0, own);
+            }
+        }
         for (index, value) in values.take(count).enumerate() {
             // SAFETY: the block is not shared yet, and its first `count`
             // slots were reserved for its creator by `Block::new`. Their
@@ -199,6 +232,32 @@ impl<T: Send + Sync + 'static> Shared<T> {
         this.index.insert(key, Batch::Fresh(Arc::clone(&block)));
         this.register(Arc::clone(&block));
         block
+    }
+}
+
+/// Where the id of the first message being produced comes from: minted
+/// by the queue ([`Minted`], which compiles to nothing), or one of its own
+/// (`Some(id)`, from `produce_with_id` or a redrive).
+pub(crate) trait OwnId {
+    /// The own id, the first time; `None` after, or if there is none.
+    fn take(&mut self) -> Option<MessageId>;
+}
+
+/// Every id minted: `produce` and its kin.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Minted;
+
+impl OwnId for Minted {
+    #[inline(always)]
+    fn take(&mut self) -> Option<MessageId> {
+        None
+    }
+}
+
+impl OwnId for Option<MessageId> {
+    #[inline(always)]
+    fn take(&mut self) -> Option<MessageId> {
+        Option::take(self)
     }
 }
 

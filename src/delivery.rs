@@ -169,6 +169,7 @@ impl<T> Delivery<T> {
     /// q.consume().unwrap().ack().unwrap();
     /// assert_eq!(q.stats().acked, 1);
     /// ```
+    #[inline]
     pub fn ack(mut self) -> Result<(), LeaseExpired> {
         self.mark_settled();
         let outcome = self.slot_state().transition_to_acked(self.attempt());
@@ -211,6 +212,56 @@ impl<T> Delivery<T> {
     /// ```
     pub fn rollback_after(mut self, delay: Duration) -> Result<(), LeaseExpired> {
         self.rollback_with(Some(delay))
+    }
+
+    /// Not now: the message comes back after `delay`, and that delivery
+    /// has the same [`attempt`](Self::attempt) as this one. A defer does not
+    /// use an attempt and never dead-letters: `max_attempts` counts only
+    /// deliveries that ended in a rollback, an expiry or a drop (Oban's
+    /// snooze; RabbitMQ's nack with requeue, as opposed to reject). A
+    /// handler that defers a message every time defers it for ever; put a
+    /// bound in the handler if that can happen. Counted in
+    /// [`Stats::deferred`](crate::Stats::deferred).
+    ///
+    /// # Errors
+    /// [`LeaseExpired`] if the lease ran out first (no effect: the expiry
+    /// already took the message back, using the attempt).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q: rebound::Queue<&str> = rebound::Queue::builder().max_attempts(1).build();
+    /// q.produce("send the report once the data is in").unwrap();
+    /// let d = q.consume().unwrap();
+    /// d.defer(Duration::from_millis(5)).unwrap(); // not yet
+    /// let d = q.consume().unwrap();               // 5 ms later
+    /// assert_eq!(d.attempt(), 1);                 // still the first attempt
+    /// d.ack().unwrap();
+    /// assert_eq!((q.stats().deferred, q.stats().dead_lettered), (1, 0));
+    /// ```
+    pub fn defer(mut self, delay: Duration) -> Result<(), LeaseExpired> {
+        self.mark_settled();
+        let shared = self.shared();
+        let attempt = self.attempt();
+        // The due time first, as in `rollback_with`.
+        let due = clock::add(shared.clock.precise(), delay);
+        let outcome = self.slot_state().transition_to_deferred(attempt);
+        match outcome {
+            Settle::Done { .. } => {
+                #[cfg(feature = "journal")]
+                if let Some(attached) = &shared.journal {
+                    attached.journal.deferred(self.id(), attempt, due);
+                }
+                shared.counters.bump(Counter::Deferred, 1);
+                shared.hand_over_rollback(MessageRef {
+                    block: Arc::clone(&self.block),
+                    slot: self.index() as u32,
+                    attempt,
+                    ts: due,
+                });
+                Ok(())
+            }
+            Settle::Stale => self.finish(Settle::Stale, Counter::Acked),
+        }
     }
 
     /// Still working on it: the lease now ends `extension` from now, unless
@@ -310,8 +361,9 @@ impl<T> Delivery<T> {
             Settle::Done { fate, to } => {
                 #[cfg(feature = "journal")]
                 self.journal(to, 0);
-                #[cfg(not(feature = "journal"))]
-                let _ = to;
+                if self.block.ids.any() {
+                    shared.own_id_settled(&self.block, self.index(), to);
+                }
                 // Counted when this guard drops: after the release, since a
                 // consumer woken by the count on a closed queue may return
                 // `Closed` and drain the dead letters, and also if the

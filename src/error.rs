@@ -20,6 +20,12 @@ pub enum ProduceError<T> {
     /// A journaled queue could not write the message's record (a full
     /// disk, an I/O error); here is the message back, not produced.
     Journal(T, std::io::ErrorKind),
+    /// [`Queue::produce_with_id`](crate::Queue::produce_with_id) (or
+    /// [`Queue::redrive`](crate::Queue::redrive)): a message with that id
+    /// is live, a dead letter not drained yet, or was acked or
+    /// dead-lettered within the queue's dedup window; here is the message
+    /// back, not produced.
+    Duplicate(T),
 }
 
 impl<T> ProduceError<T> {
@@ -32,7 +38,9 @@ impl<T> ProduceError<T> {
     /// ```
     pub fn into_inner(self) -> T {
         match self {
-            ProduceError::Closed(value) | ProduceError::Journal(value, _) => value,
+            ProduceError::Closed(value)
+            | ProduceError::Journal(value, _)
+            | ProduceError::Duplicate(value) => value,
         }
     }
 
@@ -49,6 +57,7 @@ impl<T> ProduceError<T> {
         match self {
             ProduceError::Closed(value) => ProduceError::Closed(f(value)),
             ProduceError::Journal(value, kind) => ProduceError::Journal(f(value), kind),
+            ProduceError::Duplicate(value) => ProduceError::Duplicate(f(value)),
         }
     }
 
@@ -62,6 +71,18 @@ impl<T> ProduceError<T> {
     pub fn is_closed(&self) -> bool {
         matches!(self, ProduceError::Closed(_))
     }
+
+    /// Whether the id was taken ([`ProduceError::Duplicate`]).
+    ///
+    /// ```
+    /// let q = rebound::Queue::<u8>::new();
+    /// let id = rebound::MessageId::from_key("once");
+    /// q.produce_with_id(id, 1).unwrap();
+    /// assert!(q.produce_with_id(id, 2).unwrap_err().is_duplicate());
+    /// ```
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, ProduceError::Duplicate(_))
+    }
 }
 
 impl<T> fmt::Debug for ProduceError<T> {
@@ -69,6 +90,7 @@ impl<T> fmt::Debug for ProduceError<T> {
         match self {
             ProduceError::Closed(_) => f.write_str("Closed(..)"),
             ProduceError::Journal(_, kind) => write!(f, "Journal(.., {kind:?})"),
+            ProduceError::Duplicate(_) => f.write_str("Duplicate(..)"),
         }
     }
 }
@@ -79,6 +101,9 @@ impl<T> fmt::Display for ProduceError<T> {
             ProduceError::Closed(_) => f.write_str("producing on a closed queue"),
             ProduceError::Journal(_, kind) => {
                 write!(f, "the journal could not write the message: {kind}")
+            }
+            ProduceError::Duplicate(_) => {
+                f.write_str("a message with this id is live or was settled within the dedup window")
             }
         }
     }

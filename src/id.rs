@@ -9,6 +9,10 @@ const VERSION_VARIANT_MASK: u128 = 0xf << 76 | 0x3 << 62;
 /// Version 8, variant RFC 4122 (`0b10`).
 const VERSION_8_VARIANT_RFC: u128 = 0x8 << 76 | 0x2 << 62;
 
+/// The namespace of [`MessageId::from_key`]'s name-based UUIDs (a random
+/// UUID drawn once for rebound; never changes).
+const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x7b1e_5d0c_93a4_4f62_8e2d_1c6a_f0b3_9e57);
+
 /// The id of a message, stable across redeliveries.
 ///
 /// A UUID (version 8): the high 64 bits are a random number drawn once per
@@ -47,7 +51,51 @@ impl MessageId {
     /// The id whose bits are `bits`.
     #[cfg(feature = "journal")]
     pub(crate) fn from_u128(bits: u128) -> Self {
+        Self::from_bits(bits)
+    }
+
+    /// The id whose bits are `bits`.
+    pub(crate) fn from_bits(bits: u128) -> Self {
         Self(Uuid::from_u128(bits))
+    }
+
+    /// An id of your own, for [`Queue::produce_with_id`](crate::Queue::produce_with_id):
+    /// a UUID you already have (an order's, a request's, an upstream
+    /// message's).
+    ///
+    /// ```
+    /// use rebound::MessageId;
+    /// use uuid::Uuid;
+    /// let uuid = Uuid::from_u128(0x6f1c_29a4_5f0e_4c3b_9d1a_0b6e_4f2d_8c71);
+    /// assert_eq!(MessageId::from_uuid(uuid).as_uuid(), &uuid);
+    /// ```
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The id of a key of yours: the UUID version 5 (SHA-1, name-based) of
+    /// `key` in rebound's own namespace, so one key always gives the same
+    /// id, in every process and every version of rebound. Use it for
+    /// [`Queue::produce_with_id`](crate::Queue::produce_with_id) when the
+    /// thing that must not be queued twice has a name ("invoice 2026-118",
+    /// "resize photos/42.jpg") rather than a UUID.
+    ///
+    /// ```
+    /// use rebound::MessageId;
+    /// let a = MessageId::from_key("invoice 2026-118");
+    /// assert_eq!(a, MessageId::from_key(b"invoice 2026-118"));
+    /// assert_ne!(a, MessageId::from_key("invoice 2026-119"));
+    /// assert_eq!(a.as_uuid().get_version_num(), 5);
+    /// ```
+    pub fn from_key(key: impl AsRef<[u8]>) -> Self {
+        Self(Uuid::new_v5(&KEY_NAMESPACE, key.as_ref()))
+    }
+
+    /// The high 64 bits of an id with the shape `produce` mints (version
+    /// 8): the nonce of the queue that minted it, with the version bits set.
+    pub(crate) fn minter(&self) -> Option<u64> {
+        (self.0.as_u128() & VERSION_VARIANT_MASK == VERSION_8_VARIANT_RFC)
+            .then_some((self.0.as_u128() >> 64) as u64)
     }
 
     /// A placeholder, overwritten before anyone sees it.

@@ -76,9 +76,11 @@ mod codec;
 mod consume_async;
 mod cursor;
 mod dead_letter;
+mod dedup;
 mod delivery;
 mod error;
 mod id;
+mod id_table;
 mod inbox;
 mod index;
 #[cfg(feature = "journal")]
@@ -115,7 +117,7 @@ pub use id::MessageId;
 #[cfg(feature = "journal")]
 pub use journal::{Durability, JournalStats, OpenError, Recovery};
 pub use manual_clock::ManualClock;
-pub use process::{Outcome, Pool, Processing, Processor, Report};
+pub use process::{Outcome, Pool, Processing, Processor, Report, Settle, Source, Stop};
 pub use queue::Queue;
 pub use retry_budget::RetryBudget;
 pub use stats::Stats;

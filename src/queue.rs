@@ -1,5 +1,6 @@
 //! `Queue`: the public API of a queue handle.
 
+use crate::chain::Minted;
 use crate::clock;
 use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
@@ -8,7 +9,7 @@ use crate::id::MessageId;
 use crate::manual_clock::ManualClock;
 use crate::redelivery;
 use crate::shared::{Config, Shared};
-use crate::stats::Stats;
+use crate::stats::{Counter, Stats};
 use crate::sync::{Arc, AtomicBool, Instant, MODEL, Ordering, lock, now, thread};
 use crate::teardown::teardown;
 use std::fmt;
@@ -111,6 +112,113 @@ impl<T: Send + Sync + 'static> Queue<T> {
         Shared::produce_one(&self.shared, value, None)
     }
 
+    /// Puts `value` in the queue, ready now, with the id `id` of your own,
+    /// unless a message with that id is already here: idempotent produce
+    /// (JetStream's `Nats-Msg-Id`). The id is taken while its message is
+    /// pending, delayed, held or waiting for redelivery, while it is a dead
+    /// letter not drained yet, and for the queue's
+    /// [`dedup_window`](crate::Builder::dedup_window) after it was acked or
+    /// dead-lettered (default: no window). Make ids with
+    /// [`MessageId::from_uuid`] or [`MessageId::from_key`]. Ids this queue's
+    /// [`produce`](Self::produce) minted are always taken (they name a
+    /// message this queue has or had). The message is claimed in order with
+    /// this producer's other immediate messages. A journaled queue keeps the
+    /// id taken across a restart while the message lives and for the rest of
+    /// its window.
+    ///
+    /// [`produce`](Self::produce) does not pay for this: its ids are unique
+    /// by construction and never enter the map of taken ids.
+    ///
+    /// # Errors
+    /// [`ProduceError::Duplicate`] with the value if the id is taken;
+    /// otherwise as [`produce`](Self::produce).
+    ///
+    /// ```
+    /// use rebound::{MessageId, Queue};
+    /// let q = Queue::new();
+    /// let id = MessageId::from_key("charge order 1042");
+    /// assert_eq!(q.produce_with_id(id, "charge 1042").unwrap(), id);
+    /// // A retry of the same request is refused while the first is live:
+    /// assert!(q.produce_with_id(id, "charge 1042").unwrap_err().is_duplicate());
+    /// let d = q.consume().unwrap();
+    /// assert_eq!(d.id(), id);
+    /// d.ack().unwrap();
+    /// // No dedup window: the id is free again once acked.
+    /// q.produce_with_id(id, "charge 1042 again").unwrap();
+    /// ```
+    pub fn produce_with_id(&self, id: MessageId, value: T) -> Result<MessageId, ProduceError<T>> {
+        let shared = &self.shared;
+        if shared
+            .dedup
+            .take(id, || shared.clock.precise(), false)
+            .is_err()
+        {
+            return Err(ProduceError::Duplicate(value));
+        }
+        Shared::produce_with(shared, value, None, Some(id)).inspect_err(|_| {
+            shared.dedup.give_back(id);
+        })
+    }
+
+    /// Puts a drained dead letter back as a pending message, ready now, with
+    /// the same id and a fresh attempt budget: its next delivery has
+    /// `attempt() == 1` (SQS's dead-letter redrive). Counted in
+    /// [`Stats::redriven`](crate::Stats::redriven) and, as a message put in
+    /// the queue, in `produced`.
+    ///
+    /// # Errors
+    /// The letter back, untouched: [`ProduceError::Closed`] if the queue is
+    /// closed, [`ProduceError::Duplicate`] if a message with its id is live
+    /// (one given to [`produce_with_id`](Self::produce_with_id) since, or the
+    /// same letter redriven twice), [`ProduceError::Journal`] if its record
+    /// could not be written.
+    ///
+    /// ```
+    /// use rebound::Queue;
+    /// let q: Queue<&str> = Queue::builder().max_attempts(1).build();
+    /// let id = q.produce("flaky").unwrap();
+    /// q.consume().unwrap().rollback().unwrap(); // its last attempt: dead
+    /// let letter = q.drain_dead_letters().pop().unwrap();
+    /// // ... the downstream service is fixed; try it again:
+    /// assert_eq!(q.redrive(letter).unwrap(), id);
+    /// let d = q.consume().unwrap();
+    /// assert_eq!((d.id(), d.attempt(), *d), (id, 1, "flaky"));
+    /// d.ack().unwrap();
+    /// assert_eq!(q.stats().redriven, 1);
+    /// ```
+    pub fn redrive(&self, letter: DeadLetter<T>) -> Result<MessageId, ProduceError<DeadLetter<T>>> {
+        let shared = &self.shared;
+        let DeadLetter {
+            id,
+            attempts,
+            reason,
+            payload,
+        } = letter;
+        let back = |payload| DeadLetter {
+            id,
+            attempts,
+            reason,
+            payload,
+        };
+        if shared
+            .dedup
+            .take(id, || shared.clock.precise(), true)
+            .is_err()
+        {
+            return Err(ProduceError::Duplicate(back(payload)));
+        }
+        match Shared::produce_with(shared, payload, None, Some(id)) {
+            Ok(id) => {
+                shared.counters.bump(Counter::Redriven, 1);
+                Ok(id)
+            }
+            Err(e) => {
+                shared.dedup.give_back(id);
+                Err(e.map(back))
+            }
+        }
+    }
+
     /// Puts `value` in the queue, ready `delay` from now.
     ///
     /// A zero `delay` makes it an immediate message, exactly as
@@ -207,9 +315,13 @@ impl<T: Send + Sync + 'static> Queue<T> {
         let shared = &self.shared;
         let mut ids = Vec::with_capacity(values.len());
         let many = values.len() > 1;
-        Shared::push_fresh(shared, values.into_iter(), shared.recent_ns(), |id| {
-            ids.push(id)
-        });
+        Shared::push_fresh(
+            shared,
+            values.into_iter(),
+            shared.recent_ns(),
+            Minted,
+            |id| ids.push(id),
+        );
         shared.waiters.notify_after_publish(many);
         Ok(ids)
     }
@@ -476,6 +588,20 @@ impl<T: Send + Sync + 'static> Queue<T> {
         if let Some(attached) = &self.shared.journal {
             attached.journal.drained(letters.iter().map(DeadLetter::id));
         }
+        let shared = &self.shared;
+        let windows = shared
+            .dedup
+            .drained_all(letters.iter().map(DeadLetter::id), shared.clock.precise());
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &shared.journal {
+            for (id, until) in windows {
+                attached
+                    .journal
+                    .windowed(id, attached.journal.wall_of(until));
+            }
+        }
+        #[cfg(not(feature = "journal"))]
+        let _ = windows;
         letters
     }
 }

@@ -33,6 +33,8 @@ pub(crate) struct Redeliverer<T> {
     prune_at: usize,
     rolled_back: Vec<MessageRef<T>>,
     ready: Vec<MessageRef<T>>,
+    /// Deferred messages of this pass, which the retry budget lets by.
+    deferred: Vec<MessageRef<T>>,
     /// Blocks the last scan found dead, on their way to `BlockPool::recycle`.
     dead: Vec<Arc<Block<T>>>,
     /// The due times of the redelivery batches put into the index that may
@@ -73,6 +75,7 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
             prune_at: REGISTER_WAKE,
             rolled_back: Vec::new(),
             ready: Vec::new(),
+            deferred: Vec::new(),
             dead: Vec::new(),
             falling_due: FallingDue::default(),
             pacer: None,
@@ -91,14 +94,21 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
         shared.blocks.take(&mut self.watched, scan);
         for message in self.rolled_back.drain(..) {
             let state = &message.block.slot(message.slot as usize).state;
-            if let Reinsert::Pending { attempt } = state.transition_to_pending() {
-                self.ready.push(MessageRef { attempt, ..message });
+            if let Reinsert::Pending { attempt, deferred } = state.transition_to_pending() {
+                // A defer is not a redelivery: the retry budget lets it by.
+                let to = if deferred {
+                    &mut self.deferred
+                } else {
+                    &mut self.ready
+                };
+                to.push(MessageRef { attempt, ..message });
             }
         }
         if scan || self.watched.len() >= self.prune_at {
             self.scan(shared, now, now_tick, scan);
         }
         let paced = self.pace(shared, now);
+        self.ready.append(&mut self.deferred);
         self.reinsert(shared, now);
         let ahead = self.next_scan.wrapping_sub(now_tick) & TICK_MASK;
         clock::tick_nanos(clock::tick_floor(now) + ahead.min(MAX_TICK_SPAN)).min(paced)
@@ -173,6 +183,9 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                         });
                     }
                     Expire::DeadLettered { attempt } => {
+                        if block.ids.any() {
+                            shared.own_id_settled(block, slot, crate::state::Tag::DeadMaxAttempts);
+                        }
                         #[cfg(feature = "journal")]
                         if let Some(attached) = &shared.journal {
                             attached.journal.dead(

@@ -14,6 +14,9 @@ const WINDOW_NS: u64 = 1_000_000_000;
 /// `max(min_per_sec, ratio × first deliveries per second)`, over a sliding
 /// window of one second ([`Builder::retry_budget`](crate::Builder::retry_budget)).
 ///
+/// A [`defer`](crate::Delivery::defer) is not a redelivery: the budget
+/// lets deferred messages by.
+///
 /// When every handler fails at once (a database down), each failure comes
 /// back after its backoff and fails again, and the queue spends its
 /// consumers on messages that cannot succeed. A budget lets new messages

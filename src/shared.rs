@@ -7,6 +7,7 @@ use crate::block::Block;
 use crate::block_pool::{BlockPool, REGISTER_WAKE};
 use crate::clock::{self, Clock, Recent};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::dedup::Dedup;
 use crate::id::MessageId;
 use crate::inbox::Inbox;
 use crate::index::Index;
@@ -32,6 +33,9 @@ pub(crate) struct Config {
     pub(crate) lease: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) max_attempts: u32,
+    /// How long an id given to `produce_with_id` stays taken after its
+    /// message was acked or dead-lettered.
+    pub(crate) dedup_window: Duration,
     pub(crate) retry_budget: Option<RetryBudget>,
 }
 
@@ -41,6 +45,7 @@ impl Default for Config {
             lease: Duration::from_secs(30),
             backoff: Backoff::default(),
             max_attempts: 16,
+            dedup_window: Duration::ZERO,
             retry_budget: None,
         }
     }
@@ -76,6 +81,8 @@ pub(crate) struct Shared<T> {
     pub(crate) blocks: BlockPool<T>,
     /// `None` once the queue is torn down.
     pub(crate) dead_letters: Mutex<Option<Vec<DeadLetter<T>>>>,
+    /// The ids given to `produce_with_id` (and redriven) that are taken.
+    pub(crate) dedup: Dedup,
     /// Live `Queue` handles; the last one tears the queue down.
     pub(crate) handles: AtomicUsize,
     /// `None` in the loom world, where the model runs the passes.
@@ -119,10 +126,13 @@ impl<T> Shared<T> {
     where
         T: Send + Sync + 'static,
     {
+        let nonce = uuid::Uuid::new_v4().as_u64_pair().0;
+        let minter = MessageId::new(nonce, 0).minter().unwrap_or(nonce);
         Arc::new(Shared {
             config,
             clock: Clock::new(config.lease, SHORT_LEASE, manual),
-            nonce: uuid::Uuid::new_v4().as_u64_pair().0,
+            nonce,
+            dedup: Dedup::new(clock::add(0, config.dedup_window), minter),
             index: Index::new(),
             tail: AtomicPtr::new(std::ptr::null_mut()),
             next_seq: AtomicU64::new(0),
@@ -239,9 +249,9 @@ impl<T> Shared<T> {
     }
 
     pub(crate) fn message_id(&self, block: &Block<T>, slot: usize) -> MessageId {
-        match &block.ids {
+        match block.ids.get(slot) {
             None => MessageId::new(self.nonce, block.message_number(slot)),
-            Some(ids) => ids[slot],
+            Some(id) => id,
         }
     }
 
@@ -332,6 +342,27 @@ impl<T> Shared<T> {
         }
     }
 
+    /// The message in `slot` of `block` became final (`to`): if its id is
+    /// its own, the id is
+    /// freed, or stays taken for the dedup window, or while it is a dead
+    /// letter. Out of line: only such messages come here.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn own_id_settled(&self, block: &Block<T>, slot: usize, to: Tag) {
+        if let Some(id) = block.ids.get(slot) {
+            let dead = matches!(to, Tag::DeadMaxAttempts | Tag::DeadRejected);
+            let window = self.dedup.settled(id, dead, || self.clock.precise());
+            #[cfg(feature = "journal")]
+            if let (Some(until), Some(attached)) = (window, &self.journal) {
+                attached
+                    .journal
+                    .windowed(id, attached.journal.wall_of(until));
+            }
+            #[cfg(not(feature = "journal"))]
+            let _ = window;
+        }
+    }
+
     /// Counts `n` messages as produced, unless the queue is closed.
     pub(crate) fn admit(&self, n: u64) -> bool {
         let shared = self;
@@ -372,6 +403,8 @@ impl<T> Shared<T> {
             delivered: produced.saturating_sub(pending.never_claimed) + repeat_claims,
             acked,
             rolled_back: c.get(Counter::RolledBack),
+            deferred: c.get(Counter::Deferred),
+            redriven: c.get(Counter::Redriven),
             expired: c.get(Counter::Expired),
             redelivered: c.get(Counter::Redelivered),
             throttled: c.get(Counter::Throttled),

@@ -15,7 +15,7 @@
 //! | 0..3  | tag      | the state, see [`Tag`] |
 //! | 3..15 | attempt  | deliveries so far; the generation a holder must match |
 //! | 15..27| holders  | live `Delivery` values that point at the payload |
-//! | 27..64| tick     | lease deadline while claimed, in ms ticks (wrapping); while pending at attempt 0, the timestamp in us after the block's key |
+//! | 27..64| tick     | lease deadline while claimed, in ms ticks (wrapping); while pending at attempt 0, the timestamp in us after the block's key; 1 while deferred (rolled back or pending at attempt 1 or more, put back by a defer), else 0 |
 //!
 //! The timestamp of a fresh message lives in its word, not in a field of its
 //! own: the producer's publish writes both at once, and a slot of a `u64`
@@ -41,6 +41,12 @@ pub(crate) const MAX_TICK_SPAN: u64 = 1 << (64 - TICK_SHIFT - 1);
 pub(crate) const MAX_TS_OFFSET_US: u64 = TICK_MASK;
 /// The largest attempt count the word can hold; `max_attempts` is capped here.
 pub(crate) const MAX_ATTEMPTS: u32 = COUNT_MASK as u32;
+/// The tick field of a message that a defer put back (`RolledBack`, then
+/// `Pending`, at an attempt of 1 or more): its next claim keeps the
+/// attempt. Those states otherwise have a tick of 0 at such attempts (every
+/// settle and expiry clears it); only a fresh message, at attempt 0, keeps
+/// a timestamp there.
+const DEFERRED: u64 = 1;
 
 /// What the message is doing now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,7 +239,9 @@ pub(crate) enum Expire {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Reinsert {
     /// Pending again at `attempt`: the caller must put it into the index.
-    Pending { attempt: u32 },
+    /// `deferred`: it was deferred, not rolled back (the retry budget lets
+    /// it through).
+    Pending { attempt: u32, deferred: bool },
     /// Not rolled back (already discarded by teardown): nothing to do.
     NotRolledBack,
 }
@@ -346,14 +354,23 @@ impl MessageState {
     }
 
     /// `Pending(attempt) -> Claimed(attempt + 1)`, adding a holder and setting
-    /// the lease deadline. Only a pending message at exactly `expected_attempt`
-    /// can be claimed, so an index entry left over from an earlier round can
-    /// never claim a message that was since redelivered.
+    /// the lease deadline; `-> Claimed(attempt)` if a defer put it back (the
+    /// defer did not use an attempt). Only a pending message at exactly
+    /// `expected_attempt` can be claimed, so an index entry left over from an
+    /// earlier round can never claim a message that was since redelivered.
+    ///
+    /// A deferred message is claimed at the generation its deferring holder
+    /// had: that holder was consumed by the defer, and every stale holder
+    /// (left by an expiry) has a lower generation, since an expiry at
+    /// generation `g` leaves the word at `g` and every later claim is at
+    /// `g + 1` or above (a defer only ever returns to its own claim's
+    /// generation). So no live delivery other than the new one matches.
     pub(crate) fn transition_to_claimed(&self, expected_attempt: u32, deadline: u64) -> Claim {
         let result = self.transition(|w| {
             if w.tag() == Tag::Pending && w.attempt() == expected_attempt {
+                let deferred = expected_attempt > 0 && w.tick() == DEFERRED;
                 Ok(w.with_tag(Tag::Claimed)
-                    .with_attempt(expected_attempt + 1)
+                    .with_attempt(expected_attempt + u32::from(!deferred))
                     .with_holders(w.holders() + 1)
                     .with_tick(deadline))
             } else {
@@ -398,11 +415,14 @@ impl MessageState {
         1
     }
 
-    /// Settles the claim of generation `gen` into `to`, dropping its holder.
-    fn settle(&self, generation: u32, to: impl Fn(Word) -> Tag) -> Settle {
+    /// Settles the claim of generation `gen` into `to`, dropping its holder
+    /// and leaving `tick` in the tick field.
+    fn settle(&self, generation: u32, to: impl Fn(Word) -> Tag, tick: u64) -> Settle {
         let result = self.transition(|w| {
             if w.is_claim_of(generation) {
-                Ok(w.with_tag(to(w)).with_holders(w.holders() - 1).with_tick(0))
+                Ok(w.with_tag(to(w))
+                    .with_holders(w.holders() - 1)
+                    .with_tick(tick))
             } else {
                 Err(())
             }
@@ -418,24 +438,36 @@ impl MessageState {
 
     /// `Claimed(gen) -> Acked`: the holder of generation `gen` is done.
     pub(crate) fn transition_to_acked(&self, generation: u32) -> Settle {
-        self.settle(generation, |_| Tag::Acked)
+        self.settle(generation, |_| Tag::Acked, 0)
     }
 
     /// `Claimed(gen) -> RolledBack`, or `-> DeadMaxAttempts` when `gen` was
     /// the last allowed attempt.
     pub(crate) fn transition_to_rolled_back(&self, generation: u32, max_attempts: u32) -> Settle {
-        self.settle(generation, |w| {
-            if w.attempt() >= max_attempts {
-                Tag::DeadMaxAttempts
-            } else {
-                Tag::RolledBack
-            }
-        })
+        self.settle(
+            generation,
+            |w| {
+                if w.attempt() >= max_attempts {
+                    Tag::DeadMaxAttempts
+                } else {
+                    Tag::RolledBack
+                }
+            },
+            0,
+        )
+    }
+
+    /// `Claimed(gen) -> RolledBack(gen)`, deferred: the redeliverer puts it
+    /// back as it does a rollback, and its next claim is at `gen` again
+    /// (see [`Self::transition_to_claimed`]). Never dead-letters: a defer
+    /// does not use an attempt.
+    pub(crate) fn transition_to_deferred(&self, generation: u32) -> Settle {
+        self.settle(generation, |_| Tag::RolledBack, DEFERRED)
     }
 
     /// `Claimed(gen) -> DeadRejected`: the holder gives up on the message.
     pub(crate) fn transition_to_rejected(&self, generation: u32) -> Settle {
-        self.settle(generation, |_| Tag::DeadRejected)
+        self.settle(generation, |_| Tag::DeadRejected, 0)
     }
 
     /// Moves the lease deadline of claim `gen` to `deadline` unless it is
@@ -525,6 +557,7 @@ impl MessageState {
         }) {
             Ok((_, new)) => Reinsert::Pending {
                 attempt: new.attempt(),
+                deferred: new.attempt() > 0 && new.tick() == DEFERRED,
             },
             Err(()) => Reinsert::NotRolledBack,
         }
@@ -664,7 +697,13 @@ mod tests {
                 fate: PayloadFate(Fate::Keep)
             }
         );
-        assert_eq!(s.transition_to_pending(), Reinsert::Pending { attempt: 1 });
+        assert_eq!(
+            s.transition_to_pending(),
+            Reinsert::Pending {
+                attempt: 1,
+                deferred: false
+            }
+        );
         assert!(matches!(
             s.transition_to_claimed(1, 1),
             Claim::Won { attempt: 2 }

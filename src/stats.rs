@@ -29,6 +29,12 @@ pub struct Stats {
     pub acked: u64,
     /// Rollbacks, explicit or by dropping an unsettled delivery.
     pub rolled_back: u64,
+    /// Deferrals ([`Delivery::defer`](crate::Delivery::defer)): put back
+    /// without using an attempt. Not counted in `rolled_back`.
+    pub deferred: u64,
+    /// Dead letters put back by [`Queue::redrive`](crate::Queue::redrive)
+    /// (also counted in `produced`).
+    pub redriven: u64,
     /// Leases that ran out.
     pub expired: u64,
     /// Messages put back into the index after a rollback or an expiry.
@@ -71,7 +77,9 @@ pub struct Stats {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Counter {
     Produced = 0,
-    /// Claims of a message delivered before (attempt 2 and up). First
+    /// Claims of a message delivered before (redeliveries, and a deferred
+    /// message's next delivery), counted by the claim through a redelivery
+    /// batch. First
     /// deliveries are not counted as they happen: `Queue::stats` derives
     /// them (produced minus pending messages never claimed), which keeps a
     /// counter update off every claim.
@@ -81,13 +89,15 @@ pub(crate) enum Counter {
     Expired,
     Redelivered,
     DeadLettered,
+    Deferred,
+    Redriven,
     /// Claims of a message never delivered before, counted only for a
     /// queue with a retry budget (its deposits).
     FirstClaims,
     /// Redeliveries postponed by the retry budget.
     Throttled,
 }
-const COUNTERS: usize = 9;
+const COUNTERS: usize = 11;
 /// Stripes a thread can own; threads beyond this many share one more.
 /// In the loom world: none, so every thread shares the one stripe and the
 /// models explore the counters' races, not 65 copies of them.
@@ -176,7 +186,7 @@ impl Counters {
     }
 
     /// Adds `n` to a statistics-only counter (`delivered`, `rolled_back`,
-    /// `expired`, `redelivered`): nothing but [`Stats`] and the idle
+    /// `deferred`, `expired`, `redelivered`): nothing but [`Stats`] and the idle
     /// detection read them, and neither needs them ordered with anything.
     #[inline]
     pub(crate) fn bump(&self, counter: Counter, n: u64) {
@@ -228,6 +238,7 @@ impl Counters {
             Counter::Produced,
             Counter::Acked,
             Counter::RolledBack,
+            Counter::Deferred,
             Counter::DeadLettered,
             Counter::RepeatClaims,
         ]

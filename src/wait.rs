@@ -34,15 +34,6 @@ const SPIN_BEFORE_PARK: Duration = if MODEL {
     Duration::from_micros(50)
 };
 
-/// Counts `n` first deliveries, the retry budget's deposits (only a queue
-/// with a budget counts them). Out of line, so that the claim path of a
-/// queue without one keeps only the branch.
-#[cold]
-#[inline(never)]
-fn count_first_claims<T>(shared: &crate::shared::Shared<T>, n: usize) {
-    shared.counters.bump(Counter::FirstClaims, n as u64);
-}
-
 impl<T: Send + Sync + 'static> Queue<T> {
     /// Claims the earliest ready message as of a recent time, or, with
     /// `precise`, as of a fresh clock reading. `Err` carries the earliest
@@ -55,14 +46,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
             let now_ns = self.poll_time(precise);
             let deadline = shared.claim_deadline(now_ns, precise);
             match shared.index.claim(now_ns, deadline) {
-                Poll::Claimed(claimed) => {
-                    if claimed.bits.attempt() > 1 {
-                        shared.counters.bump(Counter::RepeatClaims, 1);
-                    } else if shared.config.retry_budget.is_some() {
-                        count_first_claims(shared, 1);
-                    }
-                    return Ok(Delivery::new(claimed));
-                }
+                Poll::Claimed(claimed) => return Ok(Delivery::new(claimed)),
                 // A slot still being written holds up the chain: wait for
                 // it (see `index::Walk::finish`), then walk again with a
                 // fresh time and deadline.
@@ -90,13 +74,6 @@ impl<T: Send + Sync + 'static> Queue<T> {
                 return Err(next_due);
             }
             spin.snooze();
-        }
-        let repeats = claimed.iter().filter(|c| c.bits.attempt() > 1).count();
-        if repeats > 0 {
-            shared.counters.bump(Counter::RepeatClaims, repeats as u64);
-        }
-        if shared.config.retry_budget.is_some() && repeats < claimed.len() {
-            count_first_claims(shared, claimed.len() - repeats);
         }
         Ok(claimed.into_iter().map(Delivery::new).collect())
     }

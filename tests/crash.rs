@@ -1,6 +1,7 @@
 //! The crash test: a child process works a journaled queue at random
-//! (produce, batches, delays, claims, acks, rollbacks, dead letters,
-//! extensions, expiries, drains), telling this process each call that
+//! (produce, produce with ids of their own, batches, delays, claims, acks,
+//! rollbacks, defers, dead letters, redrives, extensions, expiries,
+//! drains), telling this process each call that
 //! returned `Ok`; it is killed with `SIGKILL` at a random moment, and this
 //! process opens the journal and checks what came back against what the
 //! child was told:
@@ -10,9 +11,12 @@
 //!    back in the order it produced them;
 //! 2. an `ack` or `dead_letter` that returned `Ok` is final;
 //! 3. a message held at the kill comes back at once with its attempt count
-//!    carried on, never reset;
+//!    carried on, never reset; a deferred one at the attempt it was
+//!    deferred at; a redriven one with a fresh count;
 //! 4. a delayed message is not delivered before its due time;
-//! 5. drained dead letters do not come back; the others do.
+//! 5. drained dead letters do not come back (unless redriven); the others do;
+//! 6. the id of every message that comes back is still taken: a
+//!    `produce_with_id` of it is a duplicate.
 //!
 //! `cargo test --test crash` runs 10 kills; the long run is
 //! `cargo test --release --test crash -- --ignored` (200 kills).
@@ -87,9 +91,15 @@ fn child(dir: &Path, seed: u64) -> ! {
                     (n - 1, v)
                 };
                 match rng.u8(0..10) {
-                    0..=5 => {
+                    0..=3 => {
                         let (k, v) = payload(&mut rng);
                         let id = q.produce(v.clone()).unwrap();
+                        say.say(format!("P {id} {p} {k} 0 {}", hex(&v)));
+                    }
+                    4..=5 => {
+                        let (k, v) = payload(&mut rng);
+                        let own = rebound::MessageId::from_key(format!("{seed}-p{p}-{k}"));
+                        let id = q.produce_with_id(own, v.clone()).unwrap();
                         say.say(format!("P {id} {p} {k} 0 {}", hex(&v)));
                     }
                     6..=7 => {
@@ -136,8 +146,13 @@ fn child(dir: &Path, seed: u64) -> ! {
                             say.say(format!("D {id}"));
                         }
                     }
-                    12..=13 => {
+                    12 => {
                         let _ = d.rollback();
+                    }
+                    13 => {
+                        let attempt = d.attempt();
+                        say.say(format!("f {id} {attempt}"));
+                        let _ = d.defer(Duration::from_millis(rng.u64(0..20)));
                     }
                     14 => {
                         let _ = d.rollback_after(Duration::from_millis(rng.u64(0..50)));
@@ -162,6 +177,15 @@ fn child(dir: &Path, seed: u64) -> ! {
                             say.say(format!("X {}", letter.id()));
                         }
                         say.say("x-done".into());
+                        for letter in drained {
+                            if rng.bool() {
+                                let id = letter.id();
+                                say.say(format!("r {id}"));
+                                if q.redrive(letter).is_ok() {
+                                    say.say(format!("R {id}"));
+                                }
+                            }
+                        }
                         drop(d);
                     }
                     _ => {
@@ -196,6 +220,14 @@ struct Message {
     acked: bool,
     dead: bool,
     drained: bool,
+    /// Claims reported per attempt, and defers begun per attempt: while
+    /// every claim of the highest attempt may have been deferred, the
+    /// message may come back at that attempt.
+    claims_at: HashMap<u32, u32>,
+    defers_at: HashMap<u32, u32>,
+    /// A redrive began (`r`) or returned (`R`): a new life, counted afresh.
+    redriving: bool,
+    redriven: bool,
 }
 
 /// Runs one child in `dir` for a random while, kills it, and checks the
@@ -260,7 +292,25 @@ fn one_kill(dir: &Path, seed: u64) {
             }
             "C" => {
                 let m = messages.entry(id).or_default();
-                m.claimed = m.claimed.max(f.next().unwrap().parse().unwrap());
+                let attempt = f.next().unwrap().parse().unwrap();
+                m.claimed = m.claimed.max(attempt);
+                *m.claims_at.entry(attempt).or_default() += 1;
+            }
+            "f" => {
+                let m = messages.entry(id).or_default();
+                *m.defers_at
+                    .entry(f.next().unwrap().parse().unwrap())
+                    .or_default() += 1;
+            }
+            "r" | "R" => {
+                let m = messages.entry(id).or_default();
+                // A new life: its attempts start again at 1.
+                (m.claimed, m.settling, m.acked, m.dead, m.drained) =
+                    (0, false, false, false, false);
+                m.claims_at.clear();
+                m.defers_at.clear();
+                m.redriving = true;
+                m.redriven |= kind == "R";
             }
             "a" | "d" => messages.entry(id).or_default().settling = true,
             "A" => messages.entry(id).or_default().acked = true,
@@ -330,17 +380,25 @@ fn one_kill(dir: &Path, seed: u64) {
         if m.reported {
             assert_eq!(&*d, &m.payload, "payload of {id}; {context}");
         }
+        let all_deferred =
+            m.claimed > 0 && m.claims_at.get(&m.claimed) <= m.defers_at.get(&m.claimed);
         assert!(
-            d.attempt() > m.claimed,
-            "{id} came back at attempt {} after a claim of attempt {}; {context}",
+            d.attempt() > m.claimed || (all_deferred && d.attempt() == m.claimed),
+            "{id} came back at attempt {} after a claim of attempt {} ({m:?}); {context}",
             d.attempt(),
             m.claimed
+        );
+        assert!(
+            q.produce_with_id(d.id(), Vec::new())
+                .unwrap_err()
+                .is_duplicate(),
+            "the id of {id}, held, was free after the restart; {context}"
         );
         assert!(
             wall_ms() >= m.due_ms,
             "{id} delivered before it was due; {context}"
         );
-        if m.reported && d.attempt() == 1 && m.due_ms == 0 {
+        if m.reported && d.attempt() == 1 && m.due_ms == 0 && m.claimed == 0 && !m.redriving {
             let last = order.entry(m.producer).or_insert(0);
             assert!(
                 m.k >= *last,
@@ -364,8 +422,10 @@ fn one_kill(dir: &Path, seed: u64) {
         // Absent: only if a settle may have happened unreported, or it may
         // have been drained by a drain the kill cut short.
         let maybe_drained = draining && (m.claimed > 0);
+        // A redrive the kill cut short: the letter was only in memory.
+        let maybe_not_redriven = m.redriving && !m.redriven;
         assert!(
-            m.settling || maybe_drained,
+            m.settling || maybe_drained || maybe_not_redriven,
             "message {id} was lost: {m:?}; {context}"
         );
     }

@@ -373,10 +373,16 @@ fn compaction_keeps_the_directory_bounded_and_carries_a_long_held_message() {
     if let Some(dir) = child_dir() {
         let q: Queue<Vec<u8>> = Queue::builder()
             .max_attempts(3)
+            .dedup_window(Duration::from_secs(3600))
             .journal(&dir)
             .segment_size(1 << 20)
             .open()
             .unwrap();
+        // An acked own id whose dedup window outlasts the traffic below: its
+        // record must be carried out of the first segment.
+        q.produce_with_id(rebound::MessageId::from_key("once"), b"once".to_vec())
+            .unwrap();
+        q.consume().unwrap().ack().unwrap();
         report(q.produce(b"held for a long time".to_vec()).unwrap());
         let _held = q.consume().unwrap();
         q.produce_after(b"delayed".to_vec(), Duration::from_secs(3600))
@@ -406,10 +412,64 @@ fn compaction_keeps_the_directory_bounded_and_carries_a_long_held_message() {
     let (compacted, disk) = seen[1].split_once(' ').unwrap();
     assert!(compacted.parse::<u64>().unwrap() > 0, "{seen:?}");
     assert!(disk.parse::<u64>().unwrap() <= 64 << 20, "{seen:?}");
-    let q = open(dir.path());
+    let q: Queue<Vec<u8>> = Queue::builder()
+        .max_attempts(3)
+        .dedup_window(Duration::from_secs(3600))
+        .journal(dir.path())
+        .open()
+        .unwrap();
     let d = q.consume().unwrap();
     assert_eq!((d.id().to_string(), d.attempt()), (seen[0].clone(), 2));
     assert_eq!(q.recovery().unwrap().delayed, 1);
+    assert!(
+        q.produce_with_id(rebound::MessageId::from_key("once"), vec![])
+            .unwrap_err()
+            .is_duplicate(),
+        "the dedup window was lost to compaction"
+    );
+}
+
+#[test]
+fn a_dedup_window_outlives_a_restart_and_ends_on_time() {
+    let windowed = |dir: &Path, window: Duration| -> Queue<Vec<u8>> {
+        Queue::builder()
+            .max_attempts(1)
+            .dedup_window(window)
+            .journal(dir)
+            .open()
+            .unwrap()
+    };
+    let (acked, dead, short) = (
+        rebound::MessageId::from_key("acked"),
+        rebound::MessageId::from_key("dead"),
+        rebound::MessageId::from_key("short"),
+    );
+    let dir = TempDir::new("window");
+    {
+        let q = windowed(dir.path(), Duration::from_secs(3600));
+        for id in [acked, dead] {
+            q.produce_with_id(id, b"x".to_vec()).unwrap();
+        }
+        q.consume().unwrap().ack().unwrap();
+        q.consume().unwrap().rollback().unwrap(); // its only attempt: dead
+        assert_eq!(q.drain_dead_letters().len(), 1);
+    }
+    {
+        let q = windowed(dir.path(), Duration::from_millis(200));
+        for id in [acked, dead] {
+            assert!(
+                q.produce_with_id(id, vec![]).unwrap_err().is_duplicate(),
+                "a window of an hour ended at the restart"
+            );
+        }
+        q.produce_with_id(short, vec![]).unwrap();
+        q.consume().unwrap().ack().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(250));
+    let q = windowed(dir.path(), Duration::from_millis(200));
+    q.produce_with_id(short, vec![])
+        .expect("a window that ended while the queue was down is free");
+    assert!(q.produce_with_id(acked, vec![]).unwrap_err().is_duplicate());
 }
 
 #[test]
@@ -783,4 +843,102 @@ fn a_checksummed_record_of_a_held_attempt_zero_is_damage_not_a_double_release() 
             }
         }
     }
+}
+
+fn open_one_attempt(dir: &Path) -> Queue<Vec<u8>> {
+    Queue::builder()
+        .max_attempts(1)
+        .journal(dir)
+        .open()
+        .unwrap()
+}
+
+#[test]
+fn a_deferred_message_comes_back_after_a_crash_at_the_same_attempt_and_alive() {
+    if let Some(dir) = child_dir() {
+        let q = open_one_attempt(&dir);
+        report(q.produce(b"later".to_vec()).unwrap());
+        // Deferred twice (the second time from its second delivery, still
+        // attempt 1), then the process dies with the message deferred.
+        for _ in 0..2 {
+            let d = q.consume().unwrap();
+            report(d.attempt());
+            d.defer(Duration::ZERO).unwrap();
+        }
+        die();
+    }
+    let dir = TempDir::new("defer");
+    let seen = child(
+        "a_deferred_message_comes_back_after_a_crash_at_the_same_attempt_and_alive",
+        dir.path(),
+    );
+    assert_eq!(seen[1..], ["1", "1"]);
+    let q = open_one_attempt(dir.path());
+    let r = q.recovery().unwrap();
+    // Waiting, not in flight: a defer is not a delivery that died with the
+    // process, so even on its last attempt it is not a crashed dead letter.
+    assert_eq!(
+        (r.pending, r.in_flight_at_crash, r.dead_lettered_at_open),
+        (1, 0, 0),
+        "{r:?}"
+    );
+    let d = q.consume().unwrap();
+    assert_eq!((d.id().to_string(), d.attempt()), (seen[0].clone(), 1));
+    d.ack().unwrap();
+    assert!(q.drain_dead_letters().is_empty());
+}
+
+#[test]
+fn own_ids_and_redriven_letters_survive_a_crash_and_stay_taken() {
+    let a = rebound::MessageId::from_key("a");
+    let c = rebound::MessageId::from_key("c");
+    if let Some(dir) = child_dir() {
+        let q = open(&dir);
+        q.produce_with_id(a, b"a".to_vec()).unwrap();
+        report(q.produce(b"b".to_vec()).unwrap());
+        q.produce_with_id(c, b"c".to_vec()).unwrap();
+        for _ in 0..3 {
+            let d = q.consume().unwrap();
+            if d.id() == c {
+                d.dead_letter().unwrap();
+            } else {
+                d.rollback().unwrap();
+            }
+        }
+        let letter = q.drain_dead_letters().pop().unwrap();
+        // Redriven from its last attempt; then delivered once more.
+        q.redrive(letter).unwrap();
+        die();
+    }
+    let dir = TempDir::new("own-ids");
+    let seen = child(
+        "own_ids_and_redriven_letters_survive_a_crash_and_stay_taken",
+        dir.path(),
+    );
+    let b = seen[0].clone();
+    let q = open(dir.path());
+    assert_eq!(q.recovery().unwrap().pending, 3);
+    for id in [a, c] {
+        assert!(
+            q.produce_with_id(id, b"again".to_vec())
+                .unwrap_err()
+                .is_duplicate(),
+            "a live message's own id is still taken after the crash"
+        );
+    }
+    let mut back: Vec<(String, u32, Vec<u8>)> = drain_ready(&q)
+        .into_iter()
+        .map(|d| (d.id().to_string(), d.attempt(), d.to_vec()))
+        .collect();
+    back.sort();
+    let mut expected = vec![
+        (a.to_string(), 2, b"a".to_vec()),
+        (b.clone(), 2, b"b".to_vec()),
+        (c.to_string(), 1, b"c".to_vec()),
+    ];
+    expected.sort();
+    assert_eq!(back, expected);
+    // The id `produce` minted for `b` in the first life is refused too.
+    let b = rebound::MessageId::from_uuid(uuid::Uuid::parse_str(&b).unwrap());
+    assert!(q.produce_with_id(b, vec![]).unwrap_err().is_duplicate());
 }

@@ -176,3 +176,25 @@ fn a_ratio_that_is_not_a_finite_non_negative_number_is_refused() {
     q.produce(1).unwrap();
     q.consume().unwrap().ack().unwrap();
 }
+
+/// A defer is not a redelivery: the budget lets every one through.
+#[test]
+fn defers_are_not_budgeted() {
+    let clock = ManualClock::new();
+    let q: Queue<u32> = Queue::builder()
+        .clock(clock.clone())
+        .retry_budget(RetryBudget::new(0.0, 1))
+        .build();
+    for i in 0..3 {
+        q.produce(i).unwrap();
+    }
+    for d in q.try_consume_batch(3).unwrap() {
+        d.defer(Duration::ZERO).unwrap();
+    }
+    for _ in 0..3 {
+        let d = q.consume_timeout(PATIENCE).unwrap();
+        assert_eq!(d.attempt(), 1);
+        d.ack().unwrap();
+    }
+    assert_eq!(q.stats().throttled, 0);
+}

@@ -1,4 +1,4 @@
-//! Race 20: a consumer goes to sleep on a delayed message while a
+//! Race 23: a consumer goes to sleep on a delayed message while a
 //! `ManualClock` is advanced past its due time. Under a manual clock a
 //! consumer waits for a due time with no timeout (the clock does not move
 //! by itself), so only the advance can wake it: its SeqCst store of the

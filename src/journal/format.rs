@@ -19,6 +19,11 @@ pub(crate) const SEGMENT_HEADER: usize = 32;
 /// Bytes of a record's frame (`crc`, `len`).
 pub(crate) const FRAME: usize = 8;
 
+/// The top bit of a produce record's `seq` (and a carry's): the message's
+/// id is its own (given to `produce_with_id` or kept by a redrive), not
+/// one minted by `produce`. Produce numbers never reach it.
+pub(crate) const OWN_ID: u64 = 1 << 63;
+
 const PRODUCE: u8 = 1;
 const CLAIM: u8 = 2;
 const ROLLBACK: u8 = 3;
@@ -26,6 +31,8 @@ const ACK: u8 = 4;
 const DEAD: u8 = 5;
 const DRAINED: u8 = 6;
 const CARRY: u8 = 7;
+const DEFER: u8 = 8;
+const WINDOW: u8 = 9;
 
 /// Where a live message stands, as the journal knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +44,11 @@ pub(crate) enum Phase {
     Held,
     /// Dead-lettered, not drained yet.
     Dead { reason: DeadLetterReason },
+    /// Not a message any more: an id of its own, acked (or its dead letter
+    /// drained), that stays taken until `until_ms` (Unix milliseconds) for
+    /// the queue's dedup window. Never carried; its home is its `Window`
+    /// record.
+    Window { until_ms: u64 },
 }
 
 /// A live message's attempt and phase.
@@ -55,7 +67,7 @@ impl State {
         match self.phase {
             Phase::Held => 2 * u64::from(self.attempt),
             Phase::Waiting { .. } => 2 * u64::from(self.attempt) + 1,
-            Phase::Dead { .. } => u64::MAX,
+            Phase::Dead { .. } | Phase::Window { .. } => u64::MAX,
         }
     }
 }
@@ -74,8 +86,15 @@ pub(crate) enum Record<'a> {
     Claim { id: u128, attempt: u32 },
     /// Delivery number `attempt` was rolled back; the next is due at `due_ms`.
     Rollback { id: u128, attempt: u32, due_ms: u64 },
+    /// Delivery number `attempt` was deferred: it did not use an attempt,
+    /// and delivery number `attempt` again is due at `due_ms`.
+    Defer { id: u128, attempt: u32, due_ms: u64 },
     /// Acknowledged: final.
     Ack { id: u128 },
+    /// The message of `id`, whose id was its own, is gone (acked, or its
+    /// dead letter drained), and `id` stays taken until `until_ms` (the
+    /// dedup window). Written after its Ack or Drained record.
+    Window { id: u128, until_ms: u64 },
     /// Dead-lettered after `attempts` deliveries.
     Dead {
         id: u128,
@@ -99,6 +118,8 @@ impl Record<'_> {
             Record::Produce { id, .. }
             | Record::Claim { id, .. }
             | Record::Rollback { id, .. }
+            | Record::Defer { id, .. }
+            | Record::Window { id, .. }
             | Record::Ack { id }
             | Record::Dead { id, .. }
             | Record::Drained { id }
@@ -136,6 +157,21 @@ impl Record<'_> {
                 out.extend_from_slice(&attempt.to_le_bytes());
                 out.extend_from_slice(&due_ms.to_le_bytes());
             }
+            Record::Defer {
+                id,
+                attempt,
+                due_ms,
+            } => {
+                out.push(DEFER);
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&attempt.to_le_bytes());
+                out.extend_from_slice(&due_ms.to_le_bytes());
+            }
+            Record::Window { id, until_ms } => {
+                out.push(WINDOW);
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&until_ms.to_le_bytes());
+            }
             Record::Ack { id } => {
                 out.push(ACK);
                 out.extend_from_slice(&id.to_le_bytes());
@@ -168,6 +204,9 @@ impl Record<'_> {
                     Phase::Waiting { due_ms } => (0u8, due_ms),
                     Phase::Held => (1, 0),
                     Phase::Dead { reason } => (2, u64::from(reason_byte(reason))),
+                    // Never carried (compaction rewrites a `Window` record);
+                    // encoded all the same so that no state is unwritable.
+                    Phase::Window { until_ms } => (3, until_ms),
                 };
                 out.push(phase);
                 out.extend_from_slice(&extra.to_le_bytes());
@@ -325,6 +364,15 @@ fn decode(body: &[u8]) -> Option<Record<'_>> {
             attempt: r.u32()?,
             due_ms: r.u64()?,
         },
+        DEFER => Record::Defer {
+            id,
+            attempt: r.u32()?,
+            due_ms: r.u64()?,
+        },
+        WINDOW => Record::Window {
+            id,
+            until_ms: r.u64()?,
+        },
         ACK => Record::Ack { id },
         DEAD => Record::Dead {
             id,
@@ -343,6 +391,7 @@ fn decode(body: &[u8]) -> Option<Record<'_>> {
                 2 => Phase::Dead {
                     reason: reason_from(u8::try_from(extra).ok()?)?,
                 },
+                3 => Phase::Window { until_ms: extra },
                 _ => return None,
             };
             Record::Carry {
@@ -362,7 +411,9 @@ fn decode(body: &[u8]) -> Option<Record<'_>> {
     // Attempts start at 1: only a message never delivered is at attempt 0,
     // and it can only be waiting.
     let attempt_zero = match record {
-        Record::Claim { attempt, .. } | Record::Rollback { attempt, .. } => attempt == 0,
+        Record::Claim { attempt, .. }
+        | Record::Rollback { attempt, .. }
+        | Record::Defer { attempt, .. } => attempt == 0,
         Record::Dead { attempts, .. } => attempts == 0,
         Record::Carry { state, .. } => {
             state.attempt == 0 && !matches!(state.phase, Phase::Waiting { .. })
@@ -465,7 +516,16 @@ mod tests {
                 attempt: 2,
                 due_ms: 1_700_000_000_000,
             },
+            Record::Defer {
+                id: 9,
+                attempt: 3,
+                due_ms: 1_700_000_000_500,
+            },
             Record::Ack { id: 9 },
+            Record::Window {
+                id: 9,
+                until_ms: 1_700_000_120_000,
+            },
             Record::Dead {
                 id: 4,
                 attempts: 5,
@@ -510,7 +570,7 @@ mod tests {
             at = next;
             seen += 1;
         }
-        assert_eq!(seen, 7);
+        assert_eq!(seen, 9);
         assert_eq!(read(&log, at), Read::End);
     }
 

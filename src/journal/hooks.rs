@@ -63,9 +63,10 @@ impl<T: Send + Sync + 'static> Shared<T> {
         this: &Arc<Self>,
         value: T,
         due: Option<(u64, u64)>,
+        own: Option<MessageId>,
     ) -> Result<MessageId, ProduceError<T>> {
         match &this.journal {
-            Some(attached) => Self::produce_journaled(this, attached, value, due),
+            Some(attached) => Self::produce_journaled(this, attached, value, due, own),
             None => Err(ProduceError::Closed(value)),
         }
     }
@@ -73,12 +74,14 @@ impl<T: Send + Sync + 'static> Shared<T> {
     /// Produces `value` on a journaled queue: ready now, or at `due`
     /// (`(due, now)` on the queue clock). Its record is written before
     /// this returns, and before any record about it can be (see
-    /// `Journal::produce`).
+    /// `Journal::produce`). Its id is `own` if given (marked in its record
+    /// as an id of its own, which the dedup map takes back at open).
     pub(crate) fn produce_journaled(
         this: &Arc<Self>,
         attached: &Attached<T>,
         value: T,
         due: Option<(u64, u64)>,
+        own: Option<MessageId>,
     ) -> Result<MessageId, ProduceError<T>> {
         let delayed = due.filter(|&(due, now)| due > now).map(|(due, _)| due);
         let due_ms = delayed.map_or(0, |due| attached.journal.wall_of(due));
@@ -90,12 +93,15 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 return Err(ProduceError::Closed(value));
             }
             let mut got = MessageId::PLACEHOLDER;
-            let produced = attached.journal.produce(records, &[0], value, |value, id| {
-                Self::publish(this, iter::once(value), delayed, &mut |i| {
-                    id(i);
-                    got = i;
-                });
-            });
+            let produced =
+                attached
+                    .journal
+                    .produce(records, &[0], own.is_some(), value, |value, id| {
+                        Self::publish(this, iter::once(value), delayed, own, &mut |i| {
+                            id(i);
+                            got = i;
+                        });
+                    });
             this.after_journaled(produced.map(|()| got), 1, delayed.is_some())
         })
     }
@@ -117,14 +123,15 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 return Err(ProduceError::Closed(values));
             }
             let mut ids = Vec::with_capacity(n);
-            let produced = attached
-                .journal
-                .produce(records, &starts, values, |values, id| {
-                    Self::publish(this, values.into_iter(), None, &mut |i| {
-                        id(i);
-                        ids.push(i);
+            let produced =
+                attached
+                    .journal
+                    .produce(records, &starts, false, values, |values, id| {
+                        Self::publish(this, values.into_iter(), None, None, &mut |i| {
+                            id(i);
+                            ids.push(i);
+                        });
                     });
-                });
             this.after_journaled(produced.map(|()| ids), n, false)
         })
     }
@@ -134,15 +141,18 @@ impl<T: Send + Sync + 'static> Shared<T> {
         this: &Arc<Self>,
         values: impl ExactSizeIterator<Item = T>,
         delayed: Option<u64>,
+        own: Option<MessageId>,
         each: &mut impl FnMut(MessageId),
     ) {
         match delayed {
             Some(due) => {
+                let mut own = own;
                 for value in values {
-                    Shared::new_block(this, &mut iter::once(value), 1, due, 1, false, each);
+                    let own = own.take();
+                    Shared::new_block(this, &mut iter::once(value), 1, due, 1, false, own, each);
                 }
             }
-            None => Shared::push_fresh(this, values, this.recent_ns(), each),
+            None => Shared::push_fresh(this, values, this.recent_ns(), own, each),
         }
     }
 

@@ -188,6 +188,8 @@ pub(crate) struct Found {
     pub(crate) journal: Journal,
     /// Every live message (dead letters included), in produce order.
     pub(crate) messages: Vec<(u128, Entry)>,
+    /// Own ids still inside their dedup window, and when it ends (Unix ms).
+    pub(crate) windows: Vec<(u128, u64)>,
     pub(crate) recovery: Recovery,
 }
 
@@ -317,13 +319,32 @@ pub(crate) fn open(config: JournalConfig) -> Result<Found, OpenError> {
     segments.push_back(Arc::new(active));
     fold.recovery.segments = numbers.len() as u64;
 
-    let next_seq = fold.live.values().map(|e| e.seq + 1).max().unwrap_or(0);
-    let mut messages: Vec<(u128, Entry)> = fold.live.iter().map(|(&id, &e)| (id, e)).collect();
-    messages.sort_unstable_by_key(|(_, e)| e.seq);
-    let journal = Journal::new(config, lock, segments, fold.live, next_seq);
+    // Dedup windows that ended while the queue was down are forgotten;
+    // the others stay in the map, homed at their record, until they end.
+    let now_ms = super::writer::wall_ms();
+    fold.live
+        .retain(|_, e| !matches!(e.state.phase, Phase::Window { until_ms } if until_ms <= now_ms));
+    let next_seq = fold
+        .live
+        .values()
+        .map(|e| (e.seq & !format::OWN_ID) + 1)
+        .max()
+        .unwrap_or(0);
+    let mut messages = Vec::with_capacity(fold.live.len());
+    let mut windows = Vec::new();
+    for (&id, &e) in &fold.live {
+        match e.state.phase {
+            Phase::Window { until_ms } => windows.push((id, until_ms)),
+            _ => messages.push((id, e)),
+        }
+    }
+    messages.sort_unstable_by_key(|(_, e)| e.seq & !format::OWN_ID);
+    windows.sort_unstable_by_key(|&(_, until_ms)| until_ms);
+    let journal = Journal::new(config, lock, segments, fold.live, next_seq, &windows);
     Ok(Found {
         journal,
         messages,
+        windows,
         recovery: fold.recovery,
     })
 }
@@ -420,6 +441,13 @@ impl Fold {
                     phase: Phase::Waiting { due_ms },
                 },
             ),
+            Record::Defer {
+                attempt, due_ms, ..
+            } => {
+                if let Some(e) = self.live.get_mut(&id) {
+                    e.defer(attempt, due_ms);
+                }
+            }
             Record::Dead {
                 attempts, reason, ..
             } => raise(
@@ -431,6 +459,21 @@ impl Fold {
             ),
             Record::Ack { .. } | Record::Drained { .. } => {
                 self.live.remove(&id);
+            }
+            Record::Window { until_ms, .. } => {
+                self.live.insert(
+                    id,
+                    Entry {
+                        segment,
+                        at: at as u32,
+                        len: len as u32,
+                        seq: 0,
+                        state: State {
+                            attempt: 0,
+                            phase: Phase::Window { until_ms },
+                        },
+                    },
+                );
             }
         }
     }

@@ -11,7 +11,7 @@
 //!   allowed attempt is dead-lettered instead (`DeadLetterReason::Crashed`).
 //! - Dead letters not drained: back in the dead letters.
 
-use super::format::Phase;
+use super::format::{self, Phase};
 use super::hooks::Attached;
 use super::recovery::{self, OpenError};
 use super::writer::{Entry, wall_ms};
@@ -22,6 +22,7 @@ use crate::block::{BLOCK_CAPACITY, Block, Key};
 use crate::codec::Payload;
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::id::MessageId;
+use crate::id_table::IdTable;
 use crate::queue::Queue;
 use crate::shared::{Config, Shared};
 use crate::stats::Counter;
@@ -65,6 +66,13 @@ pub(crate) fn open<T: Payload + Send + Sync + 'static>(
             restore.message(id, entry, value, &mut recovery);
         }
         restore.finish();
+        let now_ns = queue.shared.clock.precise();
+        let now_ms = wall_ms();
+        for &(id, until_ms) in &found.windows {
+            let left_ns = until_ms.saturating_sub(now_ms).saturating_mul(1_000_000);
+            let until = now_ns.saturating_add(left_ns);
+            queue.shared.dedup.windowed(MessageId::from_u128(id), until);
+        }
     }
     Shared::open_first_block(&queue.shared);
     queue.spawn_redeliverer()?;
@@ -120,6 +128,15 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
         let attempt = entry.state.attempt;
         let shared = self.shared;
         shared.counters.add(Counter::Produced, 1);
+        // Its id stays taken: given to `produce_with_id` (or redriven), or
+        // minted by an earlier open's `produce`.
+        if entry.seq & format::OWN_ID != 0 {
+            let dead = matches!(entry.state.phase, Phase::Dead { .. })
+                || (entry.state.phase == Phase::Held && attempt >= shared.config.max_attempts);
+            shared.dedup.restored(id, dead, self.now_ns);
+        } else if let Some(minter) = id.minter() {
+            shared.dedup.minted_before(minter);
+        }
         match entry.state.phase {
             Phase::Waiting { due_ms } => {
                 let due = self.due_ns(due_ms);
@@ -157,6 +174,8 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                 }
             }
             Phase::Dead { reason } => self.dead(id, attempt, reason, value),
+            // Not a message (`Found::windows`, never in `Found::messages`).
+            Phase::Window { .. } => {}
         }
     }
 
@@ -197,7 +216,14 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             ts,
             seq: shared.next_seq(),
         };
-        let block = Block::with_ids(Arc::clone(shared), key, len, len, false, Some(ids.into()));
+        let block = Block::with_ids(
+            Arc::clone(shared),
+            key,
+            len,
+            len,
+            false,
+            IdTable::with(&ids),
+        );
         for (index, value) in values.into_iter().enumerate() {
             // SAFETY: the block is not shared yet and all its slots were
             // reserved for this thread by `Block::with_ids`; their timestamp
@@ -233,7 +259,14 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                 ts: 0,
                 seq: shared.next_seq(),
             };
-            let block = Block::with_ids(Arc::clone(shared), key, len, len, false, Some(ids.into()));
+            let block = Block::with_ids(
+                Arc::clone(shared),
+                key,
+                len,
+                len,
+                false,
+                IdTable::with(&ids),
+            );
             let mut refs = Vec::with_capacity(len);
             let mut ready = Vec::new();
             for (index, (_, value, attempt, due)) in chunk.into_iter().enumerate() {

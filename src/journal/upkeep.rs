@@ -5,13 +5,14 @@
 //! segments take more than twice the live records' bytes plus
 //! `COMPACT_SLACK` (32 MiB), it reads the oldest segment, copies each record that
 //! is still the home of a live message forward as a `Carry` record (the
-//! message's whole state and payload), and then deletes the segment. A
+//! message's whole state and payload; a dedup window that has not ended is
+//! written again as a `Window` record), and then deletes the segment. A
 //! message held or delayed for a long time is copied forward, so it never
 //! pins old segments. The copies are made under the journal's lock, a few
 //! hundred at a time, so producers wait at most for one such step.
 
 use super::Durability;
-use super::format::{self, Read, Record};
+use super::format::{self, Phase, Read, Record};
 use super::segment::Segment;
 use super::writer::{Journal, UPKEEP_TICK};
 use crate::sync::lock_plain;
@@ -102,7 +103,10 @@ pub(crate) fn compact_step(journal: &Journal) -> bool {
     while homes.len() < STEP {
         match format::read(bytes, at) {
             Read::Record(record, next) => {
-                if matches!(record, Record::Produce { .. } | Record::Carry { .. }) {
+                if matches!(
+                    record,
+                    Record::Produce { .. } | Record::Carry { .. } | Record::Window { .. }
+                ) {
                     homes.push((record.id(), at));
                 }
                 at = next;
@@ -116,6 +120,7 @@ pub(crate) fn compact_step(journal: &Journal) -> bool {
             }
         }
     }
+    let now_ms = super::writer::wall_ms();
     let mut guard = lock_plain(&journal.inner);
     let inner = &mut *guard;
     let mut record = Vec::new();
@@ -126,17 +131,26 @@ pub(crate) fn compact_step(journal: &Journal) -> bool {
         if entry.segment != oldest.number || entry.at as usize != home {
             continue;
         }
-        let Some(payload) = format::payload_at(bytes, home) else {
-            continue;
-        };
         record.clear();
-        Record::Carry {
-            id,
-            seq: entry.seq,
-            state: entry.state,
-            payload,
+        if let Phase::Window { until_ms } = entry.state.phase {
+            // A dedup window: rewritten while it lasts, forgotten after.
+            if until_ms <= now_ms {
+                inner.remove(id);
+                continue;
+            }
+            Record::Window { id, until_ms }.write(&mut record);
+        } else {
+            let Some(payload) = format::payload_at(bytes, home) else {
+                continue;
+            };
+            Record::Carry {
+                id,
+                seq: entry.seq,
+                state: entry.state,
+                payload,
+            }
+            .write(&mut record);
         }
-        .write(&mut record);
         if journal.make_room(inner, record.len()).is_err() {
             journal.count_error();
             return false;

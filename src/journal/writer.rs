@@ -31,6 +31,27 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// Applies a defer of delivery `attempt`, due at `due_ms`: waiting for
+    /// delivery `attempt` again, which ranks just below the deferred claim
+    /// (`2 * attempt - 1`). Its record is the latest about the message when
+    /// it is written (the deferring holder's claim record came before its
+    /// `Delivery` existed, and the message can be claimed again only after
+    /// the defer hands it over, which follows the record), so it applies
+    /// over any state up to that claim's; a record that lands after it
+    /// with a lower rank was about an earlier round and is ignored.
+    pub(crate) fn defer(&mut self, attempt: u32, due_ms: u64) {
+        let held = State {
+            attempt,
+            phase: Phase::Held,
+        };
+        if self.state.rank() <= held.rank() {
+            self.state = State {
+                attempt: attempt.saturating_sub(1),
+                phase: Phase::Waiting { due_ms },
+            };
+        }
+    }
+
     /// Raises the message's state to `state`, unless that would lower its
     /// rank (see `State::rank`): records of one message may land out of
     /// order.
@@ -84,6 +105,10 @@ pub(crate) struct Inner {
     /// segment with none is deleted without being read.
     pub(crate) homes: FxHashMap<u64, u64>,
     pub(crate) next_seq: u64,
+    /// The dedup windows in the map (`Phase::Window`), by when they end
+    /// (Unix ms), earliest first: each ended one is forgotten when the
+    /// next window is written.
+    pub(crate) windows: VecDeque<(u64, u128)>,
     /// Compaction's position in the oldest segment.
     pub(crate) scan: usize,
     /// The next segment, made ahead by the upkeep thread.
@@ -149,6 +174,7 @@ impl Journal {
         segments: VecDeque<Arc<Segment>>,
         live: LiveMap,
         next_seq: u64,
+        windows: &[(u128, u64)],
     ) -> Journal {
         let live_bytes = live.values().map(|e| u64::from(e.len)).sum();
         let mut homes = FxHashMap::default();
@@ -167,6 +193,7 @@ impl Journal {
                 live_bytes,
                 homes,
                 next_seq,
+                windows: windows.iter().map(|&(id, until)| (until, id)).collect(),
                 scan: Segment::FIRST,
                 spare: None,
             }),
@@ -253,6 +280,7 @@ impl Journal {
         &self,
         records: &mut [u8],
         starts: &[usize],
+        own_ids: bool,
         values: V,
         publish: impl FnOnce(V, &mut dyn FnMut(MessageId)),
     ) -> Result<(), (V, io::Error)> {
@@ -273,7 +301,9 @@ impl Journal {
             let first_seq = inner.next_seq;
             publish(values, &mut |id| {
                 if let Some(&start) = starts.get(next) {
-                    format::fill_produce(records, start, id.as_u128(), first_seq + next as u64);
+                    let seq = first_seq + next as u64;
+                    let seq = if own_ids { seq | format::OWN_ID } else { seq };
+                    format::fill_produce(records, start, id.as_u128(), seq);
                 }
                 next += 1;
             });
@@ -435,6 +465,61 @@ impl Journal {
         self.note(id, record, true, |e| {
             e.raise(state);
             true
+        });
+    }
+
+    /// Delivery `attempt` of `id` was deferred; it is due again at
+    /// queue-clock time `due_ns`. Waited for as a rollback is.
+    pub(crate) fn deferred(&self, id: MessageId, attempt: u32, due_ns: u64) {
+        let due_ms = self.wall_of(due_ns);
+        let record = Record::Defer {
+            id: id.as_u128(),
+            attempt,
+            due_ms,
+        };
+        self.note(id, record, true, |e| {
+            e.defer(attempt, due_ms);
+            true
+        });
+    }
+
+    /// `id`, whose message is gone and whose id was its own, stays taken
+    /// until Unix time `until_ms` (the dedup window). Not waited for: a
+    /// crash before it is durable only forgets the window.
+    pub(crate) fn windowed(&self, id: MessageId, until_ms: u64) {
+        let key = id.as_u128();
+        with_buffer(|bytes| {
+            Record::Window { id: key, until_ms }.write(bytes);
+            let mut guard = lock_plain(&self.inner);
+            let inner = &mut *guard;
+            // Closed: the queue is gone (see `close`).
+            if inner.segments.back().is_none() {
+                return;
+            }
+            if self.make_room(inner, bytes.len()).is_err() {
+                self.count_error();
+                return;
+            }
+            let (segment, at) = match inner.segments.back() {
+                Some(active) => (active.number, inner.at),
+                None => return,
+            };
+            self.write_all(inner, bytes, &[0]);
+            inner.add(
+                key,
+                Entry {
+                    segment,
+                    at: at as u32,
+                    len: bytes.len() as u32,
+                    seq: 0,
+                    state: State {
+                        attempt: 0,
+                        phase: Phase::Window { until_ms },
+                    },
+                },
+            );
+            inner.windows.push_back((until_ms, key));
+            inner.forget_windows(wall_ms());
         });
     }
 
@@ -647,11 +732,31 @@ impl Journal {
 }
 
 impl Inner {
-    /// Notes a new live message.
+    /// Notes a new live message (or a dedup window), replacing a dedup
+    /// window of the same id.
     pub(crate) fn add(&mut self, id: u128, entry: Entry) {
         self.live_bytes += u64::from(entry.len);
         *self.homes.entry(entry.segment).or_insert(0) += 1;
-        self.live.insert(id, entry);
+        if let Some(old) = self.live.insert(id, entry) {
+            self.live_bytes -= u64::from(old.len);
+            self.unhome(old.segment);
+        }
+    }
+
+    /// Forgets the dedup windows that ended by `now_ms`.
+    pub(crate) fn forget_windows(&mut self, now_ms: u64) {
+        while let Some(&(until, id)) = self.windows.front() {
+            if until > now_ms {
+                break;
+            }
+            self.windows.pop_front();
+            let ended = self.live.get(&id).is_some_and(
+                |e| matches!(e.state.phase, Phase::Window { until_ms } if until_ms == until),
+            );
+            if ended {
+                self.remove(id);
+            }
+        }
     }
 
     /// Forgets a message gone final.

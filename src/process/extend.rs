@@ -4,7 +4,9 @@
 //! runs out, until the handler has held it `max` longer than one lease.
 //!
 //! A handler's [`Watch`] puts it on the extender's list when it starts and
-//! takes it off when it returns. The thread sleeps until the earliest
+//! takes it off when it returns. Only the in-memory [`Queue`]'s processors
+//! have one ([`start`] finds the queue behind the runtime's `Source`); the
+//! runner sees it as a [`Extend`] of its source's deliveries. The thread sleeps until the earliest
 //! extension due, with no timeout while the list is empty, and a new entry
 //! wakes it only if it needs an extension before the thread would wake
 //! anyway: a processor whose handlers finish within half a lease costs the
@@ -15,12 +17,70 @@
 
 use super::Core;
 use super::report::Tally;
+use super::source::Source;
 use crate::clock;
 use crate::delivery::Delivery;
 use crate::manual_clock::Advanced;
+use crate::queue::Queue;
 use crate::shared::Shared;
 use crate::sync::{Arc, Condvar, Mutex, MutexGuard, lock, thread, wait};
+use std::any::Any;
 use std::time::Duration;
+
+/// A lease extender as the runner sees it: over its source's deliveries
+/// `D`, whatever the queue behind them.
+pub(super) trait Extend<D>: Send + Sync {
+    /// Puts the handler of `delivery` on the list; its id, or `None` if
+    /// the claim is already gone.
+    fn watch(&self, delivery: &D) -> Option<u64>;
+    /// Takes the handler `id` off the list.
+    fn unwatch(&self, id: u64);
+}
+
+/// Starts the extender of a processor over `source`, if the source is the
+/// in-memory queue (the only one `Processor::auto_extend` is offered for).
+/// `S::Delivery` is then `Delivery<S::Message>`; the box goes through
+/// `Any` to say so to the compiler.
+pub(super) fn start<S: Source>(
+    source: &S,
+    core: Arc<Core>,
+    max: Duration,
+) -> std::io::Result<Option<Box<dyn Extend<S::Delivery>>>> {
+    let Some(queue) = (source as &dyn Any).downcast_ref::<Queue<S::Message>>() else {
+        return Ok(None);
+    };
+    let extender: Box<dyn Extend<Delivery<S::Message>>> =
+        Box::new(Extender::start(Arc::clone(&queue.shared), core, max)?);
+    let any: Box<dyn Any> = Box::new(extender);
+    Ok(any
+        .downcast::<Box<dyn Extend<S::Delivery>>>()
+        .ok()
+        .map(|extender| *extender))
+}
+
+/// A handler on its extender's list; dropping it takes it off.
+pub(super) struct Watch<'a, D> {
+    extender: &'a dyn Extend<D>,
+    id: Option<u64>,
+}
+
+impl<'a, D> Watch<'a, D> {
+    /// Watches the handler of `delivery` until dropped.
+    pub(super) fn new(extender: &'a dyn Extend<D>, delivery: &D) -> Self {
+        Watch {
+            extender,
+            id: extender.watch(delivery),
+        }
+    }
+}
+
+impl<D> Drop for Watch<'_, D> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.extender.unwatch(id);
+        }
+    }
+}
 
 /// A handler being watched.
 struct Entry<T> {
@@ -56,24 +116,14 @@ struct Inner<T> {
 
 /// The extender of one processor: stops its thread when dropped (with the
 /// processor's last pool job).
-pub(super) struct Extender<T> {
+struct Extender<T> {
     inner: Arc<Inner<T>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-/// A handler on the extender's list; dropping it takes it off.
-pub(super) struct Watch<'a, T> {
-    extender: &'a Extender<T>,
-    id: Option<u64>,
-}
-
 impl<T: Send + Sync + 'static> Extender<T> {
     /// Starts the extender thread of a processor of the queue `shared`.
-    pub(super) fn start(
-        shared: Arc<Shared<T>>,
-        core: Arc<Core>,
-        max: Duration,
-    ) -> std::io::Result<Self> {
+    fn start(shared: Arc<Shared<T>>, core: Arc<Core>, max: Duration) -> std::io::Result<Self> {
         let inner = Arc::new(Inner {
             shared,
             core,
@@ -98,41 +148,42 @@ impl<T: Send + Sync + 'static> Extender<T> {
             thread: Some(thread),
         })
     }
+}
 
-    /// Puts the handler of `delivery` on the list until the watch is
-    /// dropped. Restarts its lease first, so that the handler gets a whole
-    /// lease however long the message waited for a pool thread; a claim
-    /// already gone is not watched.
-    pub(super) fn watch(&self, delivery: &Delivery<T>) -> Watch<'_, T> {
+impl<T: Send + Sync + 'static> Extend<Delivery<T>> for Extender<T> {
+    /// Restarts the lease first, so that the handler gets a whole lease
+    /// however long the message waited for a pool thread; a claim already
+    /// gone is not watched.
+    fn watch(&self, delivery: &Delivery<T>) -> Option<u64> {
         let inner = &self.inner;
         let lease = inner.shared.config.lease;
         let now = inner.shared.clock.precise();
-        if delivery.extend_lease(lease).is_err() {
-            return Watch {
-                extender: self,
-                id: None,
-            };
-        }
+        delivery.extend_lease(lease).ok()?;
         let end = clock::add(now, lease);
-        let entry = Entry {
-            id: 0,
-            lease: delivery.lease_copy(),
-            end,
-            extend_at: halfway(now, end),
-            cap: clock::add(end, inner.max),
-        };
         let mut state = lock(&inner.state);
         let id = state.next_id;
         state.next_id += 1;
-        let extend_at = entry.extend_at;
-        state.watched.push(Entry { id, ..entry });
+        let extend_at = halfway(now, end);
+        state.watched.push(Entry {
+            id,
+            lease: delivery.lease_copy(),
+            end,
+            extend_at,
+            cap: clock::add(end, inner.max),
+        });
         if extend_at < state.wake_at {
             state.wake_at = extend_at;
             inner.cond.notify_one();
         }
-        Watch {
-            extender: self,
-            id: Some(id),
+        Some(id)
+    }
+
+    fn unwatch(&self, id: u64) {
+        let mut state = lock(&self.inner.state);
+        if let Some(at) = state.watched.iter().position(|e| e.id == id) {
+            let entry = state.watched.swap_remove(at);
+            drop(state);
+            drop(entry);
         }
     }
 }
@@ -147,19 +198,6 @@ impl<T> Drop for Extender<T> {
         inner.cond.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
-        }
-    }
-}
-
-impl<T> Drop for Watch<'_, T> {
-    fn drop(&mut self) {
-        if let Some(id) = self.id {
-            let mut state = lock(&self.extender.inner.state);
-            if let Some(at) = state.watched.iter().position(|e| e.id == id) {
-                let entry = state.watched.swap_remove(at);
-                drop(state);
-                drop(entry);
-            }
         }
     }
 }

@@ -15,20 +15,23 @@
 use crate::delivery::Delivery;
 use crate::error::{LeaseExpired, StartError};
 use crate::queue::Queue;
-use crate::sync::{Arc, AtomicBool, Condvar, Instant, Mutex, Ordering, lock, now, thread, wait};
+use crate::sync::{Arc, Condvar, Instant, Mutex, lock, now, thread, wait};
 use crate::unwind::catch;
 use report::{Tallies, Tally};
 use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 mod extend;
 mod outcome;
 mod pool;
 mod report;
+mod source;
 
 pub use outcome::Outcome;
 pub use pool::Pool;
 pub use report::Report;
+pub use source::{Settle, Source, Stop};
 
 /// How many messages one pool job handles in a row (claiming the next with
 /// `try_consume` while messages are ready) before it returns its thread to
@@ -51,7 +54,7 @@ struct Permits {
 struct Core {
     limit: usize,
     /// Set once by `shutdown` or drop: no new claims.
-    stop: AtomicBool,
+    stop: Stop,
     permits: Mutex<Permits>,
     cond: Condvar,
     tallies: Tallies,
@@ -59,9 +62,7 @@ struct Core {
 
 impl Core {
     fn stopping(&self) -> bool {
-        // SeqCst: pairs with the store in `stop`; read by the dispatcher
-        // after registering as a sleeper (see `Queue::consume_unless`).
-        self.stop.load(Ordering::SeqCst)
+        self.stop.is_set()
     }
 
     /// Takes a permit, waiting while all are taken. `false` once stopping.
@@ -113,11 +114,9 @@ impl Core {
     }
 
     /// Stops claiming and wakes the dispatcher wherever it waits.
-    fn stop<T: Send + Sync + 'static>(&self, queue: &Queue<T>) {
-        // SeqCst: pairs with the loads in `stopping`, on the other side of
-        // the store-buffering pattern with `Queue::consume_unless`.
-        self.stop.store(true, Ordering::SeqCst);
-        queue.wake_consumers();
+    fn stop<S: Source>(&self, queue: &S) {
+        self.stop.set();
+        queue.wake();
         // Taking the lock orders this after a dispatcher's check in
         // `acquire`: it either saw the flag or is waiting, and is woken.
         drop(lock(&self.permits));
@@ -135,27 +134,27 @@ impl Drop for Permit<'_> {
 }
 
 /// What the dispatcher and every pool job of one processor use.
-struct Runner<T, F> {
+struct Runner<S: Source, F> {
     core: Arc<Core>,
-    queue: Queue<T>,
+    queue: S,
     handler: F,
     max_attempts: u32,
     /// Extends the leases of running handlers (`Processor::auto_extend`).
-    extender: Option<extend::Extender<T>>,
+    extender: Option<Box<dyn extend::Extend<S::Delivery>>>,
 }
 
-impl<T, F, R> Runner<T, F>
+impl<S, F, R> Runner<S, F>
 where
-    T: Send + Sync + 'static,
-    F: Fn(&Delivery<T>) -> R + Send + Sync + 'static,
+    S: Source,
+    F: Fn(&S::Delivery) -> R + Send + Sync + 'static,
     R: Into<Outcome>,
 {
     /// The dispatcher: take a permit, claim a message, hand it to the pool.
     fn dispatch(this: Arc<Self>, pool: Pool) {
         let core = &this.core;
         while core.acquire() {
-            match this.queue.consume_unless(&core.stop) {
-                Ok(delivery) => {
+            match this.queue.next_unless(&core.stop) {
+                Some(delivery) => {
                     core.tallies.add(Tally::Claimed);
                     let runner = Arc::clone(&this);
                     pool.spawn(move || {
@@ -168,9 +167,8 @@ where
                         }
                     });
                 }
-                // Stopping (`Timeout` is only returned then), or the queue is
-                // closed and drained.
-                Err(_) => {
+                // Stopping, or the queue is closed and drained.
+                None => {
                     core.release();
                     break;
                 }
@@ -180,7 +178,7 @@ where
 
     /// A pool job: handle `delivery`, then keep handling ready messages up
     /// to the budget, then return the permit.
-    fn run(&self, delivery: Delivery<T>) {
+    fn run(&self, delivery: S::Delivery) {
         let _permit = Permit(&self.core);
         let mut next = Some(delivery);
         let mut handled = 0;
@@ -188,7 +186,7 @@ where
             self.handle(delivery);
             handled += 1;
             if handled < BUDGET && !self.core.stopping() {
-                if let Ok(delivery) = self.queue.try_consume() {
+                if let Some(delivery) = self.queue.try_next() {
                     self.core.tallies.add(Tally::Claimed);
                     next = Some(delivery);
                 }
@@ -197,10 +195,13 @@ where
     }
 
     /// Runs the handler, catching a panic, and settles the delivery.
-    fn handle(&self, delivery: Delivery<T>) {
+    fn handle(&self, delivery: S::Delivery) {
         // AssertUnwindSafe: after a panic the runtime touches only the
         // delivery, whose settle does not depend on what the handler did.
-        let watch = self.extender.as_ref().map(|e| e.watch(&delivery));
+        let watch = self
+            .extender
+            .as_deref()
+            .map(|e| extend::Watch::new(e, &delivery));
         let result = catch(|| (self.handler)(&delivery).into());
         drop(watch);
         let last = delivery.attempt() >= self.max_attempts;
@@ -213,6 +214,7 @@ where
             Ok(Outcome::Ack) => settle(|| delivery.ack(), Tally::Acked),
             Ok(Outcome::Retry) => settle(|| delivery.rollback(), retried),
             Ok(Outcome::RetryAfter(delay)) => settle(|| delivery.rollback_after(delay), retried),
+            Ok(Outcome::Defer(delay)) => settle(|| delivery.defer(delay), Tally::Deferred),
             Ok(Outcome::DeadLetter) => settle(|| delivery.dead_letter(), Tally::DeadLettered),
             Err(panic) => {
                 // Refused only if the lease had run out: then the queue has
@@ -259,13 +261,18 @@ fn settle(settle: impl FnOnce() -> Result<(), LeaseExpired>, tally: Tally) -> Ta
 /// q.close();
 /// assert_eq!(handle.join().acked, 1);
 /// ```
-pub struct Processor<T> {
-    queue: Queue<T>,
+///
+/// The same over any [`Source`]: `S` is the queue it runs over, the
+/// in-memory [`Queue`] unless said otherwise.
+pub struct Processor<T, S = Queue<T>> {
+    queue: S,
     concurrency: Option<usize>,
+    message: PhantomData<fn() -> T>,
+    /// Set by `auto_extend` (in-memory queue only).
     auto_extend: Option<Duration>,
 }
 
-impl<T> fmt::Debug for Processor<T> {
+impl<T, S> fmt::Debug for Processor<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Processor")
             .field("concurrency", &self.concurrency)
@@ -274,7 +281,17 @@ impl<T> fmt::Debug for Processor<T> {
     }
 }
 
-impl<T: Send + Sync + 'static> Processor<T> {
+impl<T: Send + Sync + 'static, S: Source<Message = T>> Processor<T, S> {
+    /// A processor over `queue`; see [`Source::processor`].
+    pub(crate) fn new(queue: S) -> Self {
+        Self {
+            queue,
+            concurrency: None,
+            message: PhantomData,
+            auto_extend: None,
+        }
+    }
+
     /// At most `limit` messages claimed by this processor at once: handlers
     /// running, plus the one message the dispatcher may be about to hand
     /// over. Default: the pool's thread count.
@@ -294,6 +311,74 @@ impl<T: Send + Sync + 'static> Processor<T> {
         self
     }
 
+    /// Starts the dispatcher thread: from now on every ready message is
+    /// claimed and `handler` runs on `pool` for it (see [`Queue::process`]).
+    ///
+    /// # Errors
+    /// [`StartError::ZeroConcurrency`] for `concurrency(0)`;
+    /// [`StartError::Spawn`] if the dispatcher thread (or the lease
+    /// extender's, see [`Self::auto_extend`]) could not start.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// let q = rebound::Queue::new();
+    /// let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
+    /// let handle = q.processor().start(&pool, |s: &rebound::Delivery<&str>| println!("{}", **s)).unwrap();
+    /// q.produce("hello").unwrap();
+    /// q.close();
+    /// assert_eq!(handle.join().acked, 1);
+    /// ```
+    pub fn start<F, R>(
+        self,
+        pool: impl Into<Pool>,
+        handler: F,
+    ) -> Result<Processing<T, S>, StartError>
+    where
+        F: Fn(&S::Delivery) -> R + Send + Sync + 'static,
+        R: Into<Outcome>,
+    {
+        let pool = pool.into();
+        let limit = self.concurrency.unwrap_or_else(|| pool.threads());
+        if limit == 0 {
+            return Err(StartError::ZeroConcurrency);
+        }
+        let core = Arc::new(Core {
+            limit,
+            stop: Stop::new(),
+            permits: Mutex::new(Permits {
+                taken: 0,
+                waiting: 0,
+            }),
+            cond: Condvar::new(),
+            tallies: Tallies::default(),
+        });
+        let extender = match self.auto_extend {
+            Some(max) => extend::start(&self.queue, Arc::clone(&core), max)
+                .map_err(|e| StartError::Spawn(e.kind()))?,
+            None => None,
+        };
+        let runner = Arc::new(Runner {
+            core: Arc::clone(&core),
+            extender,
+            max_attempts: self.queue.max_attempts(),
+            queue: self.queue.clone(),
+            handler,
+        });
+        let dispatcher = thread::Builder::new()
+            .name("rebound-dispatcher".into())
+            .spawn(move || Runner::dispatch(runner, pool))
+            .map_err(|e| StartError::Spawn(e.kind()))?;
+        Ok(Processing {
+            core,
+            queue: self.queue,
+            dispatcher: Some(dispatcher),
+            message: PhantomData,
+        })
+    }
+}
+
+/// Lease extension is the in-memory queue's: its processors offer it.
+impl<T: Send + Sync + 'static> Processor<T, Queue<T>> {
     /// While a handler still runs, extends its lease before it runs out,
     /// until the handler has held it `max` longer than one lease; then it
     /// runs out as any lease does, and the message is redelivered. A live
@@ -325,68 +410,6 @@ impl<T: Send + Sync + 'static> Processor<T> {
     pub fn auto_extend(mut self, max: Duration) -> Self {
         self.auto_extend = Some(max);
         self
-    }
-
-    /// Starts the dispatcher thread: from now on every ready message is
-    /// claimed and `handler` runs on `pool` for it (see [`Queue::process`]).
-    ///
-    /// # Errors
-    /// [`StartError::ZeroConcurrency`] for `concurrency(0)`;
-    /// [`StartError::Spawn`] if the dispatcher thread (or the lease
-    /// extender's, see [`Self::auto_extend`]) could not start.
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// let q = rebound::Queue::new();
-    /// let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
-    /// let handle = q.processor().start(&pool, |s: &rebound::Delivery<&str>| println!("{}", **s)).unwrap();
-    /// q.produce("hello").unwrap();
-    /// q.close();
-    /// assert_eq!(handle.join().acked, 1);
-    /// ```
-    pub fn start<F, R>(self, pool: impl Into<Pool>, handler: F) -> Result<Processing<T>, StartError>
-    where
-        F: Fn(&Delivery<T>) -> R + Send + Sync + 'static,
-        R: Into<Outcome>,
-    {
-        let pool = pool.into();
-        let limit = self.concurrency.unwrap_or_else(|| pool.threads());
-        if limit == 0 {
-            return Err(StartError::ZeroConcurrency);
-        }
-        let core = Arc::new(Core {
-            limit,
-            stop: AtomicBool::new(false),
-            permits: Mutex::new(Permits {
-                taken: 0,
-                waiting: 0,
-            }),
-            cond: Condvar::new(),
-            tallies: Tallies::default(),
-        });
-        let extender = match self.auto_extend {
-            Some(max) => Some(
-                extend::Extender::start(Arc::clone(&self.queue.shared), Arc::clone(&core), max)
-                    .map_err(|e| StartError::Spawn(e.kind()))?,
-            ),
-            None => None,
-        };
-        let runner = Arc::new(Runner {
-            core: Arc::clone(&core),
-            extender,
-            max_attempts: self.queue.max_attempts(),
-            queue: self.queue.clone(),
-            handler,
-        });
-        let dispatcher = thread::Builder::new()
-            .name("rebound-dispatcher".into())
-            .spawn(move || Runner::dispatch(runner, pool))
-            .map_err(|e| StartError::Spawn(e.kind()))?;
-        Ok(Processing {
-            core,
-            queue: self.queue,
-            dispatcher: Some(dispatcher),
-        })
     }
 }
 
@@ -454,11 +477,7 @@ impl<T: Send + Sync + 'static> Queue<T> {
     /// assert_eq!(report.claimed, 0);
     /// ```
     pub fn processor(&self) -> Processor<T> {
-        Processor {
-            queue: self.clone(),
-            concurrency: None,
-            auto_extend: None,
-        }
+        Processor::new(self.clone())
     }
 }
 
@@ -487,15 +506,19 @@ impl<T: Send + Sync + 'static> Queue<T> {
 /// assert_eq!(report.acked, 5);
 /// assert_eq!(report.in_flight, 0); // every handler finished in time
 /// ```
+///
+/// The same over any [`Source`]: `S` is the queue it runs over, the
+/// in-memory [`Queue`] unless said otherwise.
 #[must_use = "dropping a Processing stops the processor"]
-pub struct Processing<T: Send + Sync + 'static> {
+pub struct Processing<T: Send + Sync + 'static, S: Source<Message = T> = Queue<T>> {
     core: Arc<Core>,
-    queue: Queue<T>,
+    queue: S,
     /// `None` once joined.
     dispatcher: Option<thread::JoinHandle<()>>,
+    message: PhantomData<fn() -> T>,
 }
 
-impl<T: Send + Sync + 'static> Processing<T> {
+impl<T: Send + Sync + 'static, S: Source<Message = T>> Processing<T, S> {
     /// What this processor did so far; a snapshot while handlers run.
     ///
     /// ```
@@ -586,7 +609,7 @@ impl<T: Send + Sync + 'static> Processing<T> {
     }
 }
 
-impl<T: Send + Sync + 'static> Drop for Processing<T> {
+impl<T: Send + Sync + 'static, S: Source<Message = T>> Drop for Processing<T, S> {
     fn drop(&mut self) {
         if self.dispatcher.is_some() {
             self.core.stop(&self.queue);
@@ -595,7 +618,7 @@ impl<T: Send + Sync + 'static> Drop for Processing<T> {
     }
 }
 
-impl<T: Send + Sync + 'static> fmt::Debug for Processing<T> {
+impl<T: Send + Sync + 'static, S: Source<Message = T>> fmt::Debug for Processing<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Processing")
             .field("concurrency", &self.core.limit)

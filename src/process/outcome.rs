@@ -42,6 +42,11 @@ pub enum Outcome {
     /// Failed for now: roll back, redeliver after this delay instead of the
     /// queue's backoff (or dead-letter it if this was its last attempt).
     RetryAfter(Duration),
+    /// Not now: put the message back for this long without using an
+    /// attempt; its next delivery has the same attempt number
+    /// ([`Delivery::defer`](crate::Delivery::defer)). Counted in
+    /// [`Report::deferred`](crate::Report::deferred).
+    Defer(Duration),
     /// Give up: park the message in the dead letters now (reason
     /// [`Rejected`](crate::DeadLetterReason::Rejected)).
     DeadLetter,

@@ -7,7 +7,7 @@ use crossbeam_utils::CachePadded;
 /// deliveries it claimed.
 ///
 /// Every claimed delivery ends in exactly one of the outcome fields, so
-/// `claimed == acked + retried + dead_lettered + panicked + expired + in_flight`.
+/// `claimed == acked + retried + deferred + dead_lettered + panicked + expired + in_flight`.
 /// The report [`shutdown`](crate::Processing::shutdown) and
 /// [`join`](crate::Processing::join) return is exact; one from
 /// [`Processing::report`](crate::Processing::report) taken while handlers run
@@ -42,6 +42,9 @@ pub struct Report {
     /// Handlers that asked to retry (an error, `Retry` or `RetryAfter`), and
     /// whose rollback was accepted with attempts left: the message comes back.
     pub retried: u64,
+    /// Handlers that returned [`Outcome::Defer`](crate::Outcome::Defer), and
+    /// whose defer was accepted: the message comes back at the same attempt.
+    pub deferred: u64,
     /// Messages this processor parked in the dead letters: the handler
     /// returned `DeadLetter`, or asked to retry on the message's last attempt.
     pub dead_lettered: u64,
@@ -98,6 +101,7 @@ pub(crate) enum Tally {
     Claimed = 0,
     Acked,
     Retried,
+    Deferred,
     DeadLettered,
     Panicked,
     Expired,
@@ -105,7 +109,7 @@ pub(crate) enum Tally {
     Extended,
 }
 
-const TALLIES: usize = 7;
+const TALLIES: usize = 8;
 
 /// The counters of one processor. Claims are counted by the dispatcher and
 /// the pool threads, outcomes by the pool threads.
@@ -126,9 +130,10 @@ impl Tallies {
         // Relaxed: see `add`. A snapshot taken while handlers finish may see
         // an outcome before its claim, hence the saturating `in_flight`.
         let get = |t: Tally| self.counts[t as usize].load(Ordering::Relaxed);
-        let (acked, retried, dead_lettered, panicked, expired) = (
+        let (acked, retried, deferred, dead_lettered, panicked, expired) = (
             get(Tally::Acked),
             get(Tally::Retried),
+            get(Tally::Deferred),
             get(Tally::DeadLettered),
             get(Tally::Panicked),
             get(Tally::Expired),
@@ -138,11 +143,13 @@ impl Tallies {
             claimed,
             acked,
             retried,
+            deferred,
             dead_lettered,
             panicked,
             expired,
             extended: get(Tally::Extended),
-            in_flight: claimed.saturating_sub(acked + retried + dead_lettered + panicked + expired),
+            in_flight: claimed
+                .saturating_sub(acked + retried + deferred + dead_lettered + panicked + expired),
         }
     }
 }

@@ -1,0 +1,343 @@
+//! `Delivery`: one claim on one JetStream message, and the ways to settle
+//! it.
+
+use crate::id::MessageId;
+use crate::jetstream::{self, Counters, Inner};
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::message::Message;
+use rebound::{LeaseExpired, Settle};
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A claim on one message of a JetStream [`Queue`](crate::Queue), valid
+/// until its lease ends.
+///
+/// Dereferences to the message. Settle it with [`ack`](Self::ack),
+/// [`rollback`](Self::rollback), [`rollback_after`](Self::rollback_after)
+/// or [`dead_letter`](Self::dead_letter); dropping it unsettled rolls it
+/// back.
+///
+/// Its rights end a safety margin (the builder's
+/// [`fence_margin`](crate::Builder::fence_margin)) before the server's
+/// `AckWait` would: after that every settle returns [`LeaseExpired`] and
+/// sends nothing, so a holder never acks a message the server may already
+/// have redelivered (see the README's guarantees for what this does and
+/// does not cover).
+///
+/// ```no_run
+/// use rebound_nats::Queue;
+/// let q: Queue<String> = Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
+/// q.produce("resize image 42".into()).unwrap();
+/// let d = q.consume().unwrap();
+/// assert!(d.starts_with("resize"));
+/// assert_eq!(d.attempt(), 1);
+/// d.ack().unwrap();
+/// ```
+#[must_use = "dropping a Delivery unsettled rolls the message back"]
+pub struct Delivery<T> {
+    inner: Arc<Inner>,
+    /// `None` once settled.
+    message: Option<Message>,
+    value: T,
+    id: MessageId,
+    attempt: u32,
+    /// When the message was received; the lease runs from here.
+    received: Instant,
+    /// When this delivery's rights end, in nanoseconds after `received`.
+    deadline: AtomicU64,
+}
+
+impl<T> Delivery<T> {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        message: Message,
+        value: T,
+        id: MessageId,
+        attempt: u32,
+        received: Instant,
+    ) -> Self {
+        let rights = inner.settings.lease - inner.settings.margin;
+        Self {
+            inner,
+            message: Some(message),
+            value,
+            id,
+            attempt,
+            received,
+            deadline: AtomicU64::new(nanos(rights)),
+        }
+    }
+
+    /// The message's id, the same on every delivery of it.
+    ///
+    /// ```no_run
+    /// # let q: rebound_nats::Queue<String> = rebound_nats::Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
+    /// let id = q.produce("x".into()).unwrap();
+    /// assert_eq!(q.consume().unwrap().id(), id);
+    /// ```
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// Which delivery of the message this is: 1 the first time, then one
+    /// more for each redelivery, whatever caused it (the server's delivery
+    /// count).
+    ///
+    /// ```no_run
+    /// # let q: rebound_nats::Queue<String> = rebound_nats::Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
+    /// q.produce("x".into()).unwrap();
+    /// q.consume().unwrap().rollback_after(std::time::Duration::ZERO).unwrap();
+    /// assert_eq!(q.consume().unwrap().attempt(), 2);
+    /// ```
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Whether this delivery's rights last: its lease, less the safety
+    /// margin, has not run out.
+    fn live(&self) -> bool {
+        // Relaxed: the deadline only grows; a stale read is an earlier
+        // deadline, which can only refuse a settle, never let a stale one
+        // through.
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        nanos(self.received.elapsed()) < deadline
+    }
+
+    /// Takes the message to settle it, if this delivery's rights last.
+    fn take(&mut self) -> Result<Message, LeaseExpired> {
+        let message = self.message.take().ok_or(LeaseExpired)?;
+        if self.live() {
+            Ok(message)
+        } else {
+            Err(LeaseExpired)
+        }
+    }
+
+    /// The message is done: it is removed from the work stream.
+    ///
+    /// # Errors
+    /// [`LeaseExpired`] if the delivery's rights had ended (nothing is
+    /// sent; the server redelivers the message), or if the ack could not be
+    /// sent (the connection is closed; the server redelivers it after its
+    /// `AckWait`).
+    ///
+    /// ```no_run
+    /// # let q: rebound_nats::Queue<String> = rebound_nats::Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
+    /// q.produce("x".into()).unwrap();
+    /// q.consume().unwrap().ack().unwrap();
+    /// ```
+    pub fn ack(mut self) -> Result<(), LeaseExpired> {
+        let message = self.take()?;
+        self.send(&message, AckKind::Ack)?;
+        Counters::add(&self.inner.counters.acked, 1);
+        Ok(())
+    }
+
+    /// Try again later: redelivered after the queue's backoff for this
+    /// attempt (a negative acknowledgement with that delay), or
+    /// dead-lettered if this was its last attempt.
+    ///
+    /// # Errors
+    /// [`LeaseExpired`], as [`ack`](Self::ack).
+    ///
+    /// ```no_run
+    /// # let q: rebound_nats::Queue<String> = rebound_nats::Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
+    /// q.produce("x".into()).unwrap();
+    /// q.consume().unwrap().rollback().unwrap();
+    /// ```
+    pub fn rollback(mut self) -> Result<(), LeaseExpired> {
+        self.rollback_with(None)
+    }
+
+    /// Try again after `delay` (instead of the backoff), or dead-letter if
+    /// this was the last attempt. Never redelivered before `delay` has
+    /// passed: the server holds the message back for it.
+    ///
+    /// # Errors
+    /// [`LeaseExpired`], as [`ack`](Self::ack).
+    ///
+    /// ```no_run
+    /// # let q: rebound_nats::Queue<String> = rebound_nats::Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
+    /// q.produce("x".into()).unwrap();
+    /// q.consume().unwrap().rollback_after(std::time::Duration::from_secs(5)).unwrap();
+    /// ```
+    pub fn rollback_after(mut self, delay: Duration) -> Result<(), LeaseExpired> {
+        self.rollback_with(Some(delay))
+    }
+
+    /// Not now: the message comes back after `delay` with the same
+    /// [`attempt`](Self::attempt), and the defer never dead-letters (see
+    /// `rebound::Delivery::defer`). On JetStream a copy goes to the delayed
+    /// stream (keeping the id and the attempts used before) and this
+    /// delivery is acked; a crash between the two delivers the message
+    /// twice, never loses it.
+    ///
+    /// # Errors
+    /// [`LeaseExpired`], as [`ack`](Self::ack) (also if the copy could not
+    /// be published: the message then comes back after `AckWait`, as an
+    /// expiry).
+    ///
+    /// ```no_run
+    /// # let q: rebound_nats::Queue<String> = rebound_nats::Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
+    /// q.produce("later".into()).unwrap();
+    /// let d = q.consume().unwrap();
+    /// d.defer(std::time::Duration::from_secs(5)).unwrap();
+    /// assert_eq!(q.consume().unwrap().attempt(), 1); // five seconds later
+    /// ```
+    pub fn defer(mut self, delay: Duration) -> Result<(), LeaseExpired> {
+        let message = self.take()?;
+        let inner = &self.inner;
+        let due = jetstream::unix_nanos().saturating_add(nanos(delay));
+        inner
+            .runtime
+            .block_on(inner.defer(&message, self.id, self.attempt, due))
+            .map_err(|_| LeaseExpired)?;
+        self.send(&message, AckKind::Ack)?;
+        Counters::add(&inner.counters.deferred, 1);
+        Ok(())
+    }
+
+    /// Give up now: the message goes to the dead-letter stream with reason
+    /// [`Rejected`](rebound::DeadLetterReason::Rejected).
+    ///
+    /// # Errors
+    /// [`LeaseExpired`], as [`ack`](Self::ack) (also if the dead-letter
+    /// stream did not confirm the letter: the message stays in the work
+    /// stream and comes back).
+    ///
+    /// ```no_run
+    /// # let q: rebound_nats::Queue<String> = rebound_nats::Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
+    /// q.produce("malformed".into()).unwrap();
+    /// q.consume().unwrap().dead_letter().unwrap();
+    /// ```
+    pub fn dead_letter(mut self) -> Result<(), LeaseExpired> {
+        let message = self.take()?;
+        self.park(&message, "rejected")
+    }
+
+    /// Still working on it: asks the server for a new full `AckWait` (a
+    /// `+WPI`), and this delivery's rights now end `extension` from now,
+    /// at most the lease less the safety margin from now (JetStream extends
+    /// by the whole `AckWait`, whatever is asked), unless they already
+    /// ended later.
+    ///
+    /// # Errors
+    /// [`LeaseExpired`] if the rights had ended, or the request could not
+    /// be sent.
+    ///
+    /// ```no_run
+    /// # let q: rebound_nats::Queue<String> = rebound_nats::Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
+    /// q.produce("x".into()).unwrap();
+    /// let d = q.consume().unwrap();
+    /// d.extend_lease(std::time::Duration::from_secs(30)).unwrap();
+    /// d.ack().unwrap();
+    /// ```
+    pub fn extend_lease(&self, extension: Duration) -> Result<(), LeaseExpired> {
+        let message = self.message.as_ref().ok_or(LeaseExpired)?;
+        if !self.live() {
+            return Err(LeaseExpired);
+        }
+        // The new rights start before the request is sent: the server's
+        // new AckWait starts after it.
+        let start = self.received.elapsed();
+        self.send(message, AckKind::Progress)?;
+        let settings = &self.inner.settings;
+        let rights = extension.min(settings.lease - settings.margin);
+        // Relaxed: see `live`.
+        self.deadline
+            .fetch_max(nanos(start + rights), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn rollback_with(&mut self, delay: Option<Duration>) -> Result<(), LeaseExpired> {
+        let message = self.take()?;
+        let settings = &self.inner.settings;
+        if self.attempt >= settings.max_attempts {
+            return self.park(&message, "max_attempts");
+        }
+        let delay = delay.unwrap_or_else(|| settings.backoff.delay(self.attempt));
+        self.send(&message, AckKind::Nak(Some(delay)))?;
+        Counters::add(&self.inner.counters.rolled_back, 1);
+        Ok(())
+    }
+
+    /// Moves the message to the dead letters.
+    fn park(&self, message: &Message, reason: &str) -> Result<(), LeaseExpired> {
+        let inner = &self.inner;
+        inner
+            .runtime
+            .block_on(inner.dead_letter(message, self.id, self.attempt, reason))
+            .map_err(|_| LeaseExpired)
+    }
+
+    fn send(&self, message: &Message, kind: AckKind) -> Result<(), LeaseExpired> {
+        self.inner
+            .runtime
+            .block_on(message.ack_with(kind))
+            .map_err(|_| LeaseExpired)
+    }
+}
+
+/// A duration in nanoseconds, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl<T> Deref for Delivery<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> Drop for Delivery<T> {
+    fn drop(&mut self) {
+        if self.message.is_some() {
+            // Refused if the rights had ended: the server redelivers it.
+            let _ = self.rollback_with(None);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Delivery<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Settle for Delivery<T> {
+    fn attempt(&self) -> u32 {
+        Delivery::attempt(self)
+    }
+
+    fn ack(self) -> Result<(), LeaseExpired> {
+        Delivery::ack(self)
+    }
+
+    fn rollback(self) -> Result<(), LeaseExpired> {
+        Delivery::rollback(self)
+    }
+
+    fn rollback_after(self, delay: Duration) -> Result<(), LeaseExpired> {
+        Delivery::rollback_after(self, delay)
+    }
+
+    fn dead_letter(self) -> Result<(), LeaseExpired> {
+        Delivery::dead_letter(self)
+    }
+
+    fn defer(self, delay: Duration) -> Result<(), LeaseExpired> {
+        Delivery::defer(self, delay)
+    }
+
+    fn extend_lease(&self, extension: Duration) -> Result<(), LeaseExpired> {
+        Delivery::extend_lease(self, extension)
+    }
+}

@@ -1,0 +1,92 @@
+//! A real `nats-server -js` per test: a free loopback port, a temporary
+//! store directory, killed when dropped.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running nats-server with JetStream.
+pub struct NatsServer {
+    child: Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+/// Where the nats-server binary is, or a failure that says how to get it.
+pub fn binary() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    // Debian's package installs it in /usr/sbin, not always on PATH.
+    dirs.push("/usr/sbin".into());
+    dirs.push("/usr/local/sbin".into());
+    dirs.into_iter()
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "nats-server not found: these tests need a real server. \
+                 Install it with `apt-get install -y nats-server` (Debian), \
+                 or put a nats-server 2.9+ binary on PATH"
+            )
+        })
+}
+
+impl NatsServer {
+    /// Starts a server on a free port of 127.0.0.1 with a fresh store.
+    pub fn start() -> Self {
+        let store = tempfile::tempdir().expect("a temporary directory");
+        // Ask the kernel for a free port, then hand it to the server. If
+        // another process takes it in between the server fails to start and
+        // we try another port.
+        for _ in 0..10 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port")
+                .port();
+            let mut child = Command::new(binary())
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .arg(store.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server starts");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // exited: port taken; try another
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self {
+                        child,
+                        url: format!("nats://127.0.0.1:{port}"),
+                        _store: store,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("nats-server did not start");
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
