@@ -153,22 +153,17 @@ pub(crate) struct Clock {
     lags: PlainMutex<Lags>,
     /// The clock read instead of the real time (`Builder::clock`).
     pub(crate) manual: Option<ManualClock>,
-    /// Whether every lease is timed from a precise reading: leases under
-    /// `SHORT_LEASE` (see `Shared::claim_deadline`), and every lease under
-    /// a manual clock, whose recent reading never lags.
-    pub(crate) precise_leases: bool,
 }
 
 impl Clock {
     /// A clock for a queue whose leases last `lease`, reading `manual` if
     /// given, else the real time.
-    pub(crate) fn new(lease: Duration, short_lease: Duration, manual: Option<ManualClock>) -> Self {
+    pub(crate) fn new(lease: Duration, manual: Option<ManualClock>) -> Self {
         let origin = manual.as_ref().map_or_else(now, ManualClock::now);
         Self {
             origin,
             recent: CachePadded::new(AtomicU64::new(0)),
             lags: PlainMutex::new(Lags::new(lease)),
-            precise_leases: lease < short_lease || manual.is_some(),
             manual,
         }
     }
@@ -284,7 +279,7 @@ impl Clock {
     /// and just replaced `old`.
     fn note_lag(&self, lags: &mut Lags, old: u64) {
         // A manual clock's readings stand until it is advanced: no lease is
-        // timed from them (`precise_leases`).
+        // timed from them (`Config::precise_leases`).
         if old == STALE || self.is_manual() {
             return;
         }
@@ -348,7 +343,7 @@ mod tests {
 
     #[test]
     fn a_stale_reading_is_replaced_once_and_restarts_the_upkeep() {
-        let clock = Clock::new(Duration::from_secs(30), Duration::from_secs(1), None);
+        let clock = Clock::new(Duration::from_secs(30), None);
         let seen = clock.refresh(now());
         assert!(matches!(clock.recent(), Recent::Fresh(n) if n == seen));
         assert!(clock.stop_upkeep(seen));
@@ -362,7 +357,7 @@ mod tests {
 
     #[test]
     fn traffic_refreshes_a_fresh_reading_but_never_a_stale_one() {
-        let clock = Clock::new(Duration::from_secs(30), Duration::from_secs(1), None);
+        let clock = Clock::new(Duration::from_secs(30), None);
         let seen = clock.refresh(now());
         std::thread::sleep(Duration::from_millis(2));
         let traffic = clock.refresh_from_traffic();
@@ -431,7 +426,7 @@ mod tests {
 
     #[test]
     fn only_a_reading_that_stood_too_long_is_noted() {
-        let clock = Clock::new(Duration::from_secs(1), Duration::from_secs(1), None);
+        let clock = Clock::new(Duration::from_secs(1), None);
         let mut lags = Lags::new(Duration::from_secs(1));
         clock.note_lag(&mut lags, clock.precise());
         clock.note_lag(&mut lags, STALE);

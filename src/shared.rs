@@ -37,6 +37,12 @@ pub(crate) struct Config {
     /// message was acked or dead-lettered.
     pub(crate) dedup_window: Duration,
     pub(crate) retry_budget: Option<RetryBudget>,
+    /// Whether every lease is timed from a precise reading: leases under
+    /// [`SHORT_LEASE`], and every lease under a manual clock, whose recent
+    /// reading never lags it. Derived when the queue is made
+    /// (`Shared::with_journal`); here, beside `lease`, because every claim
+    /// reads both.
+    pub(crate) precise_leases: bool,
 }
 
 impl Default for Config {
@@ -47,6 +53,7 @@ impl Default for Config {
             max_attempts: 16,
             dedup_window: Duration::ZERO,
             retry_budget: None,
+            precise_leases: false,
         }
     }
 }
@@ -128,9 +135,13 @@ impl<T> Shared<T> {
     {
         let nonce = uuid::Uuid::new_v4().as_u64_pair().0;
         let minter = MessageId::new(nonce, 0).minter().unwrap_or(nonce);
+        let config = Config {
+            precise_leases: config.lease < SHORT_LEASE || manual.is_some(),
+            ..config
+        };
         Arc::new(Shared {
             config,
-            clock: Clock::new(config.lease, SHORT_LEASE, manual),
+            clock: Clock::new(config.lease, manual),
             nonce,
             dedup: Dedup::new(clock::add(0, config.dedup_window), minter),
             index: Index::new(),
@@ -224,7 +235,7 @@ impl<T> Shared<T> {
         let lease = self.config.lease;
         let from = if precise {
             now_ns
-        } else if self.clock.precise_leases {
+        } else if self.config.precise_leases {
             self.clock.precise()
         } else {
             clock::add(now_ns, clock::RECENT_MAX_AGE)
@@ -240,7 +251,7 @@ impl<T> Shared<T> {
     pub(crate) fn grace_ticks(&self, deadline: u64, now_ns: u64) -> u64 {
         let lease = self.config.lease;
         let now_tick = clock::tick_floor(now_ns);
-        if self.clock.precise_leases || !tick_reached(deadline, now_tick & TICK_MASK) {
+        if self.config.precise_leases || !tick_reached(deadline, now_tick & TICK_MASK) {
             return 0;
         }
         let behind = (now_tick & TICK_MASK).wrapping_sub(deadline) & TICK_MASK;
