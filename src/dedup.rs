@@ -82,7 +82,7 @@ impl Dedup {
         if !redrive && id.minter().is_some_and(|m| taken.minters.contains(&m)) {
             return Err(Duplicate);
         }
-        match taken.ids.entry(id.as_uuid().as_u128()) {
+        match taken.ids.entry(id.as_u128()) {
             Entry::Occupied(mut e) => match *e.get() {
                 Use::Settled { .. } if redrive => {
                     e.insert(Use::Live);
@@ -100,8 +100,8 @@ impl Dedup {
     /// Gives back an id taken by [`Self::take`] whose produce failed.
     pub(crate) fn give_back(&self, id: MessageId) {
         let mut taken = lock(&self.taken);
-        if taken.ids.get(&id.as_uuid().as_u128()) == Some(&Use::Live) {
-            taken.ids.remove(&id.as_uuid().as_u128());
+        if taken.ids.get(&id.as_u128()) == Some(&Use::Live) {
+            taken.ids.remove(&id.as_u128());
         }
     }
 
@@ -115,7 +115,7 @@ impl Dedup {
         } else {
             Use::Live
         };
-        taken.ids.insert(id.as_uuid().as_u128(), used);
+        taken.ids.insert(id.as_u128(), used);
     }
 
     /// Notes an id restored from a journal inside its dedup window, which
@@ -124,9 +124,7 @@ impl Dedup {
     pub(crate) fn windowed(&self, id: MessageId, until: u64) {
         let mut taken = lock(&self.taken);
         let at = until.saturating_sub(self.window);
-        taken
-            .ids
-            .insert(id.as_uuid().as_u128(), Use::Settled { at });
+        taken.ids.insert(id.as_u128(), Use::Settled { at });
         taken.windows.push(Reverse((at, id)));
     }
 
@@ -150,7 +148,7 @@ impl Dedup {
         now: impl FnOnce() -> u64,
     ) -> Option<u64> {
         let mut taken = lock(&self.taken);
-        let Entry::Occupied(mut e) = taken.ids.entry(id.as_uuid().as_u128()) else {
+        let Entry::Occupied(mut e) = taken.ids.entry(id.as_u128()) else {
             return None;
         };
         if *e.get() != Use::Live {
@@ -181,7 +179,7 @@ impl Dedup {
             return windows;
         }
         for id in ids {
-            if let Some(&Use::Dead { at }) = taken.ids.get(&id.as_uuid().as_u128()) {
+            if let Some(&Use::Dead { at }) = taken.ids.get(&id.as_u128()) {
                 windows.extend(
                     self.start_window(&mut taken, id, at, now)
                         .map(|until| (id, until)),
@@ -196,12 +194,10 @@ impl Dedup {
     fn start_window(&self, taken: &mut Taken, id: MessageId, at: u64, now: u64) -> Option<u64> {
         let until = at.saturating_add(self.window);
         if until <= now {
-            taken.ids.remove(&id.as_uuid().as_u128());
+            taken.ids.remove(&id.as_u128());
             None
         } else {
-            taken
-                .ids
-                .insert(id.as_uuid().as_u128(), Use::Settled { at });
+            taken.ids.insert(id.as_u128(), Use::Settled { at });
             taken.windows.push(Reverse((at, id)));
             Some(until)
         }
@@ -214,8 +210,8 @@ impl Dedup {
                 break;
             }
             taken.windows.pop();
-            if taken.ids.get(&id.as_uuid().as_u128()) == Some(&Use::Settled { at }) {
-                taken.ids.remove(&id.as_uuid().as_u128());
+            if taken.ids.get(&id.as_u128()) == Some(&Use::Settled { at }) {
+                taken.ids.remove(&id.as_u128());
             }
         }
     }

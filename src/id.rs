@@ -42,16 +42,9 @@ impl MessageId {
         Self(Uuid::from_u128(bits))
     }
 
-    /// The id's 128 bits (the journal's form of it).
-    #[cfg(feature = "journal")]
+    /// The id's 128 bits (the journal's and the dedup map's form of it).
     pub(crate) fn as_u128(&self) -> u128 {
         self.0.as_u128()
-    }
-
-    /// The id whose bits are `bits`.
-    #[cfg(feature = "journal")]
-    pub(crate) fn from_u128(bits: u128) -> Self {
-        Self::from_bits(bits)
     }
 
     /// The id whose bits are `bits`.

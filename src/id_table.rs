@@ -47,7 +47,7 @@ impl IdTable {
     pub(crate) fn with(ids: &[MessageId]) -> Self {
         let table = Table::new(ids.len());
         for (slot, &id) in ids.iter().enumerate() {
-            let bits = id.as_uuid().as_u128();
+            let bits = id.as_u128();
             // Relaxed: the block is not shared yet; sharing it publishes these.
             table.ids[slot][0].store(bits as u64, Ordering::Relaxed);
             table.ids[slot][1].store((bits >> 64) as u64, Ordering::Relaxed);
@@ -104,34 +104,30 @@ impl IdTable {
     /// Gives slot `slot` (of a block of `len`) the id `id`. Called by the
     /// slot's producer, before it publishes the slot.
     pub(crate) fn set(&self, len: usize, slot: usize, id: MessageId) {
-        let table = match self.table() {
-            Some(table) => table,
-            None => {
-                let new = Box::into_raw(Box::new(Table::new(len)));
-                // AcqRel: Release publishes the new table's fields to
-                // `table()`; Acquire (on failure) pairs with the Release of
-                // the producer whose table won.
-                match self.table.compare_exchange(
+        let table = loop {
+            if let Some(table) = self.table() {
+                break table;
+            }
+            let new = Box::into_raw(Box::new(Table::new(len)));
+            // AcqRel: Release publishes the new table's fields to `table()`;
+            // Acquire (on failure) pairs with the Release of the producer
+            // whose table won. Either way the next look finds a table.
+            if self
+                .table
+                .compare_exchange(
                     std::ptr::null_mut(),
                     new,
                     Ordering::AcqRel,
                     Ordering::Acquire,
-                ) {
-                    Ok(_) => {}
-                    Err(_) => {
-                        // SAFETY: `new` came from `Box::into_raw` above and
-                        // was never shared (the exchange failed).
-                        drop(unsafe { Box::from_raw(new) });
-                    }
-                }
-                match self.table() {
-                    Some(table) => table,
-                    // Installed above, by this thread or another.
-                    None => unreachable!("an id table was installed"),
-                }
+                )
+                .is_err()
+            {
+                // SAFETY: `new` came from `Box::into_raw` above and was
+                // never shared (the exchange failed).
+                drop(unsafe { Box::from_raw(new) });
             }
         };
-        let bits = id.as_uuid().as_u128();
+        let bits = id.as_u128();
         let [low, high] = &table.ids[slot];
         // Relaxed: published by the slot's publish (see `get`); no other
         // thread writes this slot's entry (the producer reserved the slot).

@@ -61,7 +61,7 @@ pub(crate) fn open<T: Payload + Send + Sync + 'static>(
                     offset: u64::from(entry.at),
                     reason: "a live message's record is missing",
                 })?;
-            let id = MessageId::from_u128(*id);
+            let id = MessageId::from_bits(*id);
             let value = T::decode(payload).map_err(|source| OpenError::Payload { id, source })?;
             restore.message(id, entry, value, &mut recovery);
         }
@@ -71,7 +71,7 @@ pub(crate) fn open<T: Payload + Send + Sync + 'static>(
         for &(id, until_ms) in &found.windows {
             let left_ns = until_ms.saturating_sub(now_ms).saturating_mul(1_000_000);
             let until = now_ns.saturating_add(left_ns);
-            queue.shared.dedup.windowed(MessageId::from_u128(id), until);
+            queue.shared.dedup.windowed(MessageId::from_bits(id), until);
         }
     }
     Shared::open_first_block(&queue.shared);
@@ -128,11 +128,13 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
         let attempt = entry.state.attempt;
         let shared = self.shared;
         shared.counters.add(Counter::Produced, 1);
+        // Held at the crash on its last allowed attempt: it died with the
+        // process, and is a dead letter now.
+        let crashed = entry.state.phase == Phase::Held && attempt >= shared.config.max_attempts;
         // Its id stays taken: given to `produce_with_id` (or redriven), or
         // minted by an earlier open's `produce`.
         if entry.seq & format::OWN_ID != 0 {
-            let dead = matches!(entry.state.phase, Phase::Dead { .. })
-                || (entry.state.phase == Phase::Held && attempt >= shared.config.max_attempts);
+            let dead = crashed || matches!(entry.state.phase, Phase::Dead { .. });
             shared.dedup.restored(id, dead, self.now_ns);
         } else if let Some(minter) = id.minter() {
             shared.dedup.minted_before(minter);
@@ -160,7 +162,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             }
             Phase::Held => {
                 r.in_flight_at_crash += 1;
-                if attempt >= shared.config.max_attempts {
+                if crashed {
                     r.dead_lettered_at_open += 1;
                     if let Some(attached) = &shared.journal {
                         attached
@@ -210,20 +212,9 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
     /// everything produced after the open), in the index.
     fn fresh_block(&self, messages: Vec<(MessageId, T)>, ts: u64) {
         let shared = self.shared;
-        let len = messages.len();
         let (ids, values): (Vec<MessageId>, Vec<T>) = messages.into_iter().unzip();
-        let key = Key {
-            ts,
-            seq: shared.next_seq(),
-        };
-        let block = Block::with_ids(
-            Arc::clone(shared),
-            key,
-            len,
-            len,
-            false,
-            IdTable::with(&ids),
-        );
+        let block = self.restored_block(&ids, ts);
+        let key = block.key();
         for (index, value) in values.into_iter().enumerate() {
             // SAFETY: the block is not shared yet and all its slots were
             // reserved for this thread by `Block::with_ids`; their timestamp
@@ -232,6 +223,18 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
         }
         shared.index.insert(key, Batch::Fresh(Arc::clone(&block)));
         shared.register(block);
+    }
+
+    /// A block of restored messages with ids `ids`, keyed at `ts`, its
+    /// slots all reserved for this thread (not in the index yet).
+    fn restored_block(&self, ids: &[MessageId], ts: u64) -> Arc<Block<T>> {
+        let shared = self.shared;
+        let key = Key {
+            ts,
+            seq: shared.next_seq(),
+        };
+        let len = ids.len();
+        Block::with_ids(Arc::clone(shared), key, len, len, false, IdTable::with(ids))
     }
 
     /// Puts the messages in: first those delivered before (the ones in
@@ -255,18 +258,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             let chunk: Vec<_> = rest.by_ref().take(BLOCK_CAPACITY).collect();
             let len = chunk.len();
             let ids: Vec<MessageId> = chunk.iter().map(|m| m.0).collect();
-            let key = Key {
-                ts: 0,
-                seq: shared.next_seq(),
-            };
-            let block = Block::with_ids(
-                Arc::clone(shared),
-                key,
-                len,
-                len,
-                false,
-                IdTable::with(&ids),
-            );
+            let block = self.restored_block(&ids, 0);
             let mut refs = Vec::with_capacity(len);
             let mut ready = Vec::new();
             for (index, (_, value, attempt, due)) in chunk.into_iter().enumerate() {
