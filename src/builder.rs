@@ -162,6 +162,32 @@ impl<T: Send + Sync + 'static> Builder<T> {
         self
     }
 
+    /// Whether a dead-lettered message of an ordered group holds its group
+    /// ([`Queue::produce_in_group`]): with `true`, the group's later
+    /// messages wait until the letter is [`redrive`](Queue::redrive)n (it
+    /// is delivered again first) or the group is released with
+    /// [`Queue::release_group`], as Service Bus sessions and SQS FIFO
+    /// groups do. Default `false`: a dead letter releases its group.
+    ///
+    /// ```
+    /// use rebound::Queue;
+    /// let q: Queue<&str> = Queue::builder().hold_groups(true).build();
+    /// q.produce_in_group("order-9", "paid").unwrap();
+    /// q.produce_in_group("order-9", "shipped").unwrap();
+    /// q.consume().unwrap().dead_letter().unwrap();
+    /// assert!(q.try_consume().is_err()); // "shipped" waits for "paid"
+    /// let letter = q.drain_dead_letters().pop().unwrap();
+    /// q.redrive(letter).unwrap();
+    /// let d = q.consume().unwrap();
+    /// assert_eq!(*d, "paid");
+    /// d.ack().unwrap();
+    /// assert_eq!(*q.consume().unwrap(), "shipped");
+    /// ```
+    pub fn hold_groups(mut self, hold: bool) -> Self {
+        self.config.hold_groups = hold;
+        self
+    }
+
     /// Builds the queue, checking every setting.
     ///
     /// # Errors

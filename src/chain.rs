@@ -5,6 +5,7 @@ use crate::batch::Batch;
 use crate::block::{BLOCK_CAPACITY, Block, Key, Next, Reserve};
 use crate::error::ProduceError;
 use crate::id::MessageId;
+use crate::id_table::Own;
 use crate::shared::Shared;
 use crate::sync::{Arc, Guard, Ordering, SpinWait, pin};
 
@@ -34,7 +35,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         #[cfg(feature = "journal")]
         if shared.journal.is_some() {
             let mut own = own;
-            return Shared::produce_journaled_cold(this, value, due, own.take());
+            return Shared::produce_journaled_cold(this, value, due, own.take().map(|o| o.id));
         }
         if !shared.admit(1) {
             return Err(ProduceError::Closed(value));
@@ -237,10 +238,11 @@ impl<T: Send + Sync + 'static> Shared<T> {
 
 /// Where the id of the first message being produced comes from: minted
 /// by the queue ([`Minted`], which compiles to nothing), or one of its own
-/// (`Some(id)`, from `produce_with_id` or a redrive).
+/// (`Some(id)`, from `produce_with_id` or a redrive; `Some(Own)`, a
+/// grouped message's, with its group).
 pub(crate) trait OwnId {
     /// The own id, the first time; `None` after, or if there is none.
-    fn take(&mut self) -> Option<MessageId>;
+    fn take(&mut self) -> Option<Own>;
 }
 
 /// Every id minted: `produce` and its kin.
@@ -249,14 +251,21 @@ pub(crate) struct Minted;
 
 impl OwnId for Minted {
     #[inline(always)]
-    fn take(&mut self) -> Option<MessageId> {
+    fn take(&mut self) -> Option<Own> {
         None
     }
 }
 
 impl OwnId for Option<MessageId> {
     #[inline(always)]
-    fn take(&mut self) -> Option<MessageId> {
+    fn take(&mut self) -> Option<Own> {
+        Option::take(self).map(Own::from)
+    }
+}
+
+impl OwnId for Option<Own> {
+    #[inline(always)]
+    fn take(&mut self) -> Option<Own> {
         Option::take(self)
     }
 }

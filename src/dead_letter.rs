@@ -1,5 +1,6 @@
 //! Messages that will not be delivered again.
 
+use crate::groups::GroupKey;
 use crate::id::MessageId;
 use std::fmt;
 
@@ -42,6 +43,8 @@ pub struct DeadLetter<T> {
     pub(crate) id: MessageId,
     pub(crate) attempts: u32,
     pub(crate) reason: DeadLetterReason,
+    /// The ordered group it belongs to, if any.
+    pub(crate) group: Option<GroupKey>,
     pub(crate) payload: T,
 }
 
@@ -57,6 +60,22 @@ impl<T> DeadLetter<T> {
     /// ```
     pub fn id(&self) -> MessageId {
         self.id
+    }
+
+    /// The ordered group it was produced in
+    /// ([`Queue::produce_in_group`](crate::Queue::produce_in_group)), if
+    /// any. [`Queue::redrive`](crate::Queue::redrive) puts it back into
+    /// that group.
+    ///
+    /// ```
+    /// # use rebound::{GroupKey, Queue};
+    /// # let q = Queue::<u8>::new();
+    /// q.produce_in_group("account-7", 1).unwrap();
+    /// q.consume().unwrap().dead_letter().unwrap();
+    /// assert_eq!(q.drain_dead_letters()[0].group(), Some(GroupKey::from("account-7")));
+    /// ```
+    pub fn group(&self) -> Option<GroupKey> {
+        self.group
     }
 
     /// How many times it was delivered.

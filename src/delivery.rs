@@ -119,6 +119,24 @@ impl<T> Delivery<T> {
         self.shared().message_id(&self.block, self.index())
     }
 
+    /// The ordered group the message was produced in
+    /// ([`Queue::produce_in_group`](crate::Queue::produce_in_group)), if any.
+    ///
+    /// ```
+    /// use rebound::{GroupKey, Queue};
+    /// let q = Queue::new();
+    /// q.produce_in_group(42u64, "x").unwrap();
+    /// q.produce("y").unwrap();
+    /// assert_eq!(q.consume().unwrap().group(), Some(GroupKey::from(42u64)));
+    /// assert_eq!(q.consume().unwrap().group(), None);
+    /// ```
+    pub fn group(&self) -> Option<crate::GroupKey> {
+        self.block
+            .ids
+            .group(self.index())
+            .map(crate::GroupKey::from)
+    }
+
     /// Which delivery of the message this is: 1 the first time, then one
     /// more for each redelivery, whatever caused it.
     ///

@@ -2,6 +2,9 @@
 //! (`seq << SLOT_BITS | slot`): ids given to `Queue::produce_with_id` or
 //! kept through a redrive, and ids of messages restored from a journal.
 //!
+//! It also holds the group key of each slot whose message belongs to an
+//! ordered group (`group.rs`).
+//!
 //! A block has no table until its first such message: a block of plain
 //! produces never allocates one, and reading one of its ids costs a load
 //! and a null check.
@@ -14,6 +17,9 @@ struct Table {
     /// Slot `i`'s id, as two halves, valid when bit `i` of `set` is.
     ids: Box<[[AtomicU64; 2]]>,
     set: AtomicU64,
+    /// Slot `i`'s group key, valid when bit `i` of `grouped` is.
+    groups: Box<[AtomicU64]>,
+    grouped: AtomicU64,
 }
 
 impl Table {
@@ -24,7 +30,22 @@ impl Table {
                 .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
                 .collect(),
             set: AtomicU64::new(0),
+            groups: (0..len).map(|_| AtomicU64::new(0)).collect(),
+            grouped: AtomicU64::new(0),
         }
+    }
+}
+
+/// A message's id of its own, and its group's key if it is in one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Own {
+    pub(crate) id: MessageId,
+    pub(crate) group: Option<u64>,
+}
+
+impl From<MessageId> for Own {
+    fn from(id: MessageId) -> Self {
+        Own { id, group: None }
     }
 }
 
@@ -44,13 +65,18 @@ impl IdTable {
 
     /// A table holding `ids`, one per slot (a restored block).
     #[cfg(feature = "journal")]
-    pub(crate) fn with(ids: &[MessageId]) -> Self {
+    pub(crate) fn with(ids: &[Own]) -> Self {
         let table = Table::new(ids.len());
-        for (slot, &id) in ids.iter().enumerate() {
-            let bits = id.as_u128();
+        for (slot, own) in ids.iter().enumerate() {
+            let bits = own.id.as_u128();
             // Relaxed: the block is not shared yet; sharing it publishes these.
             table.ids[slot][0].store(bits as u64, Ordering::Relaxed);
             table.ids[slot][1].store((bits >> 64) as u64, Ordering::Relaxed);
+            if let Some(key) = own.group {
+                // Relaxed: as above.
+                table.groups[slot].store(key, Ordering::Relaxed);
+                table.grouped.fetch_or(1 << slot, Ordering::Relaxed);
+            }
         }
         let all = if ids.len() == 64 {
             u64::MAX
@@ -101,9 +127,19 @@ impl IdTable {
         Some(MessageId::from_bits(bits))
     }
 
-    /// Gives slot `slot` (of a block of `len`) the id `id`. Called by the
-    /// slot's producer, before it publishes the slot.
-    pub(crate) fn set(&self, len: usize, slot: usize, id: MessageId) {
+    /// Slot `slot`'s group key, if its message is in a group. Called as
+    /// [`Self::get`] is.
+    #[inline]
+    pub(crate) fn group(&self, slot: usize) -> Option<u64> {
+        let table = self.table()?;
+        // Relaxed (both): ordered by the slot's publish, as in `get`.
+        (table.grouped.load(Ordering::Relaxed) & (1 << slot) != 0)
+            .then(|| table.groups[slot].load(Ordering::Relaxed))
+    }
+
+    /// Gives slot `slot` (of a block of `len`) the id and group of `own`.
+    /// Called by the slot's producer, before it publishes the slot.
+    pub(crate) fn set(&self, len: usize, slot: usize, own: Own) {
         let table = loop {
             if let Some(table) = self.table() {
                 break table;
@@ -127,7 +163,7 @@ impl IdTable {
                 drop(unsafe { Box::from_raw(new) });
             }
         };
-        let bits = id.as_u128();
+        let bits = own.id.as_u128();
         let [low, high] = &table.ids[slot];
         // Relaxed: published by the slot's publish (see `get`); no other
         // thread writes this slot's entry (the producer reserved the slot).
@@ -135,6 +171,11 @@ impl IdTable {
         high.store((bits >> 64) as u64, Ordering::Relaxed);
         // Relaxed: as above; `fetch_or` keeps the other slots' bits.
         table.set.fetch_or(1 << slot, Ordering::Relaxed);
+        if let Some(key) = own.group {
+            // Relaxed: as above.
+            table.groups[slot].store(key, Ordering::Relaxed);
+            table.grouped.fetch_or(1 << slot, Ordering::Relaxed);
+        }
     }
 
     /// Forgets every id: the block is being reused (`&mut`: nobody else

@@ -79,6 +79,8 @@ mod dead_letter;
 mod dedup;
 mod delivery;
 mod error;
+mod grouped;
+mod groups;
 mod id;
 mod id_table;
 mod inbox;
@@ -113,6 +115,7 @@ pub use error::{
     BuildError, Closed, ConsumeTimeoutError, LeaseExpired, ProduceError, StartError,
     TryConsumeError,
 };
+pub use groups::GroupKey;
 pub use id::MessageId;
 #[cfg(feature = "journal")]
 pub use journal::{Durability, JournalStats, OpenError, Recovery};

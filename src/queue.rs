@@ -5,6 +5,7 @@ use crate::clock;
 use crate::dead_letter::DeadLetter;
 use crate::delivery::Delivery;
 use crate::error::{BuildError, Closed, ConsumeTimeoutError, ProduceError, TryConsumeError};
+use crate::groups::GroupKey;
 use crate::id::MessageId;
 use crate::manual_clock::ManualClock;
 use crate::redelivery;
@@ -192,14 +193,22 @@ impl<T: Send + Sync + 'static> Queue<T> {
             id,
             attempts,
             reason,
+            group,
             payload,
         } = letter;
         let back = |payload| DeadLetter {
             id,
             attempts,
             reason,
+            group,
             payload,
         };
+        if let Some(key) = group {
+            // A grouped message's id was minted for it (never in the dedup
+            // map); its group decides where it goes.
+            return Shared::produce_in_group(shared, key.as_u64(), payload, Some(id))
+                .map_err(|e| e.map(back));
+        }
         if shared
             .dedup
             .take(id, || shared.clock.precise(), true)
@@ -217,6 +226,99 @@ impl<T: Send + Sync + 'static> Queue<T> {
                 Err(e.map(back))
             }
         }
+    }
+
+    /// Puts `value` into the ordered group `group`, ready now. The messages
+    /// of one group are delivered one at a time, in the order their
+    /// `produce_in_group` calls returned: the next becomes claimable only
+    /// when the one before is acked or dead-lettered (and no handler holds
+    /// it any more). A rolled-back, deferred or expired message comes back,
+    /// after its backoff, before every later message of its group. Different
+    /// groups are processed in parallel by all consumers; ungrouped messages
+    /// are not affected.
+    ///
+    /// A dead letter releases its group (the next message is delivered),
+    /// unless the queue was built with
+    /// [`hold_groups`](crate::Builder::hold_groups): then the group waits
+    /// until the letter is [`redrive`](Self::redrive)n or the group
+    /// [released](Self::release_group).
+    ///
+    /// # Errors
+    /// As [`produce`](Self::produce).
+    ///
+    /// ```
+    /// use rebound::Queue;
+    /// let q = Queue::new();
+    /// q.produce_in_group("account-7", "debit 30").unwrap();
+    /// q.produce_in_group("account-7", "credit 50").unwrap();
+    /// q.produce_in_group("account-9", "debit 5").unwrap();
+    ///
+    /// let first = q.consume().unwrap();
+    /// assert_eq!(*first, "debit 30");
+    /// // account-7's credit waits for its debit; account-9 does not:
+    /// let other = q.try_consume().unwrap();
+    /// assert_eq!(*other, "debit 5");
+    /// assert!(q.try_consume().is_err());
+    /// first.rollback().unwrap(); // comes back before the credit
+    /// # other.ack().unwrap();
+    /// let again = q.consume().unwrap();
+    /// assert_eq!((*again, again.attempt()), ("debit 30", 2));
+    /// again.ack().unwrap();
+    /// assert_eq!(*q.consume().unwrap(), "credit 50");
+    /// ```
+    pub fn produce_in_group(
+        &self,
+        group: impl Into<GroupKey>,
+        value: T,
+    ) -> Result<MessageId, ProduceError<T>> {
+        Shared::produce_in_group(&self.shared, group.into().as_u64(), value, None)
+    }
+
+    /// Puts every value into the ordered group `group`, in order, ready now:
+    /// [`produce_in_group`](Self::produce_in_group) for a batch, with one
+    /// admission and one lock of the group for all of them.
+    ///
+    /// # Errors
+    /// [`ProduceError::Closed`] with every value, if the queue is closed (a
+    /// batch is accepted whole or not at all).
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// let ids = q.produce_batch_in_group("order-9", vec!["paid", "packed", "shipped"]).unwrap();
+    /// for (id, step) in ids.into_iter().zip(["paid", "packed", "shipped"]) {
+    ///     let d = q.consume().unwrap();
+    ///     assert_eq!((d.id(), *d), (id, step));
+    ///     assert!(q.try_consume().is_err()); // one at a time
+    ///     d.ack().unwrap();
+    /// }
+    /// ```
+    pub fn produce_batch_in_group(
+        &self,
+        group: impl Into<GroupKey>,
+        values: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<MessageId>, ProduceError<Vec<T>>> {
+        let values = values.into_iter().collect();
+        Shared::produce_batch_in_group(&self.shared, group.into().as_u64(), values)
+    }
+
+    /// Releases `group` if its dead-lettered head holds it (queues built
+    /// with [`hold_groups`](crate::Builder::hold_groups)): the group's next
+    /// message is delivered. Whether the group was held. A redrive of the
+    /// letter afterwards puts it at the group's end.
+    ///
+    /// ```
+    /// use rebound::Queue;
+    /// let q: Queue<&str> = Queue::builder().hold_groups(true).build();
+    /// q.produce_in_group(7, "bad").unwrap();
+    /// q.produce_in_group(7, "next").unwrap();
+    /// q.consume().unwrap().dead_letter().unwrap();
+    /// assert!(q.try_consume().is_err()); // held by its dead letter
+    /// assert_eq!(q.stats().groups_held, 1);
+    /// assert!(q.release_group(7));
+    /// assert_eq!(*q.consume().unwrap(), "next");
+    /// ```
+    pub fn release_group(&self, group: impl Into<GroupKey>) -> bool {
+        Shared::release_group(&self.shared, group.into().as_u64())
     }
 
     /// Puts `value` in the queue, ready `delay` from now.

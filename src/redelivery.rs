@@ -162,6 +162,14 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                 return false;
             }
             for slot in 0..block.len() {
+                // A journaled queue's Dead record for a last attempt that
+                // expires must precede the letter's Drained record, and a
+                // redrive's Produce record: the letter reaches the dead
+                // letters when its stale holder lets go, which may be right
+                // after the compare-exchange below, so the list stays locked
+                // until the record is written.
+                let _letters = last_attempt_journaled(shared, block, slot)
+                    .then(|| crate::sync::lock(&shared.dead_letters));
                 match block.slot(slot).state.transition_to_expired(
                     now_tick,
                     config.max_attempts,
@@ -183,9 +191,6 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                         });
                     }
                     Expire::DeadLettered { attempt } => {
-                        if block.ids.any() {
-                            shared.own_id_settled(block, slot, crate::state::Tag::DeadMaxAttempts);
-                        }
                         #[cfg(feature = "journal")]
                         if let Some(attached) = &shared.journal {
                             attached.journal.dead(
@@ -197,6 +202,9 @@ impl<T: Send + Sync + 'static> Redeliverer<T> {
                         }
                         #[cfg(not(feature = "journal"))]
                         let _ = attempt;
+                        if block.ids.any() {
+                            shared.own_id_settled(block, slot, crate::state::Tag::DeadMaxAttempts);
+                        }
                         // The old holder still holds it; its release moves
                         // the payload to the dead letters.
                         shared.counters.bump(Counter::Expired, 1);
@@ -360,6 +368,20 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
         }
     }
     redeliverer.into_watched()
+}
+
+/// Whether the message in `slot` of `block` is held on its last allowed
+/// attempt in a journaled queue: its expiry would dead-letter it.
+#[inline]
+fn last_attempt_journaled<T>(shared: &Shared<T>, block: &Block<T>, slot: usize) -> bool {
+    #[cfg(feature = "journal")]
+    if shared.journal.is_some() {
+        let word = block.slot(slot).state.load();
+        return word.tag() == crate::state::Tag::Claimed
+            && word.attempt() >= shared.config.max_attempts;
+    }
+    let _ = (shared, block, slot);
+    false
 }
 
 #[cfg(test)]

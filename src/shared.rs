@@ -8,7 +8,10 @@ use crate::block_pool::{BlockPool, REGISTER_WAKE};
 use crate::clock::{self, Clock, Recent};
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::dedup::Dedup;
+use crate::groups::GroupKey;
+use crate::groups::Groups;
 use crate::id::MessageId;
+use crate::id_table::Own;
 use crate::inbox::Inbox;
 use crate::index::Index;
 use crate::manual_clock::{Advanced, ManualClock};
@@ -37,6 +40,9 @@ pub(crate) struct Config {
     /// message was acked or dead-lettered.
     pub(crate) dedup_window: Duration,
     pub(crate) retry_budget: Option<RetryBudget>,
+    /// Whether a group's dead-lettered head holds its group
+    /// (`Builder::hold_groups`).
+    pub(crate) hold_groups: bool,
     /// Whether every lease is timed from a precise reading: leases under
     /// [`SHORT_LEASE`], and every lease under a manual clock, whose recent
     /// reading never lags it. Derived when the queue is made
@@ -53,6 +59,7 @@ impl Default for Config {
             max_attempts: 16,
             dedup_window: Duration::ZERO,
             retry_budget: None,
+            hold_groups: false,
             precise_leases: false,
         }
     }
@@ -90,6 +97,11 @@ pub(crate) struct Shared<T> {
     pub(crate) dead_letters: Mutex<Option<Vec<DeadLetter<T>>>>,
     /// The ids given to `produce_with_id` (and redriven) that are taken.
     pub(crate) dedup: Dedup,
+    /// Ordered groups: each group's head and the messages waiting behind it.
+    pub(crate) groups: Groups<T>,
+    /// `Shared::publish_grouped`, captured where its bounds are known, so
+    /// that the unbounded `release_payload` can publish a group's next head.
+    publish_grouped: fn(&Arc<Shared<T>>, Own, T),
     /// Live `Queue` handles; the last one tears the queue down.
     pub(crate) handles: AtomicUsize,
     /// `None` in the loom world, where the model runs the passes.
@@ -144,6 +156,8 @@ impl<T> Shared<T> {
             clock: Clock::new(config.lease, manual),
             nonce,
             dedup: Dedup::new(clock::add(0, config.dedup_window), minter),
+            groups: Groups::new(config.hold_groups),
+            publish_grouped: Self::publish_grouped,
             index: Index::new(),
             tail: AtomicPtr::new(std::ptr::null_mut()),
             next_seq: AtomicU64::new(0),
@@ -259,6 +273,11 @@ impl<T> Shared<T> {
         self.clock.grace_ticks(deadline_ns, lease)
     }
 
+    /// A new id for a grouped message, minted before it has a slot.
+    pub(crate) fn mint_grouped(&self) -> MessageId {
+        MessageId::new(self.nonce, self.groups.next_number())
+    }
+
     pub(crate) fn message_id(&self, block: &Block<T>, slot: usize) -> MessageId {
         match block.ids.get(slot) {
             None => MessageId::new(self.nonce, block.message_number(slot)),
@@ -314,7 +333,13 @@ impl<T> Shared<T> {
             // machine (`state::fate_of`), for the one caller whose
             // transition left the word final with no holders, and it is
             // spent here, once (it is not `Copy`).
-            Fate::Drop => unsafe { cell.drop_payload() },
+            Fate::Drop => {
+                // SAFETY: see above.
+                unsafe { cell.drop_payload() };
+                if block.ids.any() {
+                    self.grouped_gone(block, slot, false);
+                }
+            }
             Fate::DeadLetter => {
                 let word = cell.state.load();
                 let reason = match word.tag() {
@@ -327,6 +352,7 @@ impl<T> Shared<T> {
                     id: self.message_id(block, slot),
                     attempts: word.attempt(),
                     reason,
+                    group: block.ids.group(slot).map(GroupKey::from),
                     payload,
                 };
                 let mut letters = lock(&self.dead_letters);
@@ -335,9 +361,34 @@ impl<T> Shared<T> {
                     None => {
                         drop(letters);
                         drop(letter);
+                        return;
                     }
                 }
+                drop(letters);
+                if block.ids.any() {
+                    self.grouped_gone(block, slot, true);
+                }
             }
+        }
+    }
+
+    /// The payload of the message in `slot` of `block` left the queue
+    /// (acked, or `dead`): if the message is a group's head, the group's
+    /// next message becomes its head. Out of line: only blocks with an id
+    /// table come here. A message discarded at teardown moves nothing.
+    #[cold]
+    #[inline(never)]
+    fn grouped_gone(&self, block: &Block<T>, slot: usize, dead: bool) {
+        let Some(key) = block.ids.group(slot) else {
+            return;
+        };
+        if block.slot(slot).state.load().tag() == Tag::Discarded {
+            return;
+        }
+        let id = self.message_id(block, slot);
+        let shared = &block.shared;
+        if let Some((own, value)) = self.groups.head_gone(key, id, dead, self.recent_ns()) {
+            (self.publish_grouped)(shared, own, value);
         }
     }
 
@@ -403,8 +454,12 @@ impl<T> Shared<T> {
         let c = &shared.counters;
         let (acked, dead_lettered) = (c.get(Counter::Acked), c.get(Counter::DeadLettered));
         let repeat_claims = c.get(Counter::RepeatClaims);
-        let pending = shared.index.count_pending(shared.clock.precise());
+        let now = shared.clock.precise();
+        let pending = shared.index.count_pending(now);
         let (ready, delayed) = (pending.ready, pending.delayed);
+        // After the index: a message published from its group meanwhile is
+        // counted in neither, so `in_flight` still errs high.
+        let groups = shared.groups.counts();
         let produced = c.get(Counter::Produced);
         Stats {
             produced,
@@ -422,7 +477,12 @@ impl<T> Shared<T> {
             dead_lettered,
             ready,
             delayed,
-            in_flight: produced.saturating_sub(acked + dead_lettered + ready + delayed),
+            grouped_waiting: groups.waiting,
+            groups: groups.groups,
+            groups_held: groups.held,
+            oldest_group_head: groups.oldest.map(|since| crate::groups::age(since, now)),
+            in_flight: produced
+                .saturating_sub(acked + dead_lettered + ready + delayed + groups.waiting),
         }
     }
 }

@@ -5,7 +5,8 @@ use crossbeam_utils::CachePadded;
 
 /// A snapshot of what a queue has done. Exact once the queue is quiescent
 /// (no call in progress and the redeliverer caught up), when
-/// `produced == acked + dead_lettered + ready + delayed + in_flight`.
+/// `produced == acked + dead_lettered + ready + delayed + in_flight +
+/// grouped_waiting`.
 ///
 /// ```
 /// let q = rebound::Queue::<u8>::new();
@@ -71,6 +72,31 @@ pub struct Stats {
     /// back and waiting for the redeliverer, or held back by the retry
     /// budget.
     pub in_flight: u64,
+    /// Grouped messages waiting behind their group's head
+    /// ([`Queue::produce_in_group`](crate::Queue::produce_in_group)): not
+    /// claimable until the messages before them are settled. Not counted in
+    /// `ready`.
+    pub grouped_waiting: u64,
+    /// Ordered groups with a message: pending, held, waiting for
+    /// redelivery, or a dead letter holding its group. A group with nothing
+    /// left is forgotten.
+    pub groups: u64,
+    /// Groups held by their dead-lettered head
+    /// ([`Builder::hold_groups`](crate::Builder::hold_groups)).
+    pub groups_held: u64,
+    /// How long the oldest group head has been its group's head: a group
+    /// whose head keeps failing (or is held) shows here. `None` without
+    /// groups.
+    ///
+    /// ```
+    /// let q = rebound::Queue::new();
+    /// q.produce_in_group(1u64, "a").unwrap();
+    /// q.produce_in_group(1u64, "b").unwrap();
+    /// let s = q.stats();
+    /// assert_eq!((s.groups, s.grouped_waiting, s.ready), (1, 1, 1));
+    /// assert!(s.oldest_group_head.is_some());
+    /// ```
+    pub oldest_group_head: Option<std::time::Duration>,
 }
 
 /// Which counter to bump.

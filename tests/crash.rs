@@ -302,16 +302,18 @@ fn one_kill(dir: &Path, seed: u64) {
                     .entry(f.next().unwrap().parse().unwrap())
                     .or_default() += 1;
             }
-            "r" | "R" => {
+            "r" => {
                 let m = messages.entry(id).or_default();
-                // A new life: its attempts start again at 1.
+                // A new life: its attempts start again at 1. Only at `r`:
+                // the new life may be claimed, even acked, and reported
+                // before the redrive's `R`.
                 (m.claimed, m.settling, m.acked, m.dead, m.drained) =
                     (0, false, false, false, false);
                 m.claims_at.clear();
                 m.defers_at.clear();
                 m.redriving = true;
-                m.redriven |= kind == "R";
             }
+            "R" => messages.entry(id).or_default().redriven = true,
             "a" | "d" => messages.entry(id).or_default().settling = true,
             "A" => messages.entry(id).or_default().acked = true,
             "D" => messages.entry(id).or_default().dead = true,

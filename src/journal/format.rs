@@ -23,6 +23,19 @@ pub(crate) const FRAME: usize = 8;
 /// id is its own (given to `produce_with_id` or kept by a redrive), not
 /// one minted by `produce`. Produce numbers never reach it.
 pub(crate) const OWN_ID: u64 = 1 << 63;
+/// The next bit of a produce record's `seq` (and a carry's): the message
+/// is in an ordered group, and its payload bytes begin with the group's
+/// key (8 bytes, little-endian). Produce numbers never reach it.
+pub(crate) const GROUPED: u64 = 1 << 62;
+/// The flag bits of a produce number.
+pub(crate) const SEQ_FLAGS: u64 = OWN_ID | GROUPED;
+
+/// A grouped record's payload split into its group key and the payload
+/// proper (`None`: too short to hold a key).
+pub(crate) fn split_group(payload: &[u8]) -> Option<(u64, &[u8])> {
+    let (key, rest) = payload.split_first_chunk::<8>()?;
+    Some((u64::from_le_bytes(*key), rest))
+}
 
 const PRODUCE: u8 = 1;
 const CLAIM: u8 = 2;

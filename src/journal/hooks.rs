@@ -6,7 +6,9 @@ use super::upkeep;
 use super::writer::{Journal, with_buffer};
 use crate::dead_letter::DeadLetterReason;
 use crate::error::ProduceError;
+use crate::groups::Placed;
 use crate::id::MessageId;
+use crate::id_table::Own;
 use crate::shared::Shared;
 use crate::state::Tag;
 use crate::stats::Counter;
@@ -93,16 +95,99 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 return Err(ProduceError::Closed(value));
             }
             let mut got = MessageId::PLACEHOLDER;
-            let produced =
-                attached
-                    .journal
-                    .produce(records, &[0], own.is_some(), value, |value, id| {
-                        Self::publish(this, iter::once(value), delayed, own, &mut |i| {
-                            id(i);
-                            got = i;
-                        });
+            let produced = attached.journal.produce(
+                records,
+                &[0],
+                own.map_or(0, |_| format::OWN_ID),
+                value,
+                |value, id| {
+                    Self::publish(this, iter::once(value), delayed, own, &mut |i| {
+                        id(i);
+                        got = i;
                     });
+                },
+            );
             this.after_journaled(produced.map(|()| got), 1, delayed.is_some())
+        })
+    }
+
+    /// `Shared::produce_in_group` on a journaled queue: the record (its
+    /// payload led by the group key) is written with the group locked, so
+    /// the records of one group follow its order, and before the message
+    /// can be claimed if it is the head.
+    pub(crate) fn produce_in_group_journaled(
+        this: &Arc<Self>,
+        attached: &Attached<T>,
+        key: u64,
+        value: T,
+        redriven: Option<MessageId>,
+    ) -> Result<MessageId, ProduceError<T>> {
+        with_buffer(|records| {
+            format::produce_frame(records, 0, |out| {
+                out.extend_from_slice(&key.to_le_bytes());
+                (attached.encode)(&value, out);
+            });
+            if !this.admit(1) {
+                return Err(ProduceError::Closed(value));
+            }
+            let id = redriven.unwrap_or_else(|| this.mint_grouped());
+            let now = this.recent_ns();
+            let produced = this.groups.enter(key, now, redriven.is_some(), |place| {
+                let journal = &attached.journal;
+                journal.produce(records, &[0], format::GROUPED, value, |value, each| {
+                    each(id);
+                    if let Placed::Head(value) = place(id, value) {
+                        let group = Some(key);
+                        Self::push_grouped(this, Own { id, group }, value);
+                    }
+                })
+            });
+            if produced.is_ok() && redriven.is_some() {
+                this.counters.bump(Counter::Redriven, 1);
+            }
+            this.after_journaled(produced.map(|()| id), 1, false)
+        })
+    }
+
+    /// `Shared::produce_batch_in_group` on a journaled queue, as
+    /// [`Self::produce_in_group_journaled`].
+    pub(crate) fn produce_batch_in_group_journaled(
+        this: &Arc<Self>,
+        attached: &Attached<T>,
+        key: u64,
+        values: Vec<T>,
+    ) -> Result<Vec<MessageId>, ProduceError<Vec<T>>> {
+        let n = values.len();
+        with_buffer(|records| {
+            let starts: Vec<usize> = values
+                .iter()
+                .map(|v| {
+                    format::produce_frame(records, 0, |out| {
+                        out.extend_from_slice(&key.to_le_bytes());
+                        (attached.encode)(v, out);
+                    })
+                })
+                .collect();
+            if !this.admit(n as u64) {
+                return Err(ProduceError::Closed(values));
+            }
+            let now = this.recent_ns();
+            let mut ids = Vec::with_capacity(n);
+            let produced = this.groups.enter(key, now, false, |place| {
+                let journal = &attached.journal;
+                journal.produce(records, &starts, format::GROUPED, values, |values, each| {
+                    for value in values {
+                        let id = this.mint_grouped();
+                        each(id);
+                        ids.push(id);
+                        if let Placed::Head(value) = place(id, value) {
+                            let group = Some(key);
+                            Self::push_grouped(this, Own { id, group }, value);
+                        }
+                    }
+                })
+            });
+            this.after_journaled(produced.map(|()| ids), n, false)
         })
     }
 
@@ -123,15 +208,14 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 return Err(ProduceError::Closed(values));
             }
             let mut ids = Vec::with_capacity(n);
-            let produced =
-                attached
-                    .journal
-                    .produce(records, &starts, false, values, |values, id| {
-                        Self::publish(this, values.into_iter(), None, None, &mut |i| {
-                            id(i);
-                            ids.push(i);
-                        });
+            let produced = attached
+                .journal
+                .produce(records, &starts, 0, values, |values, id| {
+                    Self::publish(this, values.into_iter(), None, None, &mut |i| {
+                        id(i);
+                        ids.push(i);
                     });
+                });
             this.after_journaled(produced.map(|()| ids), n, false)
         })
     }

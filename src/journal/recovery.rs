@@ -327,7 +327,7 @@ pub(crate) fn open(config: JournalConfig) -> Result<Found, OpenError> {
     let next_seq = fold
         .live
         .values()
-        .map(|e| (e.seq & !format::OWN_ID) + 1)
+        .map(|e| (e.seq & !format::SEQ_FLAGS) + 1)
         .max()
         .unwrap_or(0);
     let mut messages = Vec::with_capacity(fold.live.len());
@@ -338,7 +338,7 @@ pub(crate) fn open(config: JournalConfig) -> Result<Found, OpenError> {
             _ => messages.push((id, e)),
         }
     }
-    messages.sort_unstable_by_key(|(_, e)| e.seq & !format::OWN_ID);
+    messages.sort_unstable_by_key(|(_, e)| e.seq & !format::SEQ_FLAGS);
     windows.sort_unstable_by_key(|&(_, until_ms)| until_ms);
     let journal = Journal::new(config, lock, segments, fold.live, next_seq, &windows);
     Ok(Found {

@@ -22,7 +22,7 @@ use crate::block::{BLOCK_CAPACITY, Block, Key};
 use crate::codec::Payload;
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::id::MessageId;
-use crate::id_table::IdTable;
+use crate::id_table::{IdTable, Own};
 use crate::queue::Queue;
 use crate::shared::{Config, Shared};
 use crate::stats::Counter;
@@ -54,17 +54,31 @@ pub(crate) fn open<T: Payload + Send + Sync + 'static>(
         // record.
         let segments = lock_plain(&journal.inner).segments.clone();
         let mut restore = Restore::new(&queue.shared);
+        let corrupt = |entry: &Entry, reason| OpenError::Corrupt {
+            path: journal.dir.clone(),
+            offset: u64::from(entry.at),
+            reason,
+        };
+        // In produce order: a group's members in its order.
         for (id, entry) in &found.messages {
-            let payload =
-                recovery::payload_of(&segments, entry).ok_or_else(|| OpenError::Corrupt {
-                    path: journal.dir.clone(),
-                    offset: u64::from(entry.at),
-                    reason: "a live message's record is missing",
-                })?;
+            let payload = recovery::payload_of(&segments, entry)
+                .ok_or_else(|| corrupt(entry, "a live message's record is missing"))?;
             let id = MessageId::from_bits(*id);
+            let (group, payload) = if entry.seq & format::GROUPED != 0 {
+                let (key, payload) = format::split_group(payload)
+                    .ok_or_else(|| corrupt(entry, "a grouped record without its group key"))?;
+                (Some(key), payload)
+            } else {
+                (None, payload)
+            };
             let value = T::decode(payload).map_err(|source| OpenError::Payload { id, source })?;
-            restore.message(id, entry, value, &mut recovery);
+            let own = Own { id, group };
+            match group {
+                Some(key) => restore.grouped(key, own, *entry, value),
+                None => restore.message(own, entry, value, &mut recovery),
+            }
         }
+        restore.groups(&mut recovery);
         restore.finish();
         let now_ns = queue.shared.clock.precise();
         let now_ms = wall_ms();
@@ -98,11 +112,13 @@ struct Restore<'a, T> {
     now_ns: u64,
     now_ms: u64,
     /// Never delivered and due, waiting to fill a block.
-    fresh: Vec<(MessageId, T)>,
+    fresh: Vec<(Own, T)>,
     /// Full blocks' worth of those, put into the index after `again`.
-    blocks: Vec<Vec<(MessageId, T)>>,
+    blocks: Vec<Vec<(Own, T)>>,
     /// Delivered before: `(id, value, attempt, due)`.
-    again: Vec<(MessageId, T, u32, u64)>,
+    again: Vec<(Own, T, u32, u64)>,
+    /// Grouped messages, by group, each group's in its order.
+    grouped: std::collections::HashMap<u64, Vec<(Own, Entry, T)>>,
 }
 
 impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
@@ -114,6 +130,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             fresh: Vec::new(),
             blocks: Vec::new(),
             again: Vec::new(),
+            grouped: std::collections::HashMap::new(),
         }
     }
 
@@ -124,13 +141,60 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
         self.now_ns.saturating_add(ahead.saturating_mul(1_000_000))
     }
 
-    fn message(&mut self, id: MessageId, entry: &Entry, value: T, r: &mut super::Recovery) {
+    /// Held at the crash on its last allowed attempt: it died with the
+    /// process, and is a dead letter now.
+    fn crashed(&self, entry: &Entry) -> bool {
+        entry.state.phase == Phase::Held && entry.state.attempt >= self.shared.config.max_attempts
+    }
+
+    /// A grouped message, kept until its group is whole (see `groups`).
+    fn grouped(&mut self, key: u64, own: Own, entry: Entry, value: T) {
+        self.grouped
+            .entry(key)
+            .or_default()
+            .push((own, entry, value));
+    }
+
+    /// Puts the groups back. In each, dead letters ahead of the first live
+    /// message stay dead letters (the first of them holds the group if the
+    /// queue holds groups); the first live message is the head, restored
+    /// as any message is (with its attempts); the rest wait behind it, as
+    /// they did (never delivered: only a head is ever delivered).
+    fn groups(&mut self, r: &mut super::Recovery) {
+        let hold = self.shared.config.hold_groups;
+        for (key, members) in std::mem::take(&mut self.grouped) {
+            let mut head = None;
+            let mut waiting = std::collections::VecDeque::new();
+            for (own, entry, value) in members {
+                let dead = self.crashed(&entry) || matches!(entry.state.phase, Phase::Dead { .. });
+                if dead {
+                    if head.is_none() && hold {
+                        head = Some((own.id, true));
+                    }
+                    self.message(own, &entry, value, r);
+                } else if head.is_none() {
+                    head = Some((own.id, false));
+                    self.message(own, &entry, value, r);
+                } else {
+                    self.shared.counters.add(Counter::Produced, 1);
+                    r.pending += 1;
+                    waiting.push_back((own.id, value));
+                }
+            }
+            if let Some((head, held)) = head {
+                self.shared
+                    .groups
+                    .restore(key, head, held, self.now_ns, waiting);
+            }
+        }
+    }
+
+    fn message(&mut self, own: Own, entry: &Entry, value: T, r: &mut super::Recovery) {
         let attempt = entry.state.attempt;
         let shared = self.shared;
+        let id = own.id;
         shared.counters.add(Counter::Produced, 1);
-        // Held at the crash on its last allowed attempt: it died with the
-        // process, and is a dead letter now.
-        let crashed = entry.state.phase == Phase::Held && attempt >= shared.config.max_attempts;
+        let crashed = self.crashed(entry);
         // Its id stays taken: given to `produce_with_id` (or redriven), or
         // minted by an earlier open's `produce`.
         if entry.seq & format::OWN_ID != 0 {
@@ -148,9 +212,9 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                     r.pending += 1;
                 }
                 match (attempt, due > self.now_ns) {
-                    (0, false) => self.push_fresh(id, value),
-                    (0, true) => self.fresh_block(vec![(id, value)], due),
-                    _ => self.again.push((id, value, attempt, due)),
+                    (0, false) => self.push_fresh(own, value),
+                    (0, true) => self.fresh_block(vec![(own, value)], due),
+                    _ => self.again.push((own, value, attempt, due)),
                 }
             }
             // A record never says this (the decoder refuses it), but a slot
@@ -158,7 +222,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             // reference is its first claim's.
             Phase::Held if attempt == 0 => {
                 r.pending += 1;
-                self.push_fresh(id, value);
+                self.push_fresh(own, value);
             }
             Phase::Held => {
                 r.in_flight_at_crash += 1;
@@ -169,33 +233,34 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                             .journal
                             .dead(id, attempt, DeadLetterReason::Crashed, false);
                     }
-                    self.dead(id, attempt, DeadLetterReason::Crashed, value);
+                    self.dead(own, attempt, DeadLetterReason::Crashed, value);
                 } else {
                     r.pending += 1;
-                    self.again.push((id, value, attempt, self.now_ns));
+                    self.again.push((own, value, attempt, self.now_ns));
                 }
             }
-            Phase::Dead { reason } => self.dead(id, attempt, reason, value),
+            Phase::Dead { reason } => self.dead(own, attempt, reason, value),
             // Not a message (`Found::windows`, never in `Found::messages`).
             Phase::Window { .. } => {}
         }
     }
 
-    fn dead(&self, id: MessageId, attempts: u32, reason: DeadLetterReason, payload: T) {
+    fn dead(&self, own: Own, attempts: u32, reason: DeadLetterReason, payload: T) {
         self.shared.counters.add(Counter::DeadLettered, 1);
         if let Some(list) = lock(&self.shared.dead_letters).as_mut() {
             list.push(DeadLetter {
-                id,
+                id: own.id,
                 attempts,
                 reason,
+                group: own.group.map(crate::GroupKey::from),
                 payload,
             });
         }
     }
 
     /// A never-delivered message due now, into the next fresh block.
-    fn push_fresh(&mut self, id: MessageId, value: T) {
-        self.fresh.push((id, value));
+    fn push_fresh(&mut self, own: Own, value: T) {
+        self.fresh.push((own, value));
         if self.fresh.len() == BLOCK_CAPACITY {
             self.flush_fresh();
         }
@@ -210,9 +275,9 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
 
     /// A block of messages never delivered, keyed at `ts` (0: before
     /// everything produced after the open), in the index.
-    fn fresh_block(&self, messages: Vec<(MessageId, T)>, ts: u64) {
+    fn fresh_block(&self, messages: Vec<(Own, T)>, ts: u64) {
         let shared = self.shared;
-        let (ids, values): (Vec<MessageId>, Vec<T>) = messages.into_iter().unzip();
+        let (ids, values): (Vec<Own>, Vec<T>) = messages.into_iter().unzip();
         let block = self.restored_block(&ids, ts);
         let key = block.key();
         for (index, value) in values.into_iter().enumerate() {
@@ -227,7 +292,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
 
     /// A block of restored messages with ids `ids`, keyed at `ts`, its
     /// slots all reserved for this thread (not in the index yet).
-    fn restored_block(&self, ids: &[MessageId], ts: u64) -> Arc<Block<T>> {
+    fn restored_block(&self, ids: &[Own], ts: u64) -> Arc<Block<T>> {
         let shared = self.shared;
         let key = Key {
             ts,
@@ -257,7 +322,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
         while rest.peek().is_some() {
             let chunk: Vec<_> = rest.by_ref().take(BLOCK_CAPACITY).collect();
             let len = chunk.len();
-            let ids: Vec<MessageId> = chunk.iter().map(|m| m.0).collect();
+            let ids: Vec<Own> = chunk.iter().map(|m| m.0).collect();
             let block = self.restored_block(&ids, 0);
             let mut refs = Vec::with_capacity(len);
             let mut ready = Vec::new();

@@ -274,13 +274,14 @@ impl Journal {
     /// at `starts`. Under the lock, makes room for all of them (or fails
     /// with `values` given back, before anything is published), calls
     /// `publish` with the values and a callback that takes each message's
-    /// id in order, then writes the records. Returns once they are as
-    /// durable as the mode promises.
+    /// id in order, then writes the records. `flags` (`format::OWN_ID`,
+    /// `format::GROUPED`) go into every produce number. Returns once they
+    /// are as durable as the mode promises.
     pub(crate) fn produce<V>(
         &self,
         records: &mut [u8],
         starts: &[usize],
-        own_ids: bool,
+        flags: u64,
         values: V,
         publish: impl FnOnce(V, &mut dyn FnMut(MessageId)),
     ) -> Result<(), (V, io::Error)> {
@@ -302,7 +303,7 @@ impl Journal {
             publish(values, &mut |id| {
                 if let Some(&start) = starts.get(next) {
                     let seq = first_seq + next as u64;
-                    let seq = if own_ids { seq | format::OWN_ID } else { seq };
+                    let seq = seq | flags;
                     format::fill_produce(records, start, id.as_u128(), seq);
                 }
                 next += 1;

@@ -1,0 +1,101 @@
+//! What a grouped message does on its way in and out: `produce_in_group`,
+//! a grouped dead letter's redrive, `release_group`, and the publish of a
+//! group's next head. The groups themselves are `groups.rs`'s.
+
+use crate::error::ProduceError;
+use crate::groups::Placed;
+use crate::id::MessageId;
+use crate::id_table::Own;
+use crate::shared::Shared;
+use crate::stats::Counter;
+use crate::sync::Arc;
+use std::iter;
+
+impl<T: Send + Sync + 'static> Shared<T> {
+    /// Puts a message that became its group's head into the producers'
+    /// chain (its id and group into its block's id table), and wakes a
+    /// consumer. Not counted: it was admitted when it was produced.
+    pub(crate) fn publish_grouped(this: &Arc<Self>, own: Own, value: T) {
+        Self::push_grouped(this, own, value);
+        this.waiters.notify_after_publish(false);
+    }
+
+    /// [`Self::publish_grouped`] without the wake-up (under the journal's
+    /// lock, the caller wakes consumers after it).
+    pub(crate) fn push_grouped(this: &Arc<Self>, own: Own, value: T) {
+        Shared::push_fresh(this, iter::once(value), this.recent_ns(), Some(own), |_| {});
+    }
+
+    /// Puts `value` into group `key`: its head if the group is idle, else
+    /// behind the group's other messages. `redriven`: the id of a grouped
+    /// dead letter being redriven (see `Groups::enter`); otherwise an id is
+    /// minted.
+    pub(crate) fn produce_in_group(
+        this: &Arc<Self>,
+        key: u64,
+        value: T,
+        redriven: Option<MessageId>,
+    ) -> Result<MessageId, ProduceError<T>> {
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &this.journal {
+            return Self::produce_in_group_journaled(this, attached, key, value, redriven);
+        }
+        if !this.admit(1) {
+            return Err(ProduceError::Closed(value));
+        }
+        let id = redriven.unwrap_or_else(|| this.mint_grouped());
+        let now = this.recent_ns();
+        this.groups.enter(key, now, redriven.is_some(), |place| {
+            match place(id, value) {
+                Placed::Head(value) => {
+                    let group = Some(key);
+                    Self::publish_grouped(this, Own { id, group }, value);
+                }
+                Placed::Waits => {}
+            }
+        });
+        if redriven.is_some() {
+            this.counters.bump(Counter::Redriven, 1);
+        }
+        Ok(id)
+    }
+
+    /// Puts `values` into group `key`, in order, accepted whole or not at
+    /// all: one admission and one lock of the group for the batch.
+    pub(crate) fn produce_batch_in_group(
+        this: &Arc<Self>,
+        key: u64,
+        values: Vec<T>,
+    ) -> Result<Vec<MessageId>, ProduceError<Vec<T>>> {
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &this.journal {
+            return Self::produce_batch_in_group_journaled(this, attached, key, values);
+        }
+        if !this.admit(values.len() as u64) {
+            return Err(ProduceError::Closed(values));
+        }
+        let now = this.recent_ns();
+        let mut ids = Vec::with_capacity(values.len());
+        this.groups.enter(key, now, false, |place| {
+            for value in values {
+                let id = this.mint_grouped();
+                ids.push(id);
+                if let Placed::Head(value) = place(id, value) {
+                    let group = Some(key);
+                    Self::publish_grouped(this, Own { id, group }, value);
+                }
+            }
+        });
+        Ok(ids)
+    }
+
+    /// Releases group `key` if a dead letter holds it (see
+    /// `Queue::release_group`).
+    pub(crate) fn release_group(this: &Arc<Self>, key: u64) -> bool {
+        let (held, next) = this.groups.release(key, this.recent_ns());
+        if let Some((own, value)) = next {
+            Self::publish_grouped(this, own, value);
+        }
+        held
+    }
+}
