@@ -16,7 +16,10 @@
 //! 4. a delayed message is not delivered before its due time;
 //! 5. drained dead letters do not come back (unless redriven); the others do;
 //! 6. the id of every message that comes back is still taken: a
-//!    `produce_with_id` of it is a duplicate.
+//!    `produce_with_id` of it is a duplicate;
+//! 7. ordered groups come back whole: no two messages of a group are
+//!    claimable at once, and a group's messages come back in its order,
+//!    none of them before a message of the group the child saw acked.
 //!
 //! `cargo test --test crash` runs 10 kills; the long run is
 //! `cargo test --release --test crash -- --ignored` (200 kills).
@@ -82,6 +85,8 @@ fn child(dir: &Path, seed: u64) -> ! {
             let mut rng = fastrand::Rng::with_seed(seed ^ ((p + 1) * 7919));
             // This producer's message count: its produce order.
             let mut n = 0u64;
+            // Its groups (`g{p}-{j}`) and how many messages each got.
+            let mut in_group = [0u64; 6];
             loop {
                 // Each payload names its producer and its produce order.
                 let mut payload = |rng: &mut fastrand::Rng| {
@@ -90,11 +95,29 @@ fn child(dir: &Path, seed: u64) -> ! {
                     n += 1;
                     (n - 1, v)
                 };
-                match rng.u8(0..10) {
+                match rng.u8(0..13) {
                     0..=3 => {
                         let (k, v) = payload(&mut rng);
                         let id = q.produce(v.clone()).unwrap();
                         say.say(format!("P {id} {p} {k} 0 {}", hex(&v)));
+                    }
+                    10..=12 => {
+                        // Into one of this producer's groups, alone or as a
+                        // batch: reported with the group and its order.
+                        let j = rng.usize(0..in_group.len());
+                        let group = format!("g{p}-{j}");
+                        let vs: Vec<_> = (0..rng.u64(1..4)).map(|_| payload(&mut rng)).collect();
+                        let ids = if vs.len() == 1 {
+                            vec![q.produce_in_group(&group, vs[0].1.clone()).unwrap()]
+                        } else {
+                            q.produce_batch_in_group(&group, vs.iter().map(|(_, v)| v.clone()))
+                                .unwrap()
+                        };
+                        for (id, (k, v)) in ids.iter().zip(&vs) {
+                            let at = in_group[j];
+                            in_group[j] += 1;
+                            say.say(format!("P {id} {p} {k} 0 {} {group} {at}", hex(v)));
+                        }
                     }
                     4..=5 => {
                         let (k, v) = payload(&mut rng);
@@ -228,6 +251,8 @@ struct Message {
     /// A redrive began (`r`) or returned (`R`): a new life, counted afresh.
     redriving: bool,
     redriven: bool,
+    /// Its ordered group and its place in the group's order.
+    group: Option<(String, u64)>,
 }
 
 /// Runs one child in `dir` for a random while, kills it, and checks the
@@ -284,9 +309,12 @@ fn one_kill(dir: &Path, seed: u64) {
                     .step_by(2)
                     .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
                     .collect();
+                let group = f
+                    .next()
+                    .map(|g| (g.to_owned(), f.next().unwrap().parse().unwrap()));
                 let m = messages.entry(id).or_default();
-                (m.reported, m.producer, m.k, m.due_ms, m.payload) =
-                    (true, producer, k, due_ms, payload);
+                (m.reported, m.producer, m.k, m.due_ms, m.payload, m.group) =
+                    (true, producer, k, due_ms, payload, group);
                 let count = produced.entry(producer).or_insert(0);
                 *count = (*count).max(k + 1);
             }
@@ -367,55 +395,105 @@ fn one_kill(dir: &Path, seed: u64) {
     }
     // Never-delivered, due messages of each producer, in claim order.
     let mut order: HashMap<u64, u64> = HashMap::new();
+    // Per group: the last place delivered since the restart, and the
+    // highest place the child saw acked (everything before it was final).
+    let mut group_order: HashMap<String, u64> = HashMap::new();
+    let mut group_acked: HashMap<String, u64> = HashMap::new();
+    for m in messages.values().filter(|m| m.acked && !m.redriving) {
+        if let Some((g, at)) = &m.group {
+            let top = group_acked.entry(g.clone()).or_insert(*at);
+            *top = (*top).max(*at);
+        }
+    }
     let quiet = Duration::from_millis(600);
-    while let Ok(d) = q.consume_timeout(quiet) {
-        let id = d.id().to_string();
-        let none = Message::default();
-        let m = messages.get(&id).unwrap_or(&none);
-        assert!(
-            m.reported || unreported_ok(&d),
-            "unknown message {id} ({m:?}, payload {:?}, produced {produced:?}); {context}",
-            String::from_utf8_lossy(&d)
-        );
-        assert!(!m.acked, "acked message {id} came back; {context}");
-        assert!(!m.dead, "dead-lettered message {id} came back; {context}");
-        if m.reported {
-            assert_eq!(&*d, &m.payload, "payload of {id}; {context}");
+    // Everything claimable at once (up to 64), checked, then acked.
+    while let Ok(first) = q.consume_timeout(quiet) {
+        let mut held = vec![first];
+        while held.len() < 64 {
+            match q.try_consume() {
+                Ok(d) => held.push(d),
+                Err(_) => break,
+            }
         }
-        let all_deferred =
-            m.claimed > 0 && m.claims_at.get(&m.claimed) <= m.defers_at.get(&m.claimed);
-        assert!(
-            d.attempt() > m.claimed || (all_deferred && d.attempt() == m.claimed),
-            "{id} came back at attempt {} after a claim of attempt {} ({m:?}); {context}",
-            d.attempt(),
-            m.claimed
-        );
-        assert!(
-            q.produce_with_id(d.id(), Vec::new())
-                .unwrap_err()
-                .is_duplicate(),
-            "the id of {id}, held, was free after the restart; {context}"
-        );
-        assert!(
-            wall_ms() >= m.due_ms,
-            "{id} delivered before it was due; {context}"
-        );
-        if m.reported && d.attempt() == 1 && m.due_ms == 0 && m.claimed == 0 && !m.redriving {
-            let last = order.entry(m.producer).or_insert(0);
+        let mut groups_held = HashSet::new();
+        for d in &held {
+            if let Some(g) = d.group() {
+                assert!(
+                    groups_held.insert(g),
+                    "two messages of group {g:?} claimable at once; {context}"
+                );
+            }
+        }
+        for d in held {
+            let id = d.id().to_string();
+            let none = Message::default();
+            let m = messages.get(&id).unwrap_or(&none);
             assert!(
-                m.k >= *last,
-                "producer {} order: {} after {}; {context}",
-                m.producer,
-                m.k,
-                last
+                m.reported || unreported_ok(&d),
+                "unknown message {id} ({m:?}, payload {:?}, produced {produced:?}); {context}",
+                String::from_utf8_lossy(&d)
             );
-            *last = m.k;
+            assert!(!m.acked, "acked message {id} came back; {context}");
+            assert!(!m.dead, "dead-lettered message {id} came back; {context}");
+            if m.reported {
+                assert_eq!(&*d, &m.payload, "payload of {id}; {context}");
+            }
+            let all_deferred =
+                m.claimed > 0 && m.claims_at.get(&m.claimed) <= m.defers_at.get(&m.claimed);
+            assert!(
+                d.attempt() > m.claimed || (all_deferred && d.attempt() == m.claimed),
+                "{id} came back at attempt {} after a claim of attempt {} ({m:?}); {context}",
+                d.attempt(),
+                m.claimed
+            );
+            assert!(
+                q.produce_with_id(d.id(), Vec::new())
+                    .unwrap_err()
+                    .is_duplicate(),
+                "the id of {id}, held, was free after the restart; {context}"
+            );
+            assert!(
+                wall_ms() >= m.due_ms,
+                "{id} delivered before it was due; {context}"
+            );
+            if let (Some((g, at)), false) = (&m.group, m.redriving) {
+                if let Some(&acked) = group_acked.get(g) {
+                    assert!(
+                        *at > acked,
+                        "{id}, place {at} of {g}, came back after place {acked} was acked; {context}"
+                    );
+                }
+                if let Some(&last) = group_order.get(g) {
+                    assert!(
+                        *at > last,
+                        "group {g} order: place {at} after {last}; {context}"
+                    );
+                }
+                group_order.insert(g.clone(), *at);
+            }
+            if m.reported
+                && d.attempt() == 1
+                && m.due_ms == 0
+                && m.claimed == 0
+                && !m.redriving
+                && m.group.is_none()
+            {
+                let last = order.entry(m.producer).or_insert(0);
+                assert!(
+                    m.k >= *last,
+                    "producer {} order: {} after {}; {context}",
+                    m.producer,
+                    m.k,
+                    last
+                );
+                *last = m.k;
+            }
+            assert!(
+                seen.insert(id),
+                "delivered twice after the restart; {context}"
+            );
+            d.ack().unwrap();
         }
-        assert!(
-            seen.insert(id),
-            "delivered twice after the restart; {context}"
-        );
-        d.ack().unwrap();
     }
     for (id, m) in &messages {
         if seen.contains(id) || m.acked || m.drained || !m.reported {
