@@ -103,6 +103,9 @@ pub(crate) const GROUP_NUMBER: u64 = 1 << 61;
 /// Shards of the group map: enough that two threads rarely want one lock.
 const SHARDS: usize = if MODEL { 2 } else { 64 };
 
+/// A shard's table is shrunk only above this capacity (see `Groups::shrink`).
+const SHRINK_FROM: usize = 64;
+
 /// A queue's groups.
 pub(crate) struct Groups<T> {
     shards: Box<[CachePadded<Mutex<Shard<T>>>]>,
@@ -191,6 +194,12 @@ impl<T> Groups<T> {
                     group.since = now;
                     Placed::Head(value)
                 } else {
+                    if group.waiting.capacity() == 0 {
+                        // Most groups have few messages waiting: room for
+                        // one at first (a deque's first push makes room for
+                        // four), doubling from there.
+                        group.waiting.reserve_exact(1);
+                    }
                     group.waiting.push_back((id, value));
                     Placed::Waits
                 }
@@ -233,7 +242,11 @@ impl<T> Groups<T> {
             group.held = true;
             return None;
         }
-        Self::advance(e, now)
+        let next = Self::advance(e, now);
+        if next.is_none() {
+            Self::shrink(&mut shard);
+        }
+        next
     }
 
     /// Releases group `key` at `now` if its dead head holds it. Whether it
@@ -242,7 +255,13 @@ impl<T> Groups<T> {
     pub(crate) fn release(&self, key: u64, now: u64) -> (bool, Option<(Own, T)>) {
         let mut shard = lock(self.shard(key));
         match shard.entry(key) {
-            Entry::Occupied(e) if e.get().held => (true, Self::advance(e, now)),
+            Entry::Occupied(e) if e.get().held => {
+                let next = Self::advance(e, now);
+                if next.is_none() {
+                    Self::shrink(&mut shard);
+                }
+                (true, next)
+            }
             _ => (false, None),
         }
     }
@@ -269,6 +288,16 @@ impl<T> Groups<T> {
                 e.remove();
                 None
             }
+        }
+    }
+
+    /// Gives a shard's table back to the allocator once it is mostly empty
+    /// (a quarter full, and past a small size), so that groups that went
+    /// idle cost nothing: the table is rebuilt at twice what is left, which
+    /// leaves room to grow again before the next rebuild.
+    fn shrink(shard: &mut Shard<T>) {
+        if shard.capacity() > SHRINK_FROM && shard.len() * 4 < shard.capacity() {
+            shard.shrink_to(shard.len() * 2);
         }
     }
 

@@ -325,50 +325,61 @@ impl<T> Shared<T> {
 
     /// Carries out what a holder that let go must do with the payload,
     /// spending the token its transition handed it.
+    #[inline]
     pub(crate) fn release_payload(&self, block: &Block<T>, slot: usize, fate: PayloadFate) {
-        let cell = block.slot(slot);
         match fate.into_fate() {
             Fate::Keep => {}
-            // SAFETY: a `PayloadFate` of `Drop` is made only by the state
-            // machine (`state::fate_of`), for the one caller whose
-            // transition left the word final with no holders, and it is
-            // spent here, once (it is not `Copy`).
             Fate::Drop => {
-                // SAFETY: see above.
-                unsafe { cell.drop_payload() };
+                // SAFETY: a `PayloadFate` of `Drop` is made only by the state
+                // machine (`state::fate_of`), for the one caller whose
+                // transition left the word final with no holders, and it is
+                // spent here, once (it is not `Copy`).
+                unsafe { block.slot(slot).drop_payload() };
                 if block.ids.any() {
                     self.grouped_gone(block, slot, false);
                 }
             }
-            Fate::DeadLetter => {
-                let word = cell.state.load();
-                let reason = match word.tag() {
-                    Tag::DeadRejected => DeadLetterReason::Rejected,
-                    _ => DeadLetterReason::MaxAttempts,
-                };
-                // SAFETY: as for `Fate::Drop`; the payload is moved out once.
-                let payload = unsafe { cell.take() };
-                let letter = DeadLetter {
-                    id: self.message_id(block, slot),
-                    attempts: word.attempt(),
-                    reason,
-                    group: block.ids.group(slot).map(GroupKey::from),
-                    payload,
-                };
-                let mut letters = lock(&self.dead_letters);
-                match letters.as_mut() {
-                    Some(list) => list.push(letter),
-                    None => {
-                        drop(letters);
-                        drop(letter);
-                        return;
-                    }
-                }
+            // SAFETY: as for `Fate::Drop`.
+            Fate::DeadLetter => unsafe { self.dead_letter_payload(block, slot) },
+        }
+    }
+
+    /// Moves the payload of the message in `slot` of `block` to the dead
+    /// letters (out of line: the ack path stays small).
+    ///
+    /// # Safety
+    /// Only for the one holder whose `PayloadFate` was `DeadLetter`: the
+    /// payload is moved out once.
+    #[cold]
+    #[inline(never)]
+    unsafe fn dead_letter_payload(&self, block: &Block<T>, slot: usize) {
+        let cell = block.slot(slot);
+        let word = cell.state.load();
+        let reason = match word.tag() {
+            Tag::DeadRejected => DeadLetterReason::Rejected,
+            _ => DeadLetterReason::MaxAttempts,
+        };
+        // SAFETY: the caller is the one holder to move it (see above).
+        let payload = unsafe { cell.take() };
+        let letter = DeadLetter {
+            id: self.message_id(block, slot),
+            attempts: word.attempt(),
+            reason,
+            group: block.ids.group(slot).map(GroupKey::from),
+            payload,
+        };
+        let mut letters = lock(&self.dead_letters);
+        match letters.as_mut() {
+            Some(list) => list.push(letter),
+            None => {
                 drop(letters);
-                if block.ids.any() {
-                    self.grouped_gone(block, slot, true);
-                }
+                drop(letter);
+                return;
             }
+        }
+        drop(letters);
+        if block.ids.any() {
+            self.grouped_gone(block, slot, true);
         }
     }
 
@@ -411,6 +422,10 @@ impl<T> Shared<T> {
     #[cold]
     #[inline(never)]
     pub(crate) fn own_id_settled(&self, block: &Block<T>, slot: usize, to: Tag) {
+        // A grouped message's id was minted for it, never taken in the map.
+        if block.ids.group(slot).is_some() {
+            return;
+        }
         if let Some(id) = block.ids.get(slot) {
             let dead = matches!(to, Tag::DeadMaxAttempts | Tag::DeadRejected);
             let window = self.dedup.settled(id, dead, || self.clock.precise());
