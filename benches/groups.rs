@@ -27,7 +27,9 @@ enum Mode {
 fn run(mode: Mode) -> f64 {
     let q: Queue<u64> = Queue::new();
     let settled = Arc::new(AtomicU64::new(0));
-    let start = Arc::new(std::sync::Barrier::new((PRODUCERS + CONSUMERS + 1) as usize));
+    let start = Arc::new(std::sync::Barrier::new(
+        (PRODUCERS + CONSUMERS + 1) as usize,
+    ));
     let mut threads = Vec::new();
     for p in 0..PRODUCERS {
         let (q, start) = (q.clone(), Arc::clone(&start));
@@ -136,7 +138,11 @@ fn measure(what: &str) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(shape) = args.iter().position(|a| a == "--measure").map(|i| &args[i + 1]) {
+    if let Some(shape) = args
+        .iter()
+        .position(|a| a == "--measure")
+        .map(|i| &args[i + 1])
+    {
         println!("{}", measure(shape));
         return;
     }

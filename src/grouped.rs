@@ -92,10 +92,14 @@ impl<T: Send + Sync + 'static> Shared<T> {
     /// Releases group `key` if a dead letter holds it (see
     /// `Queue::release_group`).
     pub(crate) fn release_group(this: &Arc<Self>, key: u64) -> bool {
-        let (held, next) = this.groups.release(key, this.recent_ns());
-        if let Some((own, value)) = next {
-            Self::publish_grouped(this, own, value);
-        }
-        held
+        let released = |_letter| {
+            #[cfg(feature = "journal")]
+            if let Some(attached) = &this.journal {
+                attached.journal.released(_letter);
+            }
+        };
+        let publish = |own, value| Self::publish_grouped(this, own, value);
+        this.groups
+            .release(key, this.recent_ns(), released, publish)
     }
 }

@@ -217,52 +217,85 @@ impl<T> Groups<T> {
     }
 
     /// The head `id` of group `key` left the queue (acked, or dead if
-    /// `dead`) at `now`: returns the next message, now the head, for the
-    /// caller to publish, unless a dead head holds its group. Publishing
-    /// after the unlock is safe: nothing else of the group can be published
-    /// before this head is settled, and it is not in the index yet.
+    /// `dead`) at `now`: the next message becomes the head and is given to
+    /// `publish` under the lock, unless a dead head holds its group. Under
+    /// the lock, so that teardown (`Self::clear`) either finds the message
+    /// published or the group gone.
     pub(crate) fn head_gone(
         &self,
         key: u64,
         id: MessageId,
         dead: bool,
         now: u64,
-    ) -> Option<(Own, T)> {
+        publish: impl FnOnce(Own, T),
+    ) {
         let mut shard = lock(self.shard(key));
+        // No group: the queue was torn down (a delivery outlived it).
         let Entry::Occupied(mut e) = shard.entry(key) else {
-            debug_assert!(false, "a grouped message's group is live until it leaves");
-            return None;
+            return;
         };
         let group = e.get_mut();
         if group.head != id || group.held {
             debug_assert!(false, "only a group's head leaves it");
-            return None;
+            return;
         }
         if dead && self.hold {
             group.held = true;
-            return None;
+            return;
         }
-        let next = Self::advance(e, now);
-        if next.is_none() {
-            Self::shrink(&mut shard);
+        match Self::advance(e, now) {
+            Some((own, value)) => publish(own, value),
+            None => Self::shrink(&mut shard),
         }
-        next
     }
 
-    /// Releases group `key` at `now` if its dead head holds it. Whether it
-    /// was held, and the next message (now the head) for the caller to
-    /// publish.
-    pub(crate) fn release(&self, key: u64, now: u64) -> (bool, Option<(Own, T)>) {
+    /// Runs `f` with group `key` locked if the dead letter `id` holds it
+    /// (journals the hold of a drained letter, ordered against a release).
+    /// Whether it does.
+    #[cfg(feature = "journal")]
+    pub(crate) fn holds(&self, key: u64, id: MessageId, f: impl FnOnce()) -> bool {
+        let shard = lock(self.shard(key));
+        let held = shard.get(&key).is_some_and(|g| g.held && g.head == id);
+        if held {
+            f();
+        }
+        held
+    }
+
+    /// Releases group `key` at `now` if its dead head holds it, calling
+    /// `released` with the letter's id and `publish` with the next message
+    /// (now the head), both under the lock. Whether it was held.
+    pub(crate) fn release(
+        &self,
+        key: u64,
+        now: u64,
+        released: impl FnOnce(MessageId),
+        publish: impl FnOnce(Own, T),
+    ) -> bool {
         let mut shard = lock(self.shard(key));
         match shard.entry(key) {
             Entry::Occupied(e) if e.get().held => {
-                let next = Self::advance(e, now);
-                if next.is_none() {
-                    Self::shrink(&mut shard);
+                released(e.get().head);
+                match Self::advance(e, now) {
+                    Some((own, value)) => publish(own, value),
+                    None => Self::shrink(&mut shard),
                 }
-                (true, next)
+                true
             }
-            _ => (false, None),
+            _ => false,
+        }
+    }
+
+    /// Teardown: forgets every group, handing each waiting value to `drop`.
+    /// A head settled after this publishes nothing (see `head_gone`).
+    pub(crate) fn clear(&self, mut drop: impl FnMut(T)) {
+        for shard in self.shards.iter() {
+            let groups = std::mem::take(&mut *lock(shard));
+            for (_, group) in groups {
+                for (_, value) in group.waiting {
+                    drop(value);
+                }
+            }
         }
     }
 

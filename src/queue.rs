@@ -686,11 +686,26 @@ impl<T: Send + Sync + 'static> Queue<T> {
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default();
-        #[cfg(feature = "journal")]
-        if let Some(attached) = &self.shared.journal {
-            attached.journal.drained(letters.iter().map(DeadLetter::id));
-        }
         let shared = &self.shared;
+        #[cfg(feature = "journal")]
+        if let Some(attached) = &shared.journal {
+            // A letter that holds its group keeps holding it across a
+            // restart: a Hold record instead of its Drained record.
+            let holds = |letter: &DeadLetter<T>| match letter.group {
+                Some(key) if shared.config.hold_groups => {
+                    let (id, key) = (letter.id, key.as_u64());
+                    let journal = &attached.journal;
+                    shared.groups.holds(key, id, || journal.hold(id, key))
+                }
+                _ => false,
+            };
+            let drained: Vec<MessageId> = letters
+                .iter()
+                .filter(|letter| !holds(letter))
+                .map(DeadLetter::id)
+                .collect();
+            attached.journal.drained(drained.into_iter());
+        }
         let windows = shared
             .dedup
             .drained_all(letters.iter().map(DeadLetter::id), shared.clock.precise());

@@ -368,18 +368,18 @@ impl<T> Shared<T> {
             group: block.ids.group(slot).map(GroupKey::from),
             payload,
         };
+        // The group first: held (or moved on) before its letter can be
+        // drained, so that a `release_group` after the drain finds it held.
+        if block.ids.any() {
+            self.grouped_gone(block, slot, true);
+        }
         let mut letters = lock(&self.dead_letters);
         match letters.as_mut() {
             Some(list) => list.push(letter),
             None => {
                 drop(letters);
                 drop(letter);
-                return;
             }
-        }
-        drop(letters);
-        if block.ids.any() {
-            self.grouped_gone(block, slot, true);
         }
     }
 
@@ -398,9 +398,9 @@ impl<T> Shared<T> {
         }
         let id = self.message_id(block, slot);
         let shared = &block.shared;
-        if let Some((own, value)) = self.groups.head_gone(key, id, dead, self.recent_ns()) {
-            (self.publish_grouped)(shared, own, value);
-        }
+        let publish = |own, value| (self.publish_grouped)(shared, own, value);
+        self.groups
+            .head_gone(key, id, dead, self.recent_ns(), publish);
     }
 
     /// Hands a rolled-back message to the redeliverer, or discards it if the

@@ -15,6 +15,13 @@ pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
     if let Some(attached) = &shared.journal {
         attached.shutdown();
     }
+    // No group publishes a message from here on (a delivery that outlives
+    // the queue may still settle a group's head), and the messages waiting
+    // in groups are dropped.
+    let mut panic = None;
+    shared
+        .groups
+        .clear(|value| contain(&mut panic, || drop(value)));
     let rolled_back = shared.inbox.stop();
     let mut blocks = Vec::new();
     shared.blocks.take(&mut blocks, true);
@@ -35,7 +42,6 @@ pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
     // A payload whose destructor panics must not keep teardown from
     // dropping the others or from breaking the cycle below: each drop is
     // contained, and the first panic resumes once teardown is done.
-    let mut panic = None;
     for block in &blocks {
         for index in 0..block.len() {
             if let Discard::Done { fate } = block.slot(index).state.transition_to_discarded() {

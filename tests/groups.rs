@@ -255,6 +255,32 @@ fn the_processing_runtime_works_with_groups_unchanged() {
     }
 }
 
+/// Counts its drops.
+struct Counted(Arc<AtomicU64>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_head_settled_after_the_queue_is_gone_publishes_nothing_and_every_payload_drops() {
+    let drops = Arc::new(AtomicU64::new(0));
+    let q: Queue<Counted> = Queue::new();
+    for _ in 0..3 {
+        q.produce_in_group(1, Counted(Arc::clone(&drops))).unwrap();
+    }
+    q.produce_in_group(2, Counted(Arc::clone(&drops))).unwrap();
+    let head = q.consume().unwrap();
+    let other = q.consume().unwrap();
+    drop(q); // the last handle: the waiting messages go with it
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+    head.ack().unwrap(); // its group is gone: nothing to publish
+    other.dead_letter().unwrap();
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
+}
+
 /// What the big test's consumers saw of one group.
 #[derive(Default)]
 struct Seen {
@@ -414,6 +440,13 @@ fn hammer(hold: bool) {
             break;
         }
         assert!(Instant::now() < deadline, "not done: {s:?}");
+        // A consumer that panicked (producers finish on their own).
+        assert!(
+            !threads[PRODUCERS as usize..]
+                .iter()
+                .any(|t| t.is_finished()),
+            "a consumer died; {s:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     done.store(true, Ordering::SeqCst);
@@ -604,5 +637,99 @@ mod journaled {
         q.redrive(letter).unwrap();
         let got: Vec<String> = settle_all(&q).into_iter().map(|(v, _)| v).collect();
         assert_eq!(got, ["c0", "c1", "c2"]);
+    }
+
+    #[test]
+    fn a_drained_letter_holds_its_group_across_restarts_and_a_release_is_kept() {
+        if let Some(dir) = child_dir() {
+            let q = open(&dir, true);
+            for i in 0..3 {
+                q.produce_in_group("h", format!("h{i}")).unwrap();
+            }
+            for i in 0..2 {
+                q.produce_in_group("r", format!("r{i}")).unwrap();
+            }
+            // Both heads die; "h" is drained while it holds its group,
+            // "r" is released while its letter is still undrained.
+            let mut dead = 0;
+            while dead < 2 {
+                let d = q.consume().unwrap();
+                if d.ends_with('0') {
+                    d.dead_letter().unwrap();
+                    dead += 1;
+                }
+            }
+            assert!(q.release_group("r"));
+            let r1 = q.consume().unwrap();
+            assert_eq!(*r1, "r1");
+            r1.ack().unwrap();
+            let letters: Vec<String> = q
+                .drain_dead_letters()
+                .into_iter()
+                .map(|l| l.payload().clone())
+                .filter(|p| p == "r0")
+                .collect();
+            assert_eq!(letters, ["r0"]);
+            assert!(none_ready(&q));
+            die();
+        }
+        let dir = TempDir::new("hold");
+        child(
+            "journaled::a_drained_letter_holds_its_group_across_restarts_and_a_release_is_kept",
+            &dir.0,
+        );
+        // The drain above took "h0" too: "h" is held by a letter no longer
+        // in the queue; "r" was released and is done.
+        let q = open(&dir.0, true);
+        assert!(none_ready(&q), "a held group moved on after the restart");
+        let s = q.stats();
+        assert_eq!(
+            (s.groups, s.groups_held, s.grouped_waiting),
+            (1, 1, 2),
+            "{s:?}"
+        );
+        assert!(q.drain_dead_letters().is_empty());
+        drop(q);
+        // Still held after a second restart; then released by hand, and the
+        // release is kept.
+        let q = open(&dir.0, true);
+        assert!(none_ready(&q));
+        assert!(q.release_group("h"));
+        let d = q.consume().unwrap();
+        assert_eq!(*d, "h1");
+        drop(d); // rolled back: still the head
+        drop(q);
+        let q = open(&dir.0, true);
+        assert_eq!(q.stats().groups_held, 0);
+        let got: Vec<String> = settle_all(&q).into_iter().map(|(v, _)| v).collect();
+        assert_eq!(got, ["h1", "h2"]);
+    }
+
+    #[test]
+    fn a_held_letter_drained_and_redriven_is_still_first_after_a_crash() {
+        if let Some(dir) = child_dir() {
+            let q = open(&dir, true);
+            for i in 0..3 {
+                q.produce_in_group(4u64, format!("k{i}")).unwrap();
+            }
+            q.consume().unwrap().dead_letter().unwrap();
+            let letter = q.drain_dead_letters().pop().unwrap();
+            // Redriven after k1 and k2 were produced: it is the head again,
+            // and must stay first after the crash.
+            q.redrive(letter).unwrap();
+            assert_eq!(*q.consume().unwrap(), "k0"); // held at the crash
+            die();
+        }
+        let dir = TempDir::new("redrive");
+        child(
+            "journaled::a_held_letter_drained_and_redriven_is_still_first_after_a_crash",
+            &dir.0,
+        );
+        let q = open(&dir.0, true);
+        let got = settle_all(&q);
+        let want: Vec<(String, u32)> = [("k0", 2), ("k1", 1), ("k2", 1)]
+            .map(|(v, a)| (v.to_string(), a))
+            .into();
+        assert_eq!(got, want);
     }
 }

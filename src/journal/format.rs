@@ -46,6 +46,8 @@ const DRAINED: u8 = 6;
 const CARRY: u8 = 7;
 const DEFER: u8 = 8;
 const WINDOW: u8 = 9;
+const RELEASE: u8 = 10;
+const HOLD: u8 = 11;
 
 /// Where a live message stands, as the journal knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +59,14 @@ pub(crate) enum Phase {
     Held,
     /// Dead-lettered, not drained yet.
     Dead { reason: DeadLetterReason },
+    /// Dead-lettered, not drained yet, and no longer holding its ordered
+    /// group (`release_group` was called while it held it).
+    Released { reason: DeadLetterReason },
+    /// Not a message any more: a dead letter drained while it held its
+    /// ordered group `group` (`hold_groups`), which it holds until a
+    /// redrive of it or `release_group`. Keeps its home and produce number,
+    /// so that a redrive puts it back in its place.
+    Holding { group: u64 },
     /// Not a message any more: an id of its own, acked (or its dead letter
     /// drained), that stays taken until `until_ms` (Unix milliseconds) for
     /// the queue's dedup window. Never carried; its home is its `Window`
@@ -80,7 +90,10 @@ impl State {
         match self.phase {
             Phase::Held => 2 * u64::from(self.attempt),
             Phase::Waiting { .. } => 2 * u64::from(self.attempt) + 1,
-            Phase::Dead { .. } | Phase::Window { .. } => u64::MAX,
+            Phase::Dead { .. }
+            | Phase::Released { .. }
+            | Phase::Holding { .. }
+            | Phase::Window { .. } => u64::MAX,
         }
     }
 }
@@ -116,6 +129,13 @@ pub(crate) enum Record<'a> {
     },
     /// A dead letter was drained: final.
     Drained { id: u128 },
+    /// The dead letter `id` no longer holds its ordered group
+    /// (`release_group`); if it was drained, it is forgotten.
+    Release { id: u128 },
+    /// The dead letter `id`, holding its ordered group `group`, was drained
+    /// (instead of a Drained record): it holds the group until a redrive of
+    /// it or a Release record.
+    Hold { id: u128, group: u64 },
     /// A live message copied forward by compaction, with its whole state.
     Carry {
         id: u128,
@@ -136,6 +156,8 @@ impl Record<'_> {
             | Record::Ack { id }
             | Record::Dead { id, .. }
             | Record::Drained { id }
+            | Record::Release { id }
+            | Record::Hold { id, .. }
             | Record::Carry { id, .. } => id,
         }
     }
@@ -203,6 +225,15 @@ impl Record<'_> {
                 out.push(DRAINED);
                 out.extend_from_slice(&id.to_le_bytes());
             }
+            Record::Release { id } => {
+                out.push(RELEASE);
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+            Record::Hold { id, group } => {
+                out.push(HOLD);
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&group.to_le_bytes());
+            }
             Record::Carry {
                 id,
                 seq,
@@ -217,6 +248,8 @@ impl Record<'_> {
                     Phase::Waiting { due_ms } => (0u8, due_ms),
                     Phase::Held => (1, 0),
                     Phase::Dead { reason } => (2, u64::from(reason_byte(reason))),
+                    Phase::Released { reason } => (4, u64::from(reason_byte(reason))),
+                    Phase::Holding { group } => (5, group),
                     // Never carried (compaction rewrites a `Window` record);
                     // encoded all the same so that no state is unwritable.
                     Phase::Window { until_ms } => (3, until_ms),
@@ -393,6 +426,11 @@ fn decode(body: &[u8]) -> Option<Record<'_>> {
             reason: reason_from(r.u8()?)?,
         },
         DRAINED => Record::Drained { id },
+        RELEASE => Record::Release { id },
+        HOLD => Record::Hold {
+            id,
+            group: r.u64()?,
+        },
         CARRY => {
             let seq = r.u64()?;
             let attempt = r.u32()?;
@@ -405,6 +443,10 @@ fn decode(body: &[u8]) -> Option<Record<'_>> {
                     reason: reason_from(u8::try_from(extra).ok()?)?,
                 },
                 3 => Phase::Window { until_ms: extra },
+                4 => Phase::Released {
+                    reason: reason_from(u8::try_from(extra).ok()?)?,
+                },
+                5 => Phase::Holding { group: extra },
                 _ => return None,
             };
             Record::Carry {
@@ -545,6 +587,31 @@ mod tests {
                 reason: DeadLetterReason::Crashed,
             },
             Record::Drained { id: 4 },
+            Record::Release { id: 4 },
+            Record::Hold {
+                id: 4,
+                group: u64::MAX - 3,
+            },
+            Record::Carry {
+                id: 6,
+                seq: 12 | GROUPED,
+                state: State {
+                    attempt: 2,
+                    phase: Phase::Holding { group: 77 },
+                },
+                payload: &[1, 2, 3],
+            },
+            Record::Carry {
+                id: 7,
+                seq: 13,
+                state: State {
+                    attempt: 1,
+                    phase: Phase::Released {
+                        reason: DeadLetterReason::MaxAttempts,
+                    },
+                },
+                payload: &[],
+            },
             Record::Carry {
                 id: 5,
                 seq: 11,
@@ -583,7 +650,7 @@ mod tests {
             at = next;
             seen += 1;
         }
-        assert_eq!(seen, 9);
+        assert_eq!(seen, samples().len());
         assert_eq!(read(&log, at), Read::End);
     }
 

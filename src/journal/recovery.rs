@@ -460,6 +460,22 @@ impl Fold {
             Record::Ack { .. } | Record::Drained { .. } => {
                 self.live.remove(&id);
             }
+            Record::Hold { group, .. } => {
+                if let Some(e) = self.live.get_mut(&id) {
+                    e.state.phase = Phase::Holding { group };
+                }
+            }
+            Record::Release { .. } => match self.live.get(&id).map(|e| e.state.phase) {
+                Some(Phase::Dead { reason }) => {
+                    if let Some(e) = self.live.get_mut(&id) {
+                        e.state.phase = Phase::Released { reason };
+                    }
+                }
+                Some(Phase::Holding { .. }) => {
+                    self.live.remove(&id);
+                }
+                _ => {}
+            },
             Record::Window { until_ms, .. } => {
                 self.live.insert(
                     id,

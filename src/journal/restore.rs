@@ -61,6 +61,11 @@ pub(crate) fn open<T: Payload + Send + Sync + 'static>(
         };
         // In produce order: a group's members in its order.
         for (id, entry) in &found.messages {
+            if let Phase::Holding { group } = entry.state.phase {
+                // A drained letter holding its group: not a message.
+                restore.holding(group, MessageId::from_bits(*id));
+                continue;
+            }
             let payload = recovery::payload_of(&segments, entry)
                 .ok_or_else(|| corrupt(entry, "a live message's record is missing"))?;
             let id = MessageId::from_bits(*id);
@@ -119,6 +124,8 @@ struct Restore<'a, T> {
     again: Vec<(Own, T, u32, u64)>,
     /// Grouped messages, by group, each group's in its order.
     grouped: std::collections::HashMap<u64, Vec<(Own, Entry, T)>>,
+    /// Groups held by a drained dead letter, and its id.
+    holding: std::collections::HashMap<u64, MessageId>,
 }
 
 impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
@@ -131,6 +138,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             blocks: Vec::new(),
             again: Vec::new(),
             grouped: std::collections::HashMap::new(),
+            holding: std::collections::HashMap::new(),
         }
     }
 
@@ -155,20 +163,39 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             .push((own, entry, value));
     }
 
+    /// A drained dead letter `id` holds `group` (see `Phase::Holding`).
+    fn holding(&mut self, group: u64, id: MessageId) {
+        self.holding.insert(group, id);
+    }
+
     /// Puts the groups back. In each, dead letters ahead of the first live
     /// message stay dead letters (the first of them holds the group if the
-    /// queue holds groups); the first live message is the head, restored
-    /// as any message is (with its attempts); the rest wait behind it, as
-    /// they did (never delivered: only a head is ever delivered).
+    /// queue holds groups and it was not released; so does a drained letter
+    /// that held it); the first live message is the head, restored as any
+    /// message is (with its attempts); the rest wait behind it, as they did
+    /// (never delivered: only a head is ever delivered).
     fn groups(&mut self, r: &mut super::Recovery) {
         let hold = self.shared.config.hold_groups;
-        for (key, members) in std::mem::take(&mut self.grouped) {
+        let holding = std::mem::take(&mut self.holding);
+        let mut keys: Vec<u64> = self.grouped.keys().copied().collect();
+        keys.extend(holding.keys().filter(|k| !self.grouped.contains_key(k)));
+        for key in keys {
+            let members = self.grouped.remove(&key).unwrap_or_default();
             let mut head = None;
+            if let Some(&letter) = holding.get(&key) {
+                if hold {
+                    head = Some((letter, true));
+                } else if let Some(attached) = &self.shared.journal {
+                    // Opened without `hold_groups`: nothing holds a group.
+                    attached.journal.released(letter);
+                }
+            }
             let mut waiting = std::collections::VecDeque::new();
             for (own, entry, value) in members {
-                let dead = self.crashed(&entry) || matches!(entry.state.phase, Phase::Dead { .. });
-                if dead {
-                    if head.is_none() && hold {
+                let phase = entry.state.phase;
+                let crashed = self.crashed(&entry);
+                if crashed || matches!(phase, Phase::Dead { .. } | Phase::Released { .. }) {
+                    if head.is_none() && hold && !matches!(phase, Phase::Released { .. }) {
                         head = Some((own.id, true));
                     }
                     self.message(own, &entry, value, r);
@@ -198,7 +225,11 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
         // Its id stays taken: given to `produce_with_id` (or redriven), or
         // minted by an earlier open's `produce`.
         if entry.seq & format::OWN_ID != 0 {
-            let dead = crashed || matches!(entry.state.phase, Phase::Dead { .. });
+            let dead = crashed
+                || matches!(
+                    entry.state.phase,
+                    Phase::Dead { .. } | Phase::Released { .. }
+                );
             shared.dedup.restored(id, dead, self.now_ns);
         } else if let Some(minter) = id.minter() {
             shared.dedup.minted_before(minter);
@@ -239,9 +270,12 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                     self.again.push((own, value, attempt, self.now_ns));
                 }
             }
-            Phase::Dead { reason } => self.dead(own, attempt, reason, value),
-            // Not a message (`Found::windows`, never in `Found::messages`).
-            Phase::Window { .. } => {}
+            Phase::Dead { reason } | Phase::Released { reason } => {
+                self.dead(own, attempt, reason, value);
+            }
+            // Not messages (`Found::windows`, never in `Found::messages`;
+            // holds, taken apart by `open`).
+            Phase::Window { .. } | Phase::Holding { .. } => {}
         }
     }
 

@@ -300,11 +300,16 @@ impl Journal {
             }
             let mut next = 0;
             let first_seq = inner.next_seq;
+            let live = &inner.live;
             publish(values, &mut |id| {
                 if let Some(&start) = starts.get(next) {
-                    let seq = first_seq + next as u64;
-                    let seq = seq | flags;
-                    format::fill_produce(records, start, id.as_u128(), seq);
+                    // A redriven letter that held its group takes its place
+                    // back: its old produce number, first in its group.
+                    let seq = match live.get(&id.as_u128()).map(|e| (e.state.phase, e.seq)) {
+                        Some((Phase::Holding { .. }, old)) => old & !format::SEQ_FLAGS,
+                        _ => first_seq + next as u64,
+                    };
+                    format::fill_produce(records, start, id.as_u128(), seq | flags);
                 }
                 next += 1;
             });
@@ -544,6 +549,35 @@ impl Journal {
         self.note(id, record, wait, |e| {
             e.raise(state);
             true
+        });
+    }
+
+    /// The dead letter `id`, which holds its ordered group `group`, was
+    /// drained: it keeps holding it, across a restart, until a redrive of
+    /// it (a Produce record with its id) or a Release record.
+    pub(crate) fn hold(&self, id: MessageId, group: u64) {
+        let record = Record::Hold {
+            id: id.as_u128(),
+            group,
+        };
+        self.note(id, record, true, |e| {
+            e.state.phase = Phase::Holding { group };
+            true
+        });
+    }
+
+    /// The dead letter `id` no longer holds its ordered group
+    /// (`release_group`): an undrained one stays a dead letter, a drained
+    /// one is forgotten.
+    pub(crate) fn released(&self, id: MessageId) {
+        let record = Record::Release { id: id.as_u128() };
+        self.note(id, record, true, |e| match e.state.phase {
+            Phase::Dead { reason } => {
+                e.state.phase = Phase::Released { reason };
+                true
+            }
+            Phase::Holding { .. } => false,
+            _ => true,
         });
     }
 
