@@ -19,7 +19,9 @@
 //!    `produce_with_id` of it is a duplicate;
 //! 7. ordered groups come back whole: no two messages of a group are
 //!    claimable at once, and a group's messages come back in its order,
-//!    none of them before a message of the group the child saw acked.
+//!    none of them before a message of the group the child saw acked
+//!    (every other seed holds groups on dead letters and releases some;
+//!    the checker releases the rest).
 //!
 //! `cargo test --test crash` runs 10 kills; the long run is
 //! `cargo test --release --test crash -- --ignored` (200 kills).
@@ -36,9 +38,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const MAX_ATTEMPTS: u32 = 4;
 const PRODUCERS: u64 = 2;
 const CONSUMERS: u64 = 2;
+/// Each producer's ordered groups: `g{producer}-{0..}`.
+const GROUPS_PER_PRODUCER: usize = 6;
 
-fn open(dir: &Path) -> Queue<Vec<u8>> {
+/// Opens the journal in `dir`; every other seed holds groups on dead
+/// letters (`hold_groups`), so that holds and releases are journaled too.
+fn open(dir: &Path, seed: u64) -> Queue<Vec<u8>> {
     Queue::builder()
+        .hold_groups(seed % 2 == 0)
         .lease(Duration::from_millis(100))
         .backoff(Backoff::fixed(Duration::from_millis(5)))
         .max_attempts(MAX_ATTEMPTS)
@@ -75,7 +82,7 @@ impl Reporter {
 
 /// The child: works the queue until it is killed.
 fn child(dir: &Path, seed: u64) -> ! {
-    let q = open(dir);
+    let q = open(dir, seed);
     let say = Reporter(Arc::new(Mutex::new(std::io::stdout())));
     say.say("open".into());
     let mut threads = Vec::new();
@@ -86,7 +93,7 @@ fn child(dir: &Path, seed: u64) -> ! {
             // This producer's message count: its produce order.
             let mut n = 0u64;
             // Its groups (`g{p}-{j}`) and how many messages each got.
-            let mut in_group = [0u64; 6];
+            let mut in_group = [0u64; GROUPS_PER_PRODUCER];
             loop {
                 // Each payload names its producer and its produce order.
                 let mut payload = |rng: &mut fastrand::Rng| {
@@ -206,6 +213,12 @@ fn child(dir: &Path, seed: u64) -> ! {
                                 say.say(format!("r {id}"));
                                 if q.redrive(letter).is_ok() {
                                     say.say(format!("R {id}"));
+                                }
+                            } else if let Some(group) = letter.group() {
+                                // Held (with `hold_groups`) until this, or
+                                // until the checker releases it.
+                                if rng.bool() {
+                                    q.release_group(group);
                                 }
                             }
                         }
@@ -365,7 +378,7 @@ fn one_kill(dir: &Path, seed: u64) {
         let n: Option<u64> = parts.next().and_then(|n| n.parse().ok());
         matches!((p, n), (Some(p), Some(n)) if n + 5 >= produced.get(&p).copied().unwrap_or(0))
     };
-    let q = open(dir);
+    let q = open(dir, seed);
     let recovery = q.recovery().unwrap();
     let context = format!("seed {seed}, {} reports, {recovery:?}", lines.len());
     let mut seen: HashSet<String> = HashSet::new();
@@ -392,6 +405,13 @@ fn one_kill(dir: &Path, seed: u64) {
             m.claimed
         );
         seen.insert(id);
+    }
+    // Groups held by their dead letters (drained here, or by the child) go
+    // on: every group the child could have made.
+    for p in 0..PRODUCERS {
+        for j in 0..GROUPS_PER_PRODUCER {
+            q.release_group(format!("g{p}-{j}"));
+        }
     }
     // Never-delivered, due messages of each producer, in claim order.
     let mut order: HashMap<u64, u64> = HashMap::new();
@@ -511,8 +531,11 @@ fn one_kill(dir: &Path, seed: u64) {
     }
     assert!(q.try_consume().is_err());
     drop(q);
-    // All of it was acked or drained: the next open finds nothing.
-    let q = open(dir);
+    // All of it was acked or drained: the next open finds nothing, and no
+    // group is left held.
+    let q = open(dir, seed);
+    let s = q.stats();
+    assert_eq!((s.groups, s.grouped_waiting), (0, 0), "{s:?}; {context}");
     let r = q.recovery().unwrap();
     let left: Vec<String> = std::iter::from_fn(|| q.try_consume().ok())
         .map(|d| {
