@@ -45,7 +45,7 @@ const GROUPS_PER_PRODUCER: usize = 6;
 /// letters (`hold_groups`), so that holds and releases are journaled too.
 fn open(dir: &Path, seed: u64) -> Queue<Vec<u8>> {
     Queue::builder()
-        .hold_groups(seed % 2 == 0)
+        .hold_groups(seed.is_multiple_of(2))
         .lease(Duration::from_millis(100))
         .backoff(Backoff::fixed(Duration::from_millis(5)))
         .max_attempts(MAX_ATTEMPTS)
