@@ -12,27 +12,54 @@
 use crate::id::MessageId;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 
+/// What a slot's entry holds (`Entry::kind`).
+const NONE: u64 = 0;
+const ID: u64 = 1;
+const ID_AND_GROUP: u64 = 2;
+
+/// One slot's id (two halves) and group key, valid as `kind` says. Each is
+/// written by the slot's producer alone, with plain stores: no
+/// read-modify-write of a word other slots share.
+struct Entry {
+    id: [AtomicU64; 2],
+    group: AtomicU64,
+    kind: AtomicU64,
+}
+
 /// The ids of some slots of one block (at most 64).
 struct Table {
-    /// Slot `i`'s id, as two halves, valid when bit `i` of `set` is.
-    ids: Box<[[AtomicU64; 2]]>,
-    set: AtomicU64,
-    /// Slot `i`'s group key, valid when bit `i` of `grouped` is.
-    groups: Box<[AtomicU64]>,
-    grouped: AtomicU64,
+    entries: Box<[Entry]>,
 }
 
 impl Table {
     fn new(len: usize) -> Self {
         debug_assert!(len <= 64);
         Table {
-            ids: (0..len)
-                .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
+            entries: (0..len)
+                .map(|_| Entry {
+                    id: [AtomicU64::new(0), AtomicU64::new(0)],
+                    group: AtomicU64::new(0),
+                    kind: AtomicU64::new(NONE),
+                })
                 .collect(),
-            set: AtomicU64::new(0),
-            groups: (0..len).map(|_| AtomicU64::new(0)).collect(),
-            grouped: AtomicU64::new(0),
         }
+    }
+
+    /// Writes `own` into slot `slot`'s entry. Relaxed (all): published by
+    /// the slot's publish (see `IdTable::get`), or by sharing the block.
+    fn write(&self, slot: usize, own: Own) {
+        let entry = &self.entries[slot];
+        let bits = own.id.as_u128();
+        entry.id[0].store(bits as u64, Ordering::Relaxed);
+        entry.id[1].store((bits >> 64) as u64, Ordering::Relaxed);
+        let kind = match own.group {
+            Some(key) => {
+                entry.group.store(key, Ordering::Relaxed);
+                ID_AND_GROUP
+            }
+            None => ID,
+        };
+        entry.kind.store(kind, Ordering::Relaxed);
     }
 }
 
@@ -67,24 +94,10 @@ impl IdTable {
     #[cfg(feature = "journal")]
     pub(crate) fn with(ids: &[Own]) -> Self {
         let table = Table::new(ids.len());
-        for (slot, own) in ids.iter().enumerate() {
-            let bits = own.id.as_u128();
-            // Relaxed: the block is not shared yet; sharing it publishes these.
-            table.ids[slot][0].store(bits as u64, Ordering::Relaxed);
-            table.ids[slot][1].store((bits >> 64) as u64, Ordering::Relaxed);
-            if let Some(key) = own.group {
-                // Relaxed: as above.
-                table.groups[slot].store(key, Ordering::Relaxed);
-                table.grouped.fetch_or(1 << slot, Ordering::Relaxed);
-            }
+        for (slot, &own) in ids.iter().enumerate() {
+            // The block is not shared yet; sharing it publishes these.
+            table.write(slot, own);
         }
-        let all = if ids.len() == 64 {
-            u64::MAX
-        } else {
-            (1 << ids.len()) - 1
-        };
-        // Relaxed: as above.
-        table.set.store(all, Ordering::Relaxed);
         IdTable {
             table: AtomicPtr::new(Box::into_raw(Box::new(table))),
         }
@@ -116,12 +129,12 @@ impl IdTable {
     /// which is ordered after `set`'s writes: they see them.
     #[inline]
     pub(crate) fn get(&self, slot: usize) -> Option<MessageId> {
-        let table = self.table()?;
+        let entry = &self.table()?.entries[slot];
         // Relaxed (here and below): ordered by the slot's publish, see above.
-        if table.set.load(Ordering::Relaxed) & (1 << slot) == 0 {
+        if entry.kind.load(Ordering::Relaxed) == NONE {
             return None;
         }
-        let [low, high] = &table.ids[slot];
+        let [low, high] = &entry.id;
         let bits = u128::from(high.load(Ordering::Relaxed)) << 64
             | u128::from(low.load(Ordering::Relaxed));
         Some(MessageId::from_bits(bits))
@@ -131,10 +144,10 @@ impl IdTable {
     /// [`Self::get`] is.
     #[inline]
     pub(crate) fn group(&self, slot: usize) -> Option<u64> {
-        let table = self.table()?;
+        let entry = &self.table()?.entries[slot];
         // Relaxed (both): ordered by the slot's publish, as in `get`.
-        (table.grouped.load(Ordering::Relaxed) & (1 << slot) != 0)
-            .then(|| table.groups[slot].load(Ordering::Relaxed))
+        (entry.kind.load(Ordering::Relaxed) == ID_AND_GROUP)
+            .then(|| entry.group.load(Ordering::Relaxed))
     }
 
     /// Gives slot `slot` (of a block of `len`) the id and group of `own`.
@@ -163,19 +176,9 @@ impl IdTable {
                 drop(unsafe { Box::from_raw(new) });
             }
         };
-        let bits = own.id.as_u128();
-        let [low, high] = &table.ids[slot];
-        // Relaxed: published by the slot's publish (see `get`); no other
-        // thread writes this slot's entry (the producer reserved the slot).
-        low.store(bits as u64, Ordering::Relaxed);
-        high.store((bits >> 64) as u64, Ordering::Relaxed);
-        // Relaxed: as above; `fetch_or` keeps the other slots' bits.
-        table.set.fetch_or(1 << slot, Ordering::Relaxed);
-        if let Some(key) = own.group {
-            // Relaxed: as above.
-            table.groups[slot].store(key, Ordering::Relaxed);
-            table.grouped.fetch_or(1 << slot, Ordering::Relaxed);
-        }
+        // No other thread writes this slot's entry (the producer reserved
+        // the slot); the slot's publish publishes it.
+        table.write(slot, own);
     }
 
     /// Forgets every id: the block is being reused (`&mut`: nobody else
