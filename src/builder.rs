@@ -167,7 +167,9 @@ impl<T: Send + Sync + 'static> Builder<T> {
     /// messages wait until the letter is [`redrive`](Queue::redrive)n (it
     /// is delivered again first) or the group is released with
     /// [`Queue::release_group`], as Service Bus sessions and SQS FIFO
-    /// groups do. Default `false`: a dead letter releases its group.
+    /// groups do. Default `false`: a dead letter releases its group. A held
+    /// group's messages are still in the queue: consumers of a closed queue
+    /// wait for them, so release or redrive before waiting for a drain.
     ///
     /// ```
     /// use rebound::Queue;
