@@ -274,10 +274,7 @@ impl<T> Delivery<T> {
     }
 
     fn send(&self, message: &Message, kind: AckKind) -> Result<(), LeaseExpired> {
-        self.inner
-            .runtime
-            .block_on(message.ack_with(kind))
-            .map_err(|_| LeaseExpired)
+        self.inner.send_ack(message, kind).map_err(|_| LeaseExpired)
     }
 }
 
