@@ -387,18 +387,27 @@ impl Inner {
     /// server starts each `AckWait` later, when it sends the message, and
     /// answers at once (a round trip), so this errs on the safe side and
     /// reads the clock once per pull.
+    ///
+    /// The pull runs as a task on the runtime's thread, which receives the
+    /// messages from the connection; the caller is woken once, with the
+    /// whole batch, instead of once per message.
     async fn fetch_ready(&self, max: usize) -> Vec<Fetched> {
-        let asked = Instant::now();
-        let mut out = Vec::with_capacity(max);
-        if let Ok(mut batch) = self.consumer.fetch().max_messages(max).messages().await {
-            while let Some(Ok(message)) = batch.next().await {
-                out.push(Fetched {
-                    message,
-                    received: asked,
-                });
+        let consumer = self.consumer.clone();
+        let pull = self.runtime.spawn(async move {
+            let asked = Instant::now();
+            let mut out = Vec::with_capacity(max);
+            if let Ok(mut batch) = consumer.fetch().max_messages(max).messages().await {
+                while let Some(Ok(message)) = batch.next().await {
+                    out.push(Fetched {
+                        message,
+                        received: asked,
+                    });
+                }
             }
-        }
-        out
+            out
+        });
+        // A pull that panicked fetched nothing we can use.
+        pull.await.unwrap_or_default()
     }
 
     /// Waits up to `wait` for one message.
