@@ -54,6 +54,10 @@ const MSG_ID: &str = "Nats-Msg-Id";
 /// the queue's state (closed, drained).
 const POLL: Duration = Duration::from_millis(500);
 
+/// The longest [`Inner::flush`] waits for the connection (while the server
+/// cannot be reached).
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
+
 /// The settings of a queue, checked by the builder.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -138,7 +142,13 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Drop for Inner {
+    /// The last handle is gone: writes out what its deliveries settled
+    /// (unless dropped inside an async runtime, where it cannot wait),
+    /// then stops the mover; the runtime and the connection go with it.
     fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            self.flush();
+        }
         if let Some(mover) = self.mover.take() {
             mover.abort();
         }
@@ -325,6 +335,17 @@ impl Inner {
             Poll::Pending => self.runtime.block_on(send),
         };
         sent.map_err(|e| nats("ack")(&e))
+    }
+
+    /// Waits until everything handed to the connection so far (the
+    /// settles of this handle's deliveries above all) has been written to
+    /// the server's socket, or `FLUSH_WAIT` has passed.
+    pub(crate) fn flush(&self) {
+        let client = self.js.client();
+        // The timer is made inside: it needs the runtime's context.
+        let _ = self
+            .runtime
+            .block_on(async { tokio::time::timeout(FLUSH_WAIT, client.flush()).await });
     }
 
     /// Publishes one message to the work stream and waits for the server's

@@ -316,6 +316,10 @@ impl<T: Payload> Queue<T> {
     /// [`Closed`]. Other processes' handles stay open. Closing twice is
     /// harmless.
     ///
+    /// Returns once every settle its deliveries made so far has been
+    /// written to the server (at most 5 s while the server cannot be
+    /// reached; dropping the last handle does the same).
+    ///
     /// ```no_run
     /// # let q: rebound_nats::Queue<String> = rebound_nats::Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
     /// q.close();
@@ -325,6 +329,7 @@ impl<T: Payload> Queue<T> {
         // Relaxed: see `refuse_if_closed`.
         self.inner.closed.store(true, Ordering::Relaxed);
         self.inner.wake.notify_waiters();
+        self.inner.flush();
     }
 
     /// What this handle did, and what the server holds for the queue.
