@@ -118,6 +118,14 @@ impl<T> Delivery<T> {
 
     /// The message is done: it is removed from the work stream.
     ///
+    /// `Ok` means the `+ACK` was handed to this handle's connection, behind
+    /// every settle made before it through this handle, without waiting for
+    /// the server (which confirms no acknowledgement of a pull consumer):
+    /// the connection writes it out at once, and
+    /// [`Queue::close`](crate::Queue::close) and
+    /// dropping the last handle wait until it has been written. The other
+    /// settles are sent the same way.
+    ///
     /// # Errors
     /// [`LeaseExpired`] if the delivery's rights had ended (nothing is
     /// sent; the server redelivers the message), or if the ack could not be
@@ -274,10 +282,7 @@ impl<T> Delivery<T> {
     }
 
     fn send(&self, message: &Message, kind: AckKind) -> Result<(), LeaseExpired> {
-        self.inner
-            .runtime
-            .block_on(message.ack_with(kind))
-            .map_err(|_| LeaseExpired)
+        self.inner.send_ack(message, kind).map_err(|_| LeaseExpired)
     }
 }
 

@@ -15,6 +15,7 @@
 
 use crate::error::NatsError;
 use crate::id::MessageId;
+use crate::reply;
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer};
 use async_nats::jetstream::message::Message;
@@ -24,8 +25,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use rebound::{Backoff, DeadLetterReason};
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{self, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
@@ -49,6 +53,10 @@ const MSG_ID: &str = "Nats-Msg-Id";
 /// How long one wait for a message lasts before the waiter looks again at
 /// the queue's state (closed, drained).
 const POLL: Duration = Duration::from_millis(500);
+
+/// The longest [`Inner::flush`] waits for the connection (while the server
+/// cannot be reached).
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// The settings of a queue, checked by the builder.
 #[derive(Debug, Clone)]
@@ -134,7 +142,13 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Drop for Inner {
+    /// The last handle is gone: writes out what its deliveries settled
+    /// (unless dropped inside an async runtime, where it cannot wait),
+    /// then stops the mover; the runtime and the connection go with it.
     fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            self.flush();
+        }
         if let Some(mover) = self.mover.take() {
             mover.abort();
         }
@@ -264,7 +278,9 @@ async fn move_when_due(js: Context, mover: PullConsumer, work_subject: String) {
                     .await;
                 continue;
             }
-            let Ok(info) = message.info() else { continue };
+            let Some(reply) = message.reply.as_deref().and_then(reply::parse) else {
+                continue;
+            };
             let header = |name: &str| {
                 message
                     .headers
@@ -274,7 +290,7 @@ async fn move_when_due(js: Context, mover: PullConsumer, work_subject: String) {
             };
             // A deferred message keeps its id and carries its attempts on;
             // a `produce_after` message is named after its delayed record.
-            let moved = MessageId::delayed(info.stream_sequence).to_string();
+            let moved = MessageId::delayed(reply.stream_sequence).to_string();
             let id = header(ID).unwrap_or_else(|| moved.clone());
             let mut headers = HeaderMap::new();
             headers.insert(ID, id.as_str());
@@ -298,6 +314,40 @@ async fn move_when_due(js: Context, mover: PullConsumer, work_subject: String) {
 }
 
 impl Inner {
+    /// Sends `kind` for `message` (an ack, a negative ack, a progress
+    /// report): hands it to the client's outgoing queue, behind everything
+    /// this handle sent before, which the connection writes in that order.
+    /// No reply is awaited (JetStream confirms no acknowledgement of a
+    /// pull consumer unless asked to).
+    ///
+    /// The hand-over is first tried on the calling thread, which succeeds
+    /// whenever the queue has room, without a trip into the runtime; only
+    /// when it is full does the caller wait on the runtime for room.
+    pub(crate) fn send_ack(&self, message: &Message, kind: AckKind) -> Result<(), NatsError> {
+        let mut send = pin!(message.ack_with(kind));
+        // Polled outside the runtime: the send only reserves a place in a
+        // `tokio::sync::mpsc` channel, which needs no runtime context.
+        let sent = match send
+            .as_mut()
+            .poll(&mut task::Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(sent) => sent,
+            Poll::Pending => self.runtime.block_on(send),
+        };
+        sent.map_err(|e| nats("ack")(&e))
+    }
+
+    /// Waits until everything handed to the connection so far (the
+    /// settles of this handle's deliveries above all) has been written to
+    /// the server's socket, or `FLUSH_WAIT` has passed.
+    pub(crate) fn flush(&self) {
+        let client = self.js.client();
+        // The timer is made inside: it needs the runtime's context.
+        let _ = self
+            .runtime
+            .block_on(async { tokio::time::timeout(FLUSH_WAIT, client.flush()).await });
+    }
+
     /// Publishes one message to the work stream and waits for the server's
     /// confirmation.
     pub(crate) async fn publish(&self, payload: Bytes) -> Result<MessageId, NatsError> {
@@ -354,17 +404,31 @@ impl Inner {
     }
 
     /// Fetches up to `max` messages that are ready now, without waiting.
+    /// Their leases are taken to run from before the request was sent: the
+    /// server starts each `AckWait` later, when it sends the message, and
+    /// answers at once (a round trip), so this errs on the safe side and
+    /// reads the clock once per pull.
+    ///
+    /// The pull runs as a task on the runtime's thread, which receives the
+    /// messages from the connection; the caller is woken once, with the
+    /// whole batch, instead of once per message.
     async fn fetch_ready(&self, max: usize) -> Vec<Fetched> {
-        let mut out = Vec::new();
-        if let Ok(mut batch) = self.consumer.fetch().max_messages(max).messages().await {
-            while let Some(Ok(message)) = batch.next().await {
-                out.push(Fetched {
-                    message,
-                    received: Instant::now(),
-                });
+        let consumer = self.consumer.clone();
+        let pull = self.runtime.spawn(async move {
+            let asked = Instant::now();
+            let mut out = Vec::with_capacity(max);
+            if let Ok(mut batch) = consumer.fetch().max_messages(max).messages().await {
+                while let Some(Ok(message)) = batch.next().await {
+                    out.push(Fetched {
+                        message,
+                        received: asked,
+                    });
+                }
             }
-        }
-        out
+            out
+        });
+        // A pull that panicked fetched nothing we can use.
+        pull.await.unwrap_or_default()
     }
 
     /// Waits up to `wait` for one message.
@@ -443,12 +507,16 @@ impl Inner {
                 if stop.is_some_and(|s| s.is_set()) {
                     return Err(Empty::Stopped);
                 }
-                let mut ready = self.fetch_ready(self.settings.prefetch).await.into_iter();
-                if let Some(first) = ready.next() {
-                    self.buffer
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend(ready);
+                // A `VecDeque` made from a `Vec` keeps its allocation: the
+                // batch is not copied again when it becomes the buffer.
+                let mut ready = VecDeque::from(self.fetch_ready(self.settings.prefetch).await);
+                if let Some(first) = ready.pop_front() {
+                    let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                    if buffer.is_empty() {
+                        *buffer = ready;
+                    } else {
+                        buffer.extend(ready);
+                    }
                     return Ok(first);
                 }
                 if self.drained().await {

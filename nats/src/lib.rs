@@ -36,6 +36,7 @@ mod error;
 mod id;
 mod jetstream;
 mod queue;
+mod reply;
 mod stats;
 
 pub use builder::Builder;

@@ -6,6 +6,7 @@ use crate::delivery::Delivery;
 use crate::error::{NatsError, ProduceError};
 use crate::id::MessageId;
 use crate::jetstream::{self, Counters, Empty, Fetched, Inner};
+use crate::reply;
 use crate::stats::Stats;
 use bytes::Bytes;
 use rebound::{
@@ -194,11 +195,9 @@ impl<T: Payload> Queue<T> {
     fn admit(&self, fetched: Fetched) -> Option<Delivery<T>> {
         let inner = &self.inner;
         let Fetched { message, received } = fetched;
-        let (sequence, delivered) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.delivered),
-            // Not a JetStream delivery: nothing to settle.
-            Err(_) => return None,
-        };
+        // Not a JetStream delivery: nothing to settle.
+        let reply = message.reply.as_deref().and_then(reply::parse)?;
+        let (sequence, delivered) = (reply.stream_sequence, reply.delivered);
         let id = message
             .headers
             .as_ref()
@@ -206,7 +205,7 @@ impl<T: Payload> Queue<T> {
             .and_then(|v| v.as_str().parse().ok())
             .unwrap_or(MessageId::work(sequence));
         // A deferred copy carries the attempts its message used before.
-        let before: i64 = message
+        let before: u64 = message
             .headers
             .as_ref()
             .and_then(|h| h.get(jetstream::BASE))
@@ -317,6 +316,10 @@ impl<T: Payload> Queue<T> {
     /// [`Closed`]. Other processes' handles stay open. Closing twice is
     /// harmless.
     ///
+    /// Returns once every settle its deliveries made so far has been
+    /// written to the server (at most 5 s while the server cannot be
+    /// reached; dropping the last handle does the same).
+    ///
     /// ```no_run
     /// # let q: rebound_nats::Queue<String> = rebound_nats::Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
     /// q.close();
@@ -326,6 +329,7 @@ impl<T: Payload> Queue<T> {
         // Relaxed: see `refuse_if_closed`.
         self.inner.closed.store(true, Ordering::Relaxed);
         self.inner.wake.notify_waiters();
+        self.inner.flush();
     }
 
     /// What this handle did, and what the server holds for the queue.
