@@ -1,8 +1,10 @@
 //! `Builder`: a JetStream queue's settings, and connecting.
 
 use crate::error::{ConnectError, NatsError};
+use crate::id::Mint;
 use crate::jetstream::{self, Counters, Inner, Settings};
 use crate::queue::Queue;
+use crate::schedule;
 use rebound::{Backoff, Payload};
 use std::collections::VecDeque;
 use std::fmt;
@@ -216,21 +218,23 @@ impl<T: Payload> Builder<T> {
             .map_err(|e| ConnectError::Runtime(e.kind()))?;
         let name = self.name;
         let url = self.url;
-        let (client, js, consumer, mover) = runtime.block_on(async {
+        let (client, js, consumer, mover, schedules) = runtime.block_on(async {
             let client = async_nats::connect(url.as_str())
                 .await
                 .map_err(|e| ConnectError::Nats(NatsError::from_error("connect", e)))?;
             let js = async_nats::jetstream::new(client.clone());
-            let (consumer, mover) = jetstream::open(js.clone(), &name, &settings)
-                .await
-                .map_err(ConnectError::Nats)?;
-            Ok::<_, ConnectError>((client, js, consumer, mover))
+            let schedules = schedule::supported(&client.server_info().version);
+            let (consumer, mover) =
+                jetstream::open(js.clone(), &name, &settings, schedules).await?;
+            Ok::<_, ConnectError>((client, js, consumer, mover, schedules))
         })?;
         let inner = Inner {
             js,
             work_subject: format!("{name}.work"),
             delayed_subject: format!("{name}.delayed"),
             dead_subject: format!("{name}.dead"),
+            schedules,
+            mint: Mint::new(),
             server_version: client.server_info().version,
             name,
             consumer,

@@ -68,6 +68,12 @@ pub enum ConnectError {
     Runtime(std::io::ErrorKind),
     /// The server could not be reached, or refused a stream or consumer.
     Nats(NatsError),
+    /// The server has message schedules (nats-server 2.12 and later), and
+    /// the queue's work stream or its consumer, made without them by an
+    /// older rebound-nats, could not be updated for them: the stream to
+    /// take the subjects `<name>.sched.>` with `allow_msg_schedules`, the
+    /// consumer to be filtered on `<name>.work`.
+    Schedules(NatsError),
 }
 
 impl fmt::Display for ConnectError {
@@ -80,6 +86,10 @@ impl fmt::Display for ConnectError {
             ConnectError::Setting(what) => write!(f, "invalid setting: {what}"),
             ConnectError::Runtime(kind) => write!(f, "could not start the client runtime: {kind}"),
             ConnectError::Nats(e) => write!(f, "could not connect: {e}"),
+            ConnectError::Schedules(e) => write!(
+                f,
+                "could not enable message schedules on the queue's work stream and consumer: {e}"
+            ),
         }
     }
 }
@@ -87,7 +97,7 @@ impl fmt::Display for ConnectError {
 impl std::error::Error for ConnectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ConnectError::Nats(e) => Some(e),
+            ConnectError::Nats(e) | ConnectError::Schedules(e) => Some(e),
             _ => None,
         }
     }

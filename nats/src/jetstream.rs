@@ -6,16 +6,22 @@
 //! - `jobs` (subject `jobs.work`, work-queue retention): ready messages. A
 //!   durable pull consumer `jobs-workers` with explicit acks, `AckWait` =
 //!   the lease, no `MaxDeliver` (attempts are bounded by the client, see
-//!   [`Inner::admit`]).
+//!   `Queue::admit`). On a server with message schedules (2.12+) the
+//!   stream also has the subjects `jobs.sched.<id>`, one per message of
+//!   `produce_after` or `defer` until it is due (see [`crate::schedule`]),
+//!   and the consumer is filtered on `jobs.work`.
 //! - `jobs-delayed` (subject `jobs.delayed`, work-queue retention): messages
-//!   of `produce_after`, with their due time in a header, until a mover
-//!   copies them into `jobs` once due.
+//!   of `produce_after` and `defer` on a server without schedules, with
+//!   their due time in a header, until a mover copies them into `jobs` once
+//!   due. With schedules the mover still runs, for what older clients put
+//!   there.
 //! - `jobs-dead` (subject `jobs.dead`, limits retention): dead letters, with
 //!   their id, attempts and reason in headers, until drained.
 
-use crate::error::NatsError;
-use crate::id::MessageId;
+use crate::error::{ConnectError, NatsError};
+use crate::id::{MessageId, Mint};
 use crate::reply;
+use crate::schedule;
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer};
 use async_nats::jetstream::message::Message;
@@ -117,6 +123,11 @@ pub(crate) struct Inner {
     pub(crate) work_subject: String,
     pub(crate) delayed_subject: String,
     pub(crate) dead_subject: String,
+    /// Whether `produce_after` and `defer` use message schedules (the
+    /// server has them), else the delayed stream.
+    pub(crate) schedules: bool,
+    /// The ids of this handle's scheduled messages.
+    pub(crate) mint: Mint,
     pub(crate) consumer: PullConsumer,
     pub(crate) settings: Settings,
     /// The version the server announced.
@@ -159,6 +170,10 @@ fn nats(context: &'static str) -> impl Fn(&dyn std::fmt::Display) -> NatsError {
     move |e| NatsError::from_error(context, e)
 }
 
+fn connect(context: &'static str) -> impl Fn(&dyn std::fmt::Display) -> ConnectError {
+    move |e| ConnectError::Nats(NatsError::from_error(context, e))
+}
+
 /// Now, in nanoseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_nanos() -> u64 {
     SystemTime::now()
@@ -166,13 +181,22 @@ pub(crate) fn unix_nanos() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// The subjects of queue `name`'s schedules: `<name>.sched.<id>`.
+pub(crate) fn schedule_subjects(name: &str) -> String {
+    format!("{name}.sched.>")
+}
+
 /// Creates (or finds, if they exist with the same settings) the streams and
 /// the consumer of queue `name`; spawns the mover of delayed messages.
+/// With `schedules`, the work stream also takes the schedules and the
+/// consumer is filtered on the work subject; a stream or consumer made
+/// without them (by an older rebound-nats) is updated so.
 pub(crate) async fn open(
     js: Context,
     name: &str,
     settings: &Settings,
-) -> Result<(PullConsumer, tokio::task::JoinHandle<()>), NatsError> {
+    schedules: bool,
+) -> Result<(PullConsumer, tokio::task::JoinHandle<()>), ConnectError> {
     let storage = if settings.memory {
         StorageType::Memory
     } else {
@@ -185,14 +209,23 @@ pub(crate) async fn open(
         storage,
         ..Default::default()
     };
-    let work = js
-        .get_or_create_stream(stream(
-            name.to_string(),
-            format!("{name}.work"),
-            RetentionPolicy::WorkQueue,
-        ))
+    let work_subject = format!("{name}.work");
+    let mut work_config = stream(
+        name.to_string(),
+        work_subject.clone(),
+        RetentionPolicy::WorkQueue,
+    );
+    if schedules {
+        work_config.subjects.push(schedule_subjects(name));
+        work_config.allow_message_schedules = true;
+    }
+    let mut work = js
+        .get_or_create_stream(work_config)
         .await
-        .map_err(|e| nats("creating the work stream")(&e))?;
+        .map_err(|e| connect("creating the work stream")(&e))?;
+    if schedules {
+        allow_schedules(&js, &mut work, name).await?;
+    }
     let delayed = js
         .get_or_create_stream(stream(
             format!("{name}-delayed"),
@@ -200,14 +233,14 @@ pub(crate) async fn open(
             RetentionPolicy::WorkQueue,
         ))
         .await
-        .map_err(|e| nats("creating the delayed stream")(&e))?;
+        .map_err(|e| connect("creating the delayed stream")(&e))?;
     js.get_or_create_stream(stream(
         format!("{name}-dead"),
         format!("{name}.dead"),
         RetentionPolicy::Limits,
     ))
     .await
-    .map_err(|e| nats("creating the dead-letter stream")(&e))?;
+    .map_err(|e| connect("creating the dead-letter stream")(&e))?;
     let workers = format!("{name}-workers");
     let consumer: PullConsumer = work
         .get_or_create_consumer(
@@ -221,11 +254,22 @@ pub(crate) async fn open(
                 // stranded by a `MaxDeliver` advisory nobody heard.
                 max_deliver: -1,
                 max_ack_pending: -1,
+                // Not the schedules, which only the server reads.
+                filter_subject: if schedules {
+                    work_subject.clone()
+                } else {
+                    String::new()
+                },
                 ..Default::default()
             },
         )
         .await
-        .map_err(|e| nats("creating the consumer")(&e))?;
+        .map_err(|e| connect("creating the consumer")(&e))?;
+    let consumer = if schedules && consumer.cached_info().config.filter_subject != work_subject {
+        filter_consumer(&work, consumer, &workers, work_subject).await?
+    } else {
+        consumer
+    };
     let movers = format!("{name}-mover");
     let mover: PullConsumer = delayed
         .get_or_create_consumer(
@@ -239,9 +283,55 @@ pub(crate) async fn open(
             },
         )
         .await
-        .map_err(|e| nats("creating the delayed consumer")(&e))?;
+        .map_err(|e| connect("creating the delayed consumer")(&e))?;
     let task = tokio::spawn(move_when_due(js, mover, format!("{name}.work")));
     Ok((consumer, task))
+}
+
+/// Makes sure the work stream takes the schedules: a stream made without
+/// them (by an older rebound-nats) gets the schedule subjects and
+/// `allow_msg_schedules`, keeping its messages and other settings.
+async fn allow_schedules(
+    js: &Context,
+    work: &mut stream::Stream,
+    name: &str,
+) -> Result<(), ConnectError> {
+    let refused = |e: &dyn std::fmt::Display| {
+        ConnectError::Schedules(NatsError::from_error("updating the work stream", e))
+    };
+    let subjects = schedule_subjects(name);
+    let mut config = work.info().await.map_err(|e| refused(&e))?.config.clone();
+    if config.allow_message_schedules && config.subjects.contains(&subjects) {
+        return Ok(());
+    }
+    if !config.subjects.contains(&subjects) {
+        config.subjects.push(subjects);
+    }
+    config.allow_message_schedules = true;
+    js.update_stream(&config).await.map_err(|e| refused(&e))?;
+    Ok(())
+}
+
+/// Filters on the work subject a workers' consumer made without the
+/// filter (by an older rebound-nats), keeping its other settings; returns
+/// the updated consumer. (A create with the name of an existing durable
+/// consumer updates it; the client's `update_consumer` needs server 2.10
+/// features we do not enable.)
+async fn filter_consumer(
+    work: &stream::Stream,
+    consumer: PullConsumer,
+    workers: &str,
+    work_subject: String,
+) -> Result<PullConsumer, ConnectError> {
+    let refused = |e: &dyn std::fmt::Display| {
+        ConnectError::Schedules(NatsError::from_error("updating the consumer", e))
+    };
+    let mut config = consumer.cached_info().config.clone();
+    config.filter_subject = work_subject;
+    work.create_consumer(config)
+        .await
+        .map_err(|e| refused(&e))?;
+    work.get_consumer(workers).await.map_err(|e| refused(&e))
 }
 
 /// The mover: takes delayed messages as they come, holds each back with a
@@ -384,13 +474,23 @@ impl Inner {
         Ok(ids)
     }
 
-    /// Publishes a message to the delayed stream, due at `due` (Unix
-    /// nanoseconds).
+    /// Publishes a message due at `due` (Unix nanoseconds): as a schedule
+    /// (its id minted here, carried in `Rebound-Id`) if the server has
+    /// them, else to the delayed stream (its id is its sequence there).
     pub(crate) async fn publish_delayed(
         &self,
         payload: Bytes,
         due: u64,
     ) -> Result<MessageId, NatsError> {
+        if self.schedules {
+            let id = self.mint.next();
+            let mut headers = HeaderMap::new();
+            headers.insert(ID, id.to_string().as_str());
+            self.schedule(id, headers, payload, due)
+                .await
+                .map_err(|e| nats("publish")(&e))?;
+            return Ok(id);
+        }
         let mut headers = HeaderMap::new();
         headers.insert(DUE, due.to_string().as_str());
         let ack = self
@@ -401,6 +501,27 @@ impl Inner {
             .await
             .map_err(|e| nats("publish")(&e))?;
         Ok(MessageId::delayed(ack.sequence))
+    }
+
+    /// Publishes `payload` with `headers` as a schedule on the subject of
+    /// `slot` (an id of this handle's mint, used once), to be stored on
+    /// the work subject at `due` (Unix nanoseconds), and waits for the
+    /// server's confirmation.
+    async fn schedule(
+        &self,
+        slot: MessageId,
+        mut headers: HeaderMap,
+        payload: Bytes,
+        due: u64,
+    ) -> Result<(), async_nats::Error> {
+        headers.insert(schedule::SCHEDULE, schedule::at(due).as_str());
+        headers.insert(schedule::TARGET, self.work_subject.as_str());
+        let subject = format!("{}.sched.{slot}", self.name);
+        self.js
+            .publish_with_headers(subject, headers, payload)
+            .await?
+            .await?;
+        Ok(())
     }
 
     /// Fetches up to `max` messages that are ready now, without waiting.
@@ -551,12 +672,13 @@ impl Inner {
             .pop_front()
     }
 
-    /// Defers `message` (delivery `attempt` of `id`): a copy goes to the
-    /// delayed stream, due at `due` (Unix ns), keeping the id and the
-    /// attempts used before this one; the mover puts it back in the work
-    /// stream when it is due. The caller then acks the original. A crash
-    /// between the two leaves both: the message is delivered twice (at
-    /// least once), never lost.
+    /// Defers `message` (delivery `attempt` of `id`): a copy, due at `due`
+    /// (Unix ns), keeping the id and the attempts used before this one,
+    /// goes in as a schedule if the server has them (the server stores it
+    /// on the work subject when it is due), else to the delayed stream (the
+    /// mover puts it back in the work stream when it is due). The caller
+    /// then acks the original. A crash between the two leaves both: the
+    /// message is delivered twice (at least once), never lost.
     pub(crate) async fn defer(
         &self,
         message: &Message,
@@ -570,6 +692,14 @@ impl Inner {
         headers.insert(BASE, attempt.saturating_sub(1).to_string().as_str());
         // A retried publish of this defer is one copy.
         headers.insert(MSG_ID, format!("defer-{id}-{attempt}-{due}").as_str());
+        if self.schedules {
+            // The server does not copy `Nats-Msg-Id` onto the message it
+            // stores when due, so the copy is not taken for a duplicate.
+            return self
+                .schedule(self.mint.next(), headers, message.payload.clone(), due)
+                .await
+                .map_err(|e| nats("defer")(&e));
+        }
         self.js
             .publish_with_headers(
                 self.delayed_subject.clone(),
@@ -686,6 +816,21 @@ impl Inner {
             .map_err(|e| nats("stream info")(&e))?
             .state
             .messages)
+    }
+
+    /// Messages of `produce_after` and `defer` not yet due: those in the
+    /// delayed stream, and with schedules those of the work stream beyond
+    /// the `on_work_subject` its consumer counts (pending and held).
+    pub(crate) async fn delayed_messages(&self, on_work_subject: u64) -> Result<u64, NatsError> {
+        let delayed = self.stream_messages("-delayed").await?;
+        if !self.schedules {
+            return Ok(delayed);
+        }
+        let scheduled = self
+            .stream_messages("")
+            .await?
+            .saturating_sub(on_work_subject);
+        Ok(delayed + scheduled)
     }
 
     /// The work consumer's pending (not yet delivered) and held (delivered,

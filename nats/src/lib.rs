@@ -37,6 +37,7 @@ mod id;
 mod jetstream;
 mod queue;
 mod reply;
+mod schedule;
 mod stats;
 
 pub use builder::Builder;

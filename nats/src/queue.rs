@@ -356,7 +356,7 @@ impl<T: Payload> Queue<T> {
                 dead_lettered: Counters::get(&c.dead_lettered),
                 ready,
                 in_flight,
-                delayed: inner.stream_messages("-delayed").await?,
+                delayed: inner.delayed_messages(ready + in_flight).await?,
                 dead_letters: inner.stream_messages("-dead").await?,
             })
         })

