@@ -178,10 +178,11 @@ impl<T> Delivery<T> {
 
     /// Not now: the message comes back after `delay` with the same
     /// [`attempt`](Self::attempt), and the defer never dead-letters (see
-    /// `rebound::Delivery::defer`). On JetStream a copy goes to the delayed
-    /// stream (keeping the id and the attempts used before) and this
-    /// delivery is acked; a crash between the two delivers the message
-    /// twice, never loses it.
+    /// `rebound::Delivery::defer`). On JetStream a copy (keeping the id and
+    /// the attempts used before) goes in as a schedule (nats-server 2.12
+    /// and later) or to the delayed stream (older servers), as for
+    /// `Queue::produce_after`, and this delivery is acked; a crash between
+    /// the two delivers the message twice, never loses it.
     ///
     /// # Errors
     /// [`LeaseExpired`], as [`ack`](Self::ack) (also if the copy could not

@@ -157,12 +157,17 @@ impl<T: Payload> Queue<T> {
 
     /// Adds a message that is delivered no earlier than `delay` from now.
     ///
-    /// It waits in the queue's delayed stream with its due time (wall
-    /// clock) in a header; a mover in every connected process holds it
-    /// back with a negative acknowledgement delayed until it is due, then
-    /// copies it into the work stream. So it is never delivered early on
-    /// any server version (nats-server 2.9 has no message schedules),
-    /// provided the clocks of the producing and moving machines agree.
+    /// On a server with message schedules (nats-server 2.12 and later) it
+    /// is a schedule in the work stream (`@at` its due time, wall clock):
+    /// the server stores it on the work subject when it is due, with the
+    /// id minted here (`s<nonce>-<n>`, no round trip for it). On an older
+    /// server (2.9 has no schedules) it waits in the queue's delayed stream
+    /// with its due time in a header; a mover in every connected process
+    /// holds it back with a negative acknowledgement delayed until it is
+    /// due, then copies it into the work stream (its id: `d<seq>`). Either
+    /// way it is never delivered early, provided the clocks of the
+    /// producing machine and of the server (2.12) or of the moving
+    /// machines (2.9) agree.
     ///
     /// # Errors
     /// As [`produce`](Self::produce).
