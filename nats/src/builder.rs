@@ -194,13 +194,17 @@ impl<T: Payload> Builder<T> {
 
     /// Connects, and creates the queue's streams and consumer unless they
     /// exist (every process that connects with the same name shares them).
+    /// On a server with message schedules (nats-server 2.12 and later) the
+    /// work stream takes them, and one made without them by an older
+    /// rebound-nats is updated (see the README, "Scaling out").
     ///
     /// # Errors
     /// [`ConnectError::Name`] or [`ConnectError::Setting`] for a bad
     /// setting; [`ConnectError::Runtime`] if the client's runtime could not
     /// start; [`ConnectError::Nats`] if the server could not be reached or
     /// refused a stream or the consumer (JetStream off, or the streams exist
-    /// with other settings).
+    /// with other settings); [`ConnectError::Schedules`] if the server has
+    /// schedules and refused to update such a stream or its consumer.
     ///
     /// ```no_run
     /// let q = rebound_nats::Queue::<String>::builder("nats://127.0.0.1:4222", "jobs").connect();

@@ -103,7 +103,8 @@ fn on_2_9_produce_after_and_defer_go_through_the_delayed_stream() {
     assert_eq!(q.stats().unwrap().delayed, 1);
     let d = q.consume_timeout(PATIENCE).unwrap();
     assert_eq!((d.as_str(), d.id()), ("later", id));
-    let delay = Duration::from_millis(300);
+    // Long enough to be still waiting when looked at, on a loaded machine.
+    let delay = Duration::from_secs(1);
     let deferred = Instant::now();
     d.defer(delay).unwrap();
     assert_eq!(raw.messages("late-delayed"), 1);
@@ -128,7 +129,8 @@ fn on_2_12_produce_after_and_defer_are_schedules() {
     assert_eq!(config.subjects, ["late.work", "late.sched.>"]);
     assert_eq!(raw.filter("late", "late-workers"), "late.work");
 
-    let delay = Duration::from_millis(300);
+    // Long enough to be still scheduled when looked at, on a loaded machine.
+    let delay = Duration::from_secs(1);
     let produced = Instant::now();
     let first = q.produce_after("a".to_string(), delay).unwrap();
     let second = q.produce_after("b".to_string(), delay).unwrap();
@@ -168,7 +170,12 @@ fn on_2_12_produce_after_and_defer_are_schedules() {
     }
     ids.sort();
     assert_eq!(ids, [("a".to_string(), first), ("b".to_string(), second)]);
-    // Fired schedules are gone: nothing is left.
+    // Fired schedules are gone: once the server has the acks (a settle is
+    // not confirmed), nothing is left.
+    let start = Instant::now();
+    while raw.messages("late") > 0 && start.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(raw.messages("late"), 0);
     assert_eq!(q.stats().unwrap().delayed, 0);
 }
