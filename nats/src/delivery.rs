@@ -66,8 +66,8 @@ struct Rights {
     /// holds the lock from its look at it through handing the `+WPI` to
     /// the connection and moving `deadline`, so a settle, which clears it
     /// first, is sent after every `+WPI` (one behind a delayed `-NAK` would
-    /// restart the server's `AckWait` and bring the message back early)
-    /// and sees every move of the deadline.
+    /// restart the server's `AckWait` in place of the delay) and sees every
+    /// move of the deadline.
     open: Mutex<bool>,
 }
 

@@ -78,8 +78,9 @@ fn no_progress_report_follows_a_settle() {
     let (count, extended) = counter();
     let guard = d.keep_alive(Duration::from_secs(60), extended).unwrap();
     // Settled while the guard lives: a `+WPI` after this `-NAK` would
-    // restart the server's `AckWait` and bring the message back after one
-    // lease, before the delay.
+    // restart the server's `AckWait` in place of the delay, and the
+    // message would not come back after the delay (not at all while
+    // `+WPI`s kept coming).
     let delay = LEASE * 3;
     let rolled = Instant::now();
     d.rollback_after(delay).unwrap();
