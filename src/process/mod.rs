@@ -352,7 +352,10 @@ impl<T: Send + Sync + 'static, S: Source<Message = T>> Processor<T, S> {
     /// lease alive while the handler runs ([`Settle::keep_alive`], with
     /// the same halfway rule and the same `max`, from when the handler
     /// starts); a source whose deliveries do not offer it gets no
-    /// extension. `rebound_nats::Queue` offers it: see its crate.
+    /// extension. `rebound_nats::Queue` offers it; as its server extends
+    /// only by whole leases, a hung handler's rights end one lease and
+    /// `max` after it started, and the server redelivers the message when
+    /// the last lease it granted runs out, up to about half a lease later.
     ///
     /// ```
     /// use std::time::Duration;
