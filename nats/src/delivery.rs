@@ -5,12 +5,17 @@ use crate::id::MessageId;
 use crate::jetstream::{self, Counters, Inner};
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::message::Message;
+use async_nats::{Client, Subject};
 use rebound::{LeaseExpired, Settle};
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::ops::Deref;
-use std::sync::Arc;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 
 /// A claim on one message of a JetStream [`Queue`](crate::Queue), valid
 /// until its lease ends.
@@ -46,8 +51,36 @@ pub struct Delivery<T> {
     attempt: u32,
     /// When the message was received; the lease runs from here.
     received: Instant,
-    /// When this delivery's rights end, in nanoseconds after `received`.
+    /// When its rights end, shared with its keep-alive task (if any).
+    rights: Arc<Rights>,
+}
+
+/// What a delivery shares with the task that keeps its lease alive
+/// ([`Settle::keep_alive`]).
+struct Rights {
+    /// When the delivery's rights end, in nanoseconds after it was
+    /// received. Only grows.
     deadline: AtomicU64,
+    /// Whether a keep-alive task may still send `+WPI`: `false` once the
+    /// delivery is settled (or dropped) or the guard is dropped. The task
+    /// holds the lock from its look at it through handing the `+WPI` to
+    /// the connection and moving `deadline`, so a settle, which clears it
+    /// first, is sent after every `+WPI` (one behind a delayed `-NAK` would
+    /// restart the server's `AckWait` in place of the delay) and sees every
+    /// move of the deadline.
+    open: Mutex<bool>,
+}
+
+impl Rights {
+    fn open(&self) -> MutexGuard<'_, bool> {
+        // Nothing panics while holding it.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// No `+WPI` from now on.
+    fn close(&self) {
+        *self.open() = false;
+    }
 }
 
 impl<T> Delivery<T> {
@@ -67,7 +100,10 @@ impl<T> Delivery<T> {
             id,
             attempt,
             received,
-            deadline: AtomicU64::new(nanos(rights)),
+            rights: Arc::new(Rights {
+                deadline: AtomicU64::new(nanos(rights)),
+                open: Mutex::new(true),
+            }),
         }
     }
 
@@ -101,14 +137,16 @@ impl<T> Delivery<T> {
     fn live(&self) -> bool {
         // Relaxed: the deadline only grows; a stale read is an earlier
         // deadline, which can only refuse a settle, never let a stale one
-        // through.
-        let deadline = self.deadline.load(Ordering::Relaxed);
+        // through. A keep-alive task moves it under `Rights::open`, which
+        // `take` locks first: a settle sees every move made before.
+        let deadline = self.rights.deadline.load(Ordering::Relaxed);
         nanos(self.received.elapsed()) < deadline
     }
 
     /// Takes the message to settle it, if this delivery's rights last.
     fn take(&mut self) -> Result<Message, LeaseExpired> {
         let message = self.message.take().ok_or(LeaseExpired)?;
+        self.rights.close();
         if self.live() {
             Ok(message)
         } else {
@@ -256,7 +294,8 @@ impl<T> Delivery<T> {
         let settings = &self.inner.settings;
         let rights = extension.min(settings.lease - settings.margin);
         // Relaxed: see `live`.
-        self.deadline
+        self.rights
+            .deadline
             .fetch_max(nanos(start + rights), Ordering::Relaxed);
         Ok(())
     }
@@ -284,6 +323,127 @@ impl<T> Delivery<T> {
 
     fn send(&self, message: &Message, kind: AckKind) -> Result<(), LeaseExpired> {
         self.inner.send_ack(message, kind).map_err(|_| LeaseExpired)
+    }
+
+    /// Starts the task of [`Settle::keep_alive`] on the queue's runtime.
+    fn keep_alive(
+        &self,
+        max: Duration,
+        extended: Arc<dyn Fn() + Send + Sync>,
+    ) -> Option<KeepAlive> {
+        let message = self.message.as_ref()?;
+        let reply = message.reply.clone()?;
+        if !self.live() {
+            return None;
+        }
+        let settings = &self.inner.settings;
+        let rights = nanos(settings.lease - settings.margin);
+        // One lease of rights from now, and `max` beyond it.
+        let cap = nanos(self.received.elapsed())
+            .saturating_add(rights)
+            .saturating_add(nanos(max));
+        let keeper = Keeper {
+            rights: Arc::clone(&self.rights),
+            client: message.context.client(),
+            reply,
+            received: self.received,
+            lease: rights,
+            cap,
+            extended,
+        };
+        Some(KeepAlive {
+            rights: Arc::clone(&self.rights),
+            task: self.inner.runtime.spawn(keeper.run()),
+        })
+    }
+}
+
+/// The guard of [`Settle::keep_alive`]: the task stops when it drops.
+struct KeepAlive {
+    rights: Arc<Rights>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        // After this, the task sends nothing more (see `Rights::open`).
+        self.rights.close();
+        self.task.abort();
+    }
+}
+
+/// The keep-alive task of one delivery: what it needs to send `+WPI`
+/// without the delivery, which its handler holds.
+struct Keeper {
+    rights: Arc<Rights>,
+    client: Client,
+    reply: Subject,
+    received: Instant,
+    /// The rights one `+WPI` gives (the lease less the fence margin), ns.
+    lease: u64,
+    /// The latest the rights may be moved to, ns after `received`.
+    cap: u64,
+    extended: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Keeper {
+    /// Nanoseconds since the message was received.
+    fn now(&self) -> u64 {
+        nanos(self.received.elapsed())
+    }
+
+    /// Halfway through what is left of the rights, sends `+WPI` and moves
+    /// the deadline to the lease less the margin from before the send (at
+    /// most to the cap), until the cap is reached, the rights end, or the
+    /// delivery is settled or its guard dropped.
+    async fn run(self) {
+        loop {
+            let now = self.now();
+            // Relaxed: only this task and `extend_lease` move it; a stale
+            // (earlier) value makes the next extension come earlier.
+            let deadline = self.rights.deadline.load(Ordering::Relaxed);
+            if now >= deadline || deadline >= self.cap {
+                return;
+            }
+            tokio::time::sleep(Duration::from_nanos((deadline - now) / 2)).await;
+            let mut send = pin!(
+                self.client
+                    .publish(self.reply.clone(), AckKind::Progress.into())
+            );
+            let extended = poll_fn(|cx| {
+                let open = self.rights.open();
+                if !*open {
+                    return Poll::Ready(false);
+                }
+                // The new rights start before the request is sent: the
+                // server's new AckWait starts after it.
+                let now = self.now();
+                // Relaxed: see above; `open` orders it with the settles.
+                let deadline = self.rights.deadline.load(Ordering::Relaxed);
+                let target = now.saturating_add(self.lease).min(self.cap);
+                if now >= deadline || target <= deadline {
+                    return Poll::Ready(false);
+                }
+                match send.as_mut().poll(cx) {
+                    // A pending send has not reserved its place: dropped
+                    // unsent if the delivery is settled meanwhile.
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(_)) => Poll::Ready(false),
+                    Poll::Ready(Ok(())) => {
+                        // Relaxed: see `Delivery::live`.
+                        self.rights.deadline.fetch_max(target, Ordering::Relaxed);
+                        // Under the lock: counted before the guard's drop
+                        // returns.
+                        (self.extended)();
+                        Poll::Ready(true)
+                    }
+                }
+            })
+            .await;
+            if !extended {
+                return;
+            }
+        }
     }
 }
 
@@ -345,5 +505,34 @@ impl<T> Settle for Delivery<T> {
 
     fn extend_lease(&self, extension: Duration) -> Result<(), LeaseExpired> {
         Delivery::extend_lease(self, extension)
+    }
+
+    /// A task on the queue's runtime sends `+WPI` (a new full `AckWait`)
+    /// halfway through what is left of this delivery's rights, and moves
+    /// them to the lease less the fence margin from before the send, at
+    /// most `max` beyond one such lease from now: after that the rights
+    /// end, and the server redelivers the message once its last `AckWait`
+    /// runs out. The task stops when the guard drops or the delivery is
+    /// settled; no `+WPI` follows a settle. `None` if the rights have
+    /// ended.
+    ///
+    /// ```no_run
+    /// use rebound::Settle;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// # let q: rebound_nats::Queue<String> = rebound_nats::Queue::builder("nats://127.0.0.1:4222", "jobs").connect().unwrap();
+    /// q.produce("long".into()).unwrap();
+    /// let d = q.consume().unwrap();
+    /// let guard = d.keep_alive(Duration::from_secs(600), Arc::new(|| ())).unwrap();
+    /// std::thread::sleep(Duration::from_secs(60)); // longer than the lease
+    /// drop(guard);
+    /// d.ack().unwrap();
+    /// ```
+    fn keep_alive(
+        &self,
+        max: Duration,
+        extended: Arc<dyn Fn() + Send + Sync>,
+    ) -> Option<Box<dyn Send>> {
+        Delivery::keep_alive(self, max, extended).map(|guard| Box::new(guard) as Box<dyn Send>)
     }
 }

@@ -45,6 +45,10 @@ impl Default for Cfg {
 /// waited for in full when a test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
 
+/// The lease of the `auto_extend` tests: long enough that an extension
+/// made halfway through the rights is in time on a loaded machine.
+const AUTO_LEASE: Duration = Duration::from_secs(1);
+
 macro_rules! conformance {
     ($(#[$attr:meta])* $backend:ident, $make:path, $drain:path) => {
         mod $backend {
@@ -218,6 +222,68 @@ macro_rules! conformance {
 
             #[test]
             $(#[$attr])*
+            fn auto_extend_keeps_a_handler_longer_than_its_lease() {
+                let (_server, q) = $make(Cfg {
+                    lease: AUTO_LEASE,
+                    ..Cfg::default()
+                });
+                q.produce("long".to_string()).unwrap();
+                q.close();
+                let handle = q
+                    .processor()
+                    .auto_extend(Duration::from_secs(60))
+                    .start(own_pool(), |_d| std::thread::sleep(AUTO_LEASE * 5 / 2))
+                    .unwrap();
+                let report = handle.join();
+                // Acked once, never redelivered (the processor would have
+                // claimed the redelivery before the queue drained).
+                assert_eq!(
+                    (report.claimed, report.acked, report.expired),
+                    (1, 1, 0),
+                    "{report:?}"
+                );
+                assert!(report.extended >= 1, "{report:?}");
+            }
+
+            #[test]
+            $(#[$attr])*
+            fn auto_extend_stops_after_max() {
+                let max = Duration::from_millis(500);
+                let (_server, q) = $make(Cfg {
+                    lease: AUTO_LEASE,
+                    ..Cfg::default()
+                });
+                let produced = Instant::now();
+                q.produce("hung".to_string()).unwrap();
+                q.close();
+                let again = Arc::new(std::sync::Mutex::new(None));
+                let handle = {
+                    let again = Arc::clone(&again);
+                    q.processor()
+                        .auto_extend(max)
+                        .start(own_pool(), move |d| {
+                            if d.attempt() == 1 {
+                                // Past one lease and `max`: given up on.
+                                std::thread::sleep(AUTO_LEASE * 2);
+                            } else {
+                                *again.lock().unwrap() = Some(produced.elapsed());
+                            }
+                        })
+                        .unwrap()
+                };
+                let report = handle.join();
+                assert_eq!(
+                    (report.claimed, report.acked, report.expired),
+                    (2, 1, 1),
+                    "{report:?}"
+                );
+                let again = again.lock().unwrap().expect("not redelivered");
+                assert!(again >= AUTO_LEASE + max, "redelivered early: {again:?}");
+                assert!(report.extended >= 1, "{report:?}");
+            }
+
+            #[test]
+            $(#[$attr])*
             fn defer_keeps_the_attempt_and_the_id_and_never_dead_letters() {
                 let (_server, q) = $make(Cfg {
                     max_attempts: 2,
@@ -358,6 +424,17 @@ macro_rules! conformance {
             }
         }
     };
+}
+
+/// A pool of two threads for one test, so that no other test's handlers
+/// hold a claimed message back in the pool's queue with its lease running.
+fn own_pool() -> Pool {
+    Pool::from(Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap(),
+    ))
 }
 
 /// A dead letter as both backends can report it: id (as text), attempts,

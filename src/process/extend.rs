@@ -5,7 +5,8 @@
 //!
 //! A handler's [`Watch`] puts it on the extender's list when it starts and
 //! takes it off when it returns. Only the in-memory [`Queue`]'s processors
-//! have one ([`start`] finds the queue behind the runtime's `Source`); the
+//! have one ([`start`] finds the queue behind the runtime's `Source`; over
+//! any other, each delivery keeps its own lease, `Settle::keep_alive`); the
 //! runner sees it as a [`Extend`] of its source's deliveries. The thread sleeps until the earliest
 //! extension due, with no timeout while the list is empty, and a new entry
 //! wakes it only if it needs an extension before the thread would wake
@@ -38,8 +39,8 @@ pub(super) trait Extend<D>: Send + Sync {
 }
 
 /// Starts the extender of a processor over `source`, if the source is the
-/// in-memory queue (the only one `Processor::auto_extend` is offered for).
-/// `S::Delivery` is then `Delivery<S::Message>`; the box goes through
+/// in-memory queue (over any other, `None`: the runner asks each delivery's
+/// `Settle::keep_alive` instead). `S::Delivery` is then `Delivery<S::Message>`; the box goes through
 /// `Any` to say so to the compiler.
 pub(super) fn start<S: Source>(
     source: &S,

@@ -139,8 +139,19 @@ struct Runner<S: Source, F> {
     queue: S,
     handler: F,
     max_attempts: u32,
-    /// Extends the leases of running handlers (`Processor::auto_extend`).
+    /// Extends the leases of running handlers (`Processor::auto_extend`)
+    /// of the in-memory queue.
     extender: Option<Box<dyn extend::Extend<S::Delivery>>>,
+    /// `Processor::auto_extend` over any other source: each running
+    /// handler's delivery keeps its own lease alive.
+    keep_alive: Option<KeepAlive>,
+}
+
+/// What `Runner::handle` asks of a delivery's [`Settle::keep_alive`].
+struct KeepAlive {
+    max: Duration,
+    /// Counts an extension in the processor's report.
+    extended: std::sync::Arc<dyn Fn() + Send + Sync>,
 }
 
 impl<S, F, R> Runner<S, F>
@@ -202,7 +213,17 @@ where
             .extender
             .as_deref()
             .map(|e| extend::Watch::new(e, &delivery));
+        let kept = self
+            .keep_alive
+            .as_ref()
+            .and_then(|k| delivery.keep_alive(k.max, std::sync::Arc::clone(&k.extended)));
         let result = catch(|| (self.handler)(&delivery).into());
+        if let Some(kept) = kept {
+            // The backend's guard: its drop must not unwind into rayon.
+            if let Err(panic) = catch(move || drop(kept)) {
+                panic.discard();
+            }
+        }
         drop(watch);
         let last = delivery.attempt() >= self.max_attempts;
         let retried = if last {
@@ -268,7 +289,7 @@ pub struct Processor<T, S = Queue<T>> {
     queue: S,
     concurrency: Option<usize>,
     message: PhantomData<fn() -> T>,
-    /// Set by `auto_extend` (in-memory queue only).
+    /// Set by `auto_extend`.
     auto_extend: Option<Duration>,
 }
 
@@ -308,6 +329,49 @@ impl<T: Send + Sync + 'static, S: Source<Message = T>> Processor<T, S> {
     /// ```
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.concurrency = Some(limit);
+        self
+    }
+
+    /// While a handler still runs, extends its lease before it runs out,
+    /// until the handler has held it `max` longer than one lease; then it
+    /// runs out as any lease does, and the message is redelivered. A live
+    /// handler is not redelivered under another's feet; a hung one still
+    /// is, after one lease and `max`. [`Report::extended`] counts the
+    /// extensions.
+    ///
+    /// Over the in-memory [`Queue`], the lease restarts when the handler
+    /// starts (a message that waited for a pool thread gets a whole
+    /// lease), and each extension comes halfway through what is left of
+    /// it. One extender thread per processor does it, asleep while no
+    /// handler runs long. Under a [`ManualClock`](crate::ManualClock) it
+    /// extends when the clock is advanced, before the queue looks at the
+    /// new time: advance in steps shorter than the lease to see it keep a
+    /// handler's lease.
+    ///
+    /// Over any other [`Source`], each handler's delivery keeps its own
+    /// lease alive while the handler runs ([`Settle::keep_alive`], with
+    /// the same halfway rule and the same `max`, from when the handler
+    /// starts); a source whose deliveries do not offer it gets no
+    /// extension. `rebound_nats::Queue` offers it; as its server extends
+    /// only by whole leases, a hung handler's rights end one lease and
+    /// `max` after it started, and the server redelivers the message when
+    /// the last lease it granted runs out, up to about half a lease later.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q: rebound::Queue<u8> = rebound::Queue::builder().lease(Duration::from_millis(300)).build();
+    /// let handle = q
+    ///     .processor()
+    ///     .auto_extend(Duration::from_secs(60))
+    ///     .start(rebound::Pool::global(), |_| std::thread::sleep(Duration::from_millis(900)))
+    ///     .unwrap();
+    /// q.produce(1).unwrap();
+    /// q.close();
+    /// let report = handle.join();
+    /// assert_eq!((report.acked, report.expired), (1, 0)); // not redelivered while it slept
+    /// ```
+    pub fn auto_extend(mut self, max: Duration) -> Self {
+        self.auto_extend = Some(max);
         self
     }
 
@@ -357,9 +421,21 @@ impl<T: Send + Sync + 'static, S: Source<Message = T>> Processor<T, S> {
                 .map_err(|e| StartError::Spawn(e.kind()))?,
             None => None,
         };
+        // Not the in-memory queue: its deliveries keep their own leases.
+        let keep_alive = match self.auto_extend {
+            Some(max) if extender.is_none() => {
+                let core = Arc::clone(&core);
+                Some(KeepAlive {
+                    max,
+                    extended: std::sync::Arc::new(move || core.tallies.add(Tally::Extended)),
+                })
+            }
+            _ => None,
+        };
         let runner = Arc::new(Runner {
             core: Arc::clone(&core),
             extender,
+            keep_alive,
             max_attempts: self.queue.max_attempts(),
             queue: self.queue.clone(),
             handler,
@@ -374,42 +450,6 @@ impl<T: Send + Sync + 'static, S: Source<Message = T>> Processor<T, S> {
             dispatcher: Some(dispatcher),
             message: PhantomData,
         })
-    }
-}
-
-/// Lease extension is the in-memory queue's: its processors offer it.
-impl<T: Send + Sync + 'static> Processor<T, Queue<T>> {
-    /// While a handler still runs, extends its lease before it runs out,
-    /// until the handler has held it `max` longer than one lease; then it
-    /// runs out as any lease does, and the message is redelivered. A live
-    /// handler is not redelivered under another's feet; a hung one still
-    /// is, after one lease and `max`. [`Report::extended`] counts the
-    /// extensions.
-    ///
-    /// The lease restarts when the handler starts (a message that waited
-    /// for a pool thread gets a whole lease), and each extension comes
-    /// halfway through what is left of it. One extender thread per
-    /// processor does it, asleep while no handler runs long. Under a
-    /// [`ManualClock`](crate::ManualClock) it extends when the clock is
-    /// advanced, before the queue looks at the new time: advance in steps
-    /// shorter than the lease to see it keep a handler's lease.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let q: rebound::Queue<u8> = rebound::Queue::builder().lease(Duration::from_millis(300)).build();
-    /// let handle = q
-    ///     .processor()
-    ///     .auto_extend(Duration::from_secs(60))
-    ///     .start(rebound::Pool::global(), |_| std::thread::sleep(Duration::from_millis(900)))
-    ///     .unwrap();
-    /// q.produce(1).unwrap();
-    /// q.close();
-    /// let report = handle.join();
-    /// assert_eq!((report.acked, report.expired), (1, 0)); // not redelivered while it slept
-    /// ```
-    pub fn auto_extend(mut self, max: Duration) -> Self {
-        self.auto_extend = Some(max);
-        self
     }
 }
 

@@ -10,6 +10,8 @@ use crate::delivery::Delivery;
 use crate::error::LeaseExpired;
 use crate::queue::Queue;
 use crate::sync::{AtomicBool, Ordering};
+// Not `crate::sync::Arc`: a public signature is the same in every world.
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A queue the processing runtime ([`Processor`](crate::Processor),
@@ -108,7 +110,8 @@ pub trait Source: Clone + Send + Sync + 'static {
 
 /// What the runtime does with a delivery of a [`Source`]: the settles and
 /// the lease extension of [`Delivery`], with the same meaning on every
-/// backend.
+/// backend, and, where the backend offers it, a lease kept alive while the
+/// handler runs ([`keep_alive`](Self::keep_alive)).
 ///
 /// ```
 /// use rebound::{Queue, Settle};
@@ -221,6 +224,46 @@ pub trait Settle: Sized {
     /// # d.ack().unwrap();
     /// ```
     fn extend_lease(&self, extension: Duration) -> Result<(), LeaseExpired>;
+
+    /// Keeps this delivery's lease alive until the returned guard drops:
+    /// extends it about halfway through what is left of it each time, for
+    /// at most `max` beyond one lease from now, and calls `extended` after
+    /// each extension (before the guard's drop returns, for every
+    /// extension made). `None` if this delivery cannot do it by itself.
+    ///
+    /// [`Processor::auto_extend`](crate::Processor::auto_extend) holds the
+    /// guard while the handler runs, and drops it before settling, over any
+    /// source but the in-memory [`Queue`]: the in-memory queue's processors
+    /// have one extender thread for all their handlers instead, so its
+    /// deliveries return `None` (the default). A backend implements it
+    /// when its deliveries can extend their own leases without their
+    /// handler, as `rebound_nats::Delivery` does (a task on its client's
+    /// runtime sends the server's in-progress acknowledgements). Once the
+    /// guard has dropped, or the delivery is settled, nothing extends the
+    /// lease any more, and a settle sees every extension made before.
+    ///
+    /// ```
+    /// use rebound::{Queue, Settle};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let q = Queue::new();
+    /// q.produce(1).unwrap();
+    /// let d = q.consume().unwrap();
+    /// // The in-memory queue leaves it to its processors' extender thread.
+    /// let guard = d.keep_alive(Duration::from_secs(60), Arc::new(|| println!("extended")));
+    /// assert!(guard.is_none());
+    /// drop(guard);
+    /// d.ack().unwrap();
+    /// ```
+    fn keep_alive(
+        &self,
+        max: Duration,
+        extended: Arc<dyn Fn() + Send + Sync>,
+    ) -> Option<Box<dyn Send>> {
+        let _ = (max, extended);
+        None
+    }
 }
 
 /// The stop flag a processor hands to [`Source::next_unless`]: set once,

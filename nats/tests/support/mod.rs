@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -66,6 +67,26 @@ pub fn has_schedules(version: &str) -> bool {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 12)
 }
 
+/// Whether a NATS server listens on `port`: it greets a new connection
+/// with its `INFO`. A bare connect is not enough: while nothing listens on
+/// the port yet, the kernel may pick that same port for the connecting
+/// socket, which then connects to itself (a TCP self-connect), and the
+/// server, finding its port taken, exits.
+fn answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    if stream.local_addr().ok() == stream.peer_addr().ok() {
+        return false;
+    }
+    let mut greeting = [0; 4];
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .is_ok()
+        && stream.read_exact(&mut greeting).is_ok()
+        && &greeting == b"INFO"
+}
+
 impl NatsServer {
     /// Starts the default server (`nats-server` on PATH: Debian's 2.9) on a
     /// free port of 127.0.0.1 with a fresh store.
@@ -101,7 +122,7 @@ impl NatsServer {
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // exited: port taken; try another
                 }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                if answers(port) {
                     return Self {
                         child,
                         url: format!("nats://127.0.0.1:{port}"),
