@@ -45,15 +45,16 @@ impl<T: Send + Sync + 'static> Shared<T> {
         }
         let id = redriven.unwrap_or_else(|| this.mint_grouped());
         let now = this.recent_ns();
-        this.groups.enter(key, now, redriven.is_some(), |place| {
-            match place(id, value) {
-                Placed::Head(value) => {
-                    let group = Some(key);
-                    Self::publish_grouped(this, Own { id, group }, value);
-                }
-                Placed::Waits => {}
-            }
-        });
+        // Published after the group's lock is released: nothing else of the
+        // group can be published before this head is settled (this call's
+        // handle keeps teardown away meanwhile).
+        let placed = this
+            .groups
+            .enter(key, now, redriven.is_some(), |place| place(id, value));
+        if let Placed::Head(value) = placed {
+            let group = Some(key);
+            Self::publish_grouped(this, Own { id, group }, value);
+        }
         if redriven.is_some() {
             this.counters.bump(Counter::Redriven, 1);
         }
@@ -76,16 +77,23 @@ impl<T: Send + Sync + 'static> Shared<T> {
         }
         let now = this.recent_ns();
         let mut ids = Vec::with_capacity(values.len());
-        this.groups.enter(key, now, false, |place| {
+        // At most the first value is the head (if the group was idle); it
+        // is published after the unlock, as in `produce_in_group`.
+        let head = this.groups.enter(key, now, false, |place| {
+            let mut head = None;
             for value in values {
                 let id = this.mint_grouped();
                 ids.push(id);
                 if let Placed::Head(value) = place(id, value) {
-                    let group = Some(key);
-                    Self::publish_grouped(this, Own { id, group }, value);
+                    head = Some((id, value));
                 }
             }
+            head
         });
+        if let Some((id, value)) = head {
+            let group = Some(key);
+            Self::publish_grouped(this, Own { id, group }, value);
+        }
         Ok(ids)
     }
 

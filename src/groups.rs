@@ -19,7 +19,7 @@
 
 use crate::id::MessageId;
 use crate::id_table::Own;
-use crate::sync::{AtomicU64, MODEL, Mutex, Ordering, lock};
+use crate::sync::{AtomicU64, AtomicUsize, MODEL, Mutex, Ordering, lock, thread};
 use crossbeam_utils::CachePadded;
 use std::collections::hash_map::{Entry, OccupiedEntry};
 use std::collections::{HashMap, VecDeque};
@@ -108,7 +108,7 @@ const SHRINK_FROM: usize = 64;
 
 /// A queue's groups.
 pub(crate) struct Groups<T> {
-    shards: Box<[CachePadded<Mutex<Shard<T>>>]>,
+    shards: Box<[CachePadded<Slot<T>>]>,
     /// Numbers for grouped messages' ids (see [`GROUP_NUMBER`]).
     next: AtomicU64,
     /// Whether a dead-lettered head holds its group (`Builder::hold_groups`).
@@ -116,6 +116,13 @@ pub(crate) struct Groups<T> {
 }
 
 type Shard<T> = HashMap<u64, Group<T>, foldhash::fast::RandomState>;
+
+/// One shard: its groups under a lock, and how many of its heads are being
+/// published outside it (see `Groups::head_gone` and `Groups::clear`).
+struct Slot<T> {
+    groups: Mutex<Shard<T>>,
+    publishing: AtomicUsize,
+}
 
 /// One group with a message at its head.
 struct Group<T> {
@@ -152,7 +159,12 @@ impl<T> Groups<T> {
     pub(crate) fn new(hold: bool) -> Self {
         Groups {
             shards: (0..SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(HashMap::default())))
+                .map(|_| {
+                    CachePadded::new(Slot {
+                        groups: Mutex::new(HashMap::default()),
+                        publishing: AtomicUsize::new(0),
+                    })
+                })
                 .collect(),
             next: AtomicU64::new(0),
             hold,
@@ -161,9 +173,14 @@ impl<T> Groups<T> {
 
     /// The shard of `key`: a fixed multiplicative hash (the shard maps
     /// are seeded per queue; a key only picks its lock here).
-    fn shard(&self, key: u64) -> &Mutex<Shard<T>> {
+    fn slot(&self, key: u64) -> &Slot<T> {
         let h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
         &self.shards[h as usize % SHARDS]
+    }
+
+    /// The groups of `key`'s shard.
+    fn shard(&self, key: u64) -> &Mutex<Shard<T>> {
+        &self.slot(key).groups
     }
 
     /// The next number for a grouped message's id.
@@ -218,9 +235,11 @@ impl<T> Groups<T> {
 
     /// The head `id` of group `key` left the queue (acked, or dead if
     /// `dead`) at `now`: the next message becomes the head and is given to
-    /// `publish` under the lock, unless a dead head holds its group. Under
-    /// the lock, so that teardown (`Self::clear`) either finds the message
-    /// published or the group gone.
+    /// `publish`, unless a dead head holds its group. Published after the
+    /// unlock (nothing else of the group can be published before this new
+    /// head is settled, and a short critical section keeps the lock from
+    /// being held by a descheduled thread), counted in the shard's
+    /// `publishing` so that teardown (`Self::clear`) waits for it.
     pub(crate) fn head_gone(
         &self,
         key: u64,
@@ -229,7 +248,8 @@ impl<T> Groups<T> {
         now: u64,
         publish: impl FnOnce(Own, T),
     ) {
-        let mut shard = lock(self.shard(key));
+        let slot = self.slot(key);
+        let mut shard = lock(&slot.groups);
         // No group: the queue was torn down (a delivery outlived it).
         let Entry::Occupied(mut e) = shard.entry(key) else {
             return;
@@ -244,7 +264,16 @@ impl<T> Groups<T> {
             return;
         }
         match Self::advance(e, now) {
-            Some((own, value)) => publish(own, value),
+            Some((own, value)) => {
+                // Relaxed: under the lock, which orders it before
+                // teardown's clear of this shard (see `clear`).
+                slot.publishing.fetch_add(1, Ordering::Relaxed);
+                drop(shard);
+                publish(own, value);
+                // Release: pairs with the Acquire load in `clear`, so the
+                // message is in the index before teardown walks it.
+                slot.publishing.fetch_sub(1, Ordering::Release);
+            }
             None => Self::shrink(&mut shard),
         }
     }
@@ -263,8 +292,8 @@ impl<T> Groups<T> {
     }
 
     /// Releases group `key` at `now` if its dead head holds it, calling
-    /// `released` with the letter's id and `publish` with the next message
-    /// (now the head), both under the lock. Whether it was held.
+    /// `released` with the letter's id under the lock and `publish` with
+    /// the next message (now the head) after it. Whether it was held.
     pub(crate) fn release(
         &self,
         key: u64,
@@ -277,7 +306,12 @@ impl<T> Groups<T> {
             Entry::Occupied(e) if e.get().held => {
                 released(e.get().head);
                 match Self::advance(e, now) {
-                    Some((own, value)) => publish(own, value),
+                    // After the unlock, as in `head_gone`; a handle makes
+                    // this call, so no teardown runs meanwhile.
+                    Some((own, value)) => {
+                        drop(shard);
+                        publish(own, value);
+                    }
                     None => Self::shrink(&mut shard),
                 }
                 true
@@ -286,11 +320,18 @@ impl<T> Groups<T> {
         }
     }
 
-    /// Teardown: forgets every group, handing each waiting value to `drop`.
-    /// A head settled after this publishes nothing (see `head_gone`).
+    /// Teardown: forgets every group, handing each waiting value to `drop`,
+    /// and waits for the heads being published (`head_gone`): a head
+    /// settled after this publishes nothing, one settled before is in the
+    /// index when this returns.
     pub(crate) fn clear(&self, mut drop: impl FnMut(T)) {
-        for shard in self.shards.iter() {
-            let groups = std::mem::take(&mut *lock(shard));
+        for slot in self.shards.iter() {
+            let groups = std::mem::take(&mut *lock(&slot.groups));
+            // Acquire: pairs with the Release decrement in `head_gone`; an
+            // increment made under the lock before the clear above is seen.
+            while slot.publishing.load(Ordering::Acquire) != 0 {
+                thread::yield_now();
+            }
             for (_, group) in groups {
                 for (_, value) in group.waiting {
                     drop(value);
@@ -362,8 +403,8 @@ impl<T> Groups<T> {
     /// of each shard, not of all at once.
     pub(crate) fn counts(&self) -> GroupCounts {
         let mut c = GroupCounts::default();
-        for shard in self.shards.iter() {
-            let shard = lock(shard);
+        for slot in self.shards.iter() {
+            let shard = lock(&slot.groups);
             c.groups += shard.len() as u64;
             for group in shard.values() {
                 c.held += u64::from(group.held);
