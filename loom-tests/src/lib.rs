@@ -24,11 +24,34 @@ pub const LEASE: Duration = Duration::from_millis(1);
 /// deliveries. Under `cfg(rebound_loom)` it spawns no thread and reads a
 /// mock clock.
 pub fn queue(max_attempts: u32) -> Queue<Msg> {
+    grouped_queue(max_attempts, false)
+}
+
+/// The ordered group the group models produce into.
+pub const GROUP: u64 = 7;
+
+/// A [`queue`] whose dead-lettered group heads hold their group if `hold`
+/// (`Builder::hold_groups`).
+pub fn grouped_queue(max_attempts: u32, hold: bool) -> Queue<Msg> {
     Queue::builder()
         .lease(LEASE)
         .backoff(Backoff::fixed(Duration::ZERO))
         .max_attempts(max_attempts)
+        .hold_groups(hold)
         .build()
+}
+
+/// Where the group models start: `a` then `b` produced into [`GROUP`] of
+/// `q`, and the head, `a`, claimed (attempt 1), with the flag its drop
+/// sets; `b` waits behind it, out of the index.
+pub fn head_claimed_with_next_waiting(q: &Queue<Msg>, drops: &Drops) -> (Delivery<Msg>, DropFlag) {
+    let flag = DropFlag::new();
+    q.produce_in_group(GROUP, drops.flagged("a", &flag))
+        .unwrap();
+    q.produce_in_group(GROUP, drops.msg("b")).unwrap();
+    let head = q.try_consume().unwrap();
+    assert_eq!((head.name(), head.attempt()), ("a", 1));
+    (head, flag)
 }
 
 /// Where the lease-expiry models start: a [`queue`] of `max_attempts`
@@ -64,6 +87,16 @@ impl Drops {
         Msg {
             name,
             drops: self.0,
+            flag: None,
+        }
+    }
+
+    /// A payload named `name`, counted here and setting `flag` when dropped.
+    pub fn flagged(&self, name: &'static str, flag: &DropFlag) -> Msg {
+        Msg {
+            name,
+            drops: self.0,
+            flag: Some(flag.clone()),
         }
     }
 
@@ -80,11 +113,44 @@ impl Default for Drops {
     }
 }
 
+/// A loom flag that a payload made by [`Drops::flagged`] sets when it is
+/// dropped, for a model whose property is the order of that drop and a
+/// read on another thread. loom sees the store and the load, so it runs
+/// them in both orders, and the read sees the drop only if the drop
+/// happens before it. ([`Drops`]' count is a std atomic, invisible to loom,
+/// which takes the drop and the read for independent and runs one order.)
+#[derive(Clone, Debug)]
+pub struct DropFlag(loom::sync::Arc<loom::sync::atomic::AtomicBool>);
+
+impl DropFlag {
+    /// Not set.
+    pub fn new() -> Self {
+        DropFlag(loom::sync::Arc::new(loom::sync::atomic::AtomicBool::new(
+            false,
+        )))
+    }
+
+    /// Whether this thread sees the payload dropped.
+    pub fn is_set(&self) -> bool {
+        // Relaxed: the flag adds no ordering of its own; it reads `true`
+        // only where the queue made the drop happen before this load.
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for DropFlag {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A payload: a name, and a counter bumped when it is dropped. A std
-/// atomic, invisible to loom: it is the model's bookkeeping.
+/// atomic, invisible to loom: it is the model's bookkeeping. A payload
+/// made by [`Drops::flagged`] also sets its [`DropFlag`].
 pub struct Msg {
     name: &'static str,
     drops: &'static AtomicUsize,
+    flag: Option<DropFlag>,
 }
 
 impl Msg {
@@ -98,6 +164,10 @@ impl Drop for Msg {
     fn drop(&mut self) {
         // SeqCst: bookkeeping, read once every thread is joined.
         self.drops.fetch_add(1, Ordering::SeqCst);
+        if let Some(flag) = &self.flag {
+            // Relaxed: see `DropFlag::is_set`.
+            flag.0.store(true, Ordering::Relaxed);
+        }
     }
 }
 
