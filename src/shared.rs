@@ -368,9 +368,12 @@ impl<T> Shared<T> {
             group: block.ids.group(slot).map(GroupKey::from),
             payload,
         };
-        // The group first: held (or moved on) before its letter can be
-        // drained, so that a `release_group` after the drain finds it held.
-        if block.ids.any() {
+        // A group held by its dead head is held before the letter can be
+        // drained, so that a `release_group` after the drain finds it held;
+        // one that moves on does so once the letter is in the list.
+        let grouped = block.ids.any();
+        let hold = self.config.hold_groups;
+        if grouped && hold {
             self.grouped_gone(block, slot, true);
         }
         let mut letters = lock(&self.dead_letters);
@@ -379,7 +382,12 @@ impl<T> Shared<T> {
             None => {
                 drop(letters);
                 drop(letter);
+                return;
             }
+        }
+        drop(letters);
+        if grouped && !hold {
+            self.grouped_gone(block, slot, true);
         }
     }
 
