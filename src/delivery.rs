@@ -379,7 +379,8 @@ impl<T> Delivery<T> {
             Settle::Done { fate, to } => {
                 #[cfg(feature = "journal")]
                 self.journal(to, 0);
-                if self.block.ids.any() {
+                let own = self.block.ids.any();
+                if own {
                     shared.own_id_settled(&self.block, self.index(), to);
                 }
                 // Counted when this guard drops: after the release, since a
@@ -388,7 +389,7 @@ impl<T> Delivery<T> {
                 // payload's destructor panics in the release, so that the
                 // settle is never lost to `close()` and `stats()`.
                 let _count = CountOnDrop { shared, counter };
-                shared.release_payload(&self.block, self.index(), fate);
+                shared.release_payload_of(&self.block, self.index(), fate, || own);
                 Ok(())
             }
             Settle::Stale => {

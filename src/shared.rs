@@ -327,6 +327,19 @@ impl<T> Shared<T> {
     /// spending the token its transition handed it.
     #[inline]
     pub(crate) fn release_payload(&self, block: &Block<T>, slot: usize, fate: PayloadFate) {
+        self.release_payload_of(block, slot, fate, || block.ids.any());
+    }
+
+    /// [`Self::release_payload`], for a caller that already knows whether
+    /// the block has an id table (`own`): a settle looks once, for both.
+    #[inline]
+    pub(crate) fn release_payload_of(
+        &self,
+        block: &Block<T>,
+        slot: usize,
+        fate: PayloadFate,
+        own: impl FnOnce() -> bool,
+    ) {
         match fate.into_fate() {
             Fate::Keep => {}
             Fate::Drop => {
@@ -335,7 +348,7 @@ impl<T> Shared<T> {
                 // transition left the word final with no holders, and it is
                 // spent here, once (it is not `Copy`).
                 unsafe { block.slot(slot).drop_payload() };
-                if block.ids.any() {
+                if own() {
                     self.grouped_gone(block, slot, false);
                 }
             }
