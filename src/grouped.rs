@@ -8,7 +8,7 @@ use crate::id::MessageId;
 use crate::id_table::Own;
 use crate::shared::Shared;
 use crate::stats::Counter;
-use crate::sync::Arc;
+use crate::sync::{Arc, lock};
 use std::iter;
 
 impl<T: Send + Sync + 'static> Shared<T> {
@@ -106,8 +106,20 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 attached.journal.released(_letter);
             }
         };
-        let publish = |own, value| Self::publish_grouped(this, own, value);
-        this.groups
-            .release(key, this.recent_ns(), released, publish)
+        // Under the dead letters' lock, as a dead head marks its group held
+        // (see `Shared::dead_letter_payload`): a group is found held only
+        // once its letter is on the list.
+        let letters = lock(&this.dead_letters);
+        let mut next = None;
+        let held = this
+            .groups
+            .release(key, this.recent_ns(), released, |own, value| {
+                next = Some((own, value));
+            });
+        drop(letters);
+        if let Some((own, value)) = next {
+            Self::publish_grouped(this, own, value);
+        }
+        held
     }
 }

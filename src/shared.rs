@@ -381,17 +381,22 @@ impl<T> Shared<T> {
             group: block.ids.group(slot).map(GroupKey::from),
             payload,
         };
-        // A group held by its dead head is held before the letter can be
-        // drained, so that a `release_group` after the drain finds it held;
-        // one that moves on does so once the letter is in the list.
+        // A group held by its dead head is marked held under the dead
+        // letters' lock, with its letter put on the list: `release_group`
+        // takes that lock too, so it finds the group held exactly when the
+        // letter is there to drain. One that moves on does so once its
+        // letter is in the list.
         let grouped = block.ids.any();
         let hold = self.config.hold_groups;
-        if grouped && hold {
-            self.grouped_gone(block, slot, true);
-        }
         let mut letters = lock(&self.dead_letters);
         match letters.as_mut() {
-            Some(list) => list.push(letter),
+            Some(list) => {
+                if grouped && hold {
+                    // Publishes nothing: the group is only marked held.
+                    self.grouped_gone(block, slot, true);
+                }
+                list.push(letter);
+            }
             None => {
                 drop(letters);
                 drop(letter);

@@ -23,14 +23,10 @@ enum Settle {
 
 /// A claim racing the settle of the head `a`: `b`, only once `a`'s payload
 /// has left (dropped by the ack, or in the dead letters, which it drains
-/// into `letters`). With `hold`, a release may let `b` out as soon as the
-/// dead head holds its group, which it does just before its letter reaches
-/// the list (so that a release after a drain finds it held): the letter
-/// may then still be on its way, and is checked once the holder is done.
+/// into `letters`).
 fn claim_next(
     q: &Queue<Msg>,
     settle: Settle,
-    hold: bool,
     head_dropped: &DropFlag,
     letters: &mut Vec<DeadLetter<Msg>>,
 ) -> Option<Delivery<Msg>> {
@@ -40,9 +36,7 @@ fn claim_next(
         Settle::Ack => assert!(head_dropped.is_set(), "the next before the head's drop"),
         Settle::DeadLetter => {
             letters.extend(q.drain_dead_letters());
-            if !hold {
-                assert_eq!(letters.len(), 1, "the next before the head's letter");
-            }
+            assert_eq!(letters.len(), 1, "the next before the head's letter");
         }
     }
     Some(next)
@@ -64,7 +58,7 @@ fn head_settle_vs_next_claim(settle: Settle, hold: bool) {
         // A release lets the next out only once the dead head holds the
         // group (before, the head is live: it does nothing).
         let released = hold && q.release_group(GROUP);
-        let early = claim_next(&q, settle, hold, &head_dropped, &mut letters);
+        let early = claim_next(&q, settle, &head_dropped, &mut letters);
         assert!(!released || early.is_some(), "a released group's next");
         assert!(
             !hold || released || early.is_none(),
