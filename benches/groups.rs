@@ -7,6 +7,9 @@
 //!
 //! Run: `cargo bench --bench groups` (add `-- --runs N` for more rounds).
 
+mod common;
+
+use common::rss;
 use rebound::Queue;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,17 +71,6 @@ fn run(mode: Mode) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// Resident set size of this process, in bytes (Linux).
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("statm resident field");
-    pages * 4096
 }
 
 /// In a child process: resident bytes for the shape `what`.

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{BTree, Contender, CrossbeamChannel, Flume, HeapMap, Rebound, StdMpsc};
+use common::{BTree, Contender, CrossbeamChannel, Flume, HeapMap, Rebound, StdMpsc, rss};
 use serde_json::json;
 
 const MESSAGES: u64 = 1_000_000;
@@ -21,17 +21,6 @@ const CONTENDERS: [&str; 6] = [
     "mutex-heap-map",
     "mutex-btree",
 ];
-
-/// Resident set size of this process, in bytes (Linux).
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("statm resident field");
-    pages * 4096
-}
 
 /// RSS growth with `MESSAGES` messages queued (and the queue still alive).
 fn measure<Q: Contender<u64>>() -> u64 {

@@ -412,16 +412,15 @@ impl<T> Shared<T> {
     /// The payload of the message in `slot` of `block` left the queue
     /// (acked, or `dead`): if the message is a group's head, the group's
     /// next message becomes its head. Out of line: only blocks with an id
-    /// table come here. A message discarded at teardown moves nothing.
+    /// table come here. A message discarded at teardown moves nothing:
+    /// teardown clears the groups before it discards anything, so its
+    /// group is not found.
     #[cold]
     #[inline(never)]
     fn grouped_gone(&self, block: &Block<T>, slot: usize, dead: bool) {
         let Some(key) = block.ids.group(slot) else {
             return;
         };
-        if block.slot(slot).state.load().tag() == Tag::Discarded {
-            return;
-        }
         let id = self.message_id(block, slot);
         let shared = &block.shared;
         let publish = |own, value| (self.publish_grouped)(shared, own, value);

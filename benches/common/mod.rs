@@ -770,3 +770,14 @@ pub(crate) fn data_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create bench-data dir");
     dir
 }
+
+/// Resident set size of this process, in bytes (Linux).
+pub(crate) fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("statm resident field");
+    pages * 4096
+}

@@ -123,10 +123,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         redriven: Option<MessageId>,
     ) -> Result<MessageId, ProduceError<T>> {
         with_buffer(|records| {
-            format::produce_frame(records, 0, |out| {
-                out.extend_from_slice(&key.to_le_bytes());
-                (attached.encode)(&value, out);
-            });
+            grouped_frame(records, attached, key, &value);
             if !this.admit(1) {
                 return Err(ProduceError::Closed(value));
             }
@@ -161,12 +158,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
         with_buffer(|records| {
             let starts: Vec<usize> = values
                 .iter()
-                .map(|v| {
-                    format::produce_frame(records, 0, |out| {
-                        out.extend_from_slice(&key.to_le_bytes());
-                        (attached.encode)(v, out);
-                    })
-                })
+                .map(|v| grouped_frame(records, attached, key, v))
                 .collect();
             if !this.admit(n as u64) {
                 return Err(ProduceError::Closed(values));
@@ -264,4 +256,13 @@ impl<T: Send + Sync + 'static> Shared<T> {
             }
         }
     }
+}
+
+/// Starts the produce record of a message of group `key` (the key, then
+/// the payload; see `format::GROUPED`). Returns where it starts.
+fn grouped_frame<T>(records: &mut Vec<u8>, attached: &Attached<T>, key: u64, value: &T) -> usize {
+    format::produce_frame(records, 0, |out| {
+        out.extend_from_slice(&key.to_le_bytes());
+        (attached.encode)(value, out);
+    })
 }

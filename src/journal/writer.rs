@@ -301,13 +301,19 @@ impl Journal {
             let mut next = 0;
             let first_seq = inner.next_seq;
             let live = &inner.live;
+            let grouped = flags & format::GROUPED != 0;
             publish(values, &mut |id| {
                 if let Some(&start) = starts.get(next) {
                     // A redriven letter that held its group takes its place
-                    // back: its old produce number, first in its group.
-                    let seq = match live.get(&id.as_u128()).map(|e| (e.state.phase, e.seq)) {
-                        Some((Phase::Holding { .. }, old)) => old & !format::SEQ_FLAGS,
-                        _ => first_seq + next as u64,
+                    // back: its old produce number, first in its group. Only
+                    // grouped produces look (a hold is always a group's).
+                    let held = grouped
+                        .then(|| live.get(&id.as_u128()))
+                        .flatten()
+                        .filter(|e| matches!(e.state.phase, Phase::Holding { .. }));
+                    let seq = match held {
+                        Some(e) => e.seq & !format::SEQ_FLAGS,
+                        None => first_seq + next as u64,
                     };
                     format::fill_produce(records, start, id.as_u128(), seq | flags);
                 }
