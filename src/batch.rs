@@ -271,6 +271,16 @@ impl<T> Batch<T> {
                     };
                 }
                 Tag::Empty => break self.unwritten(pos),
+                // Waiting behind its group's head: the cursor passes it,
+                // marked, so that the head's settle moves it on rather than
+                // leave it here (see `MessageState::unblock`). Unblocked
+                // meanwhile: look again.
+                Tag::Blocked => {
+                    if slot.state.skip() {
+                        entry.block.shared.groups.skipped(entry.block);
+                        pos += 1;
+                    }
+                }
                 // Claimed through this entry, or moved on since: never again
                 // claimable here.
                 _ => pos += 1,

@@ -5,6 +5,7 @@ use crate::batch::Batch;
 use crate::block::{BLOCK_CAPACITY, Block, Key, Next, Reserve};
 use crate::error::ProduceError;
 use crate::id::MessageId;
+use crate::groups::SlotAt;
 use crate::id_table::Own;
 use crate::shared::Shared;
 use crate::sync::{Arc, Guard, Ordering, SpinWait, pin};
@@ -122,23 +123,33 @@ impl<T: Send + Sync + 'static> Shared<T> {
             let Reserve { slots, next } = tail.reserve(values.len());
             // `reserve` hands out at most `values.len()` slots, so every
             // reserved slot gets a value.
+            let mut blocked = usize::MAX;
             if !slots.is_empty() {
                 if let Some(own) = own.take() {
                     // Before the publish, which publishes it too.
                     tail.ids.set(tail.len(), slots.start, own);
+                    if own.blocked() {
+                        blocked = slots.start;
+                    }
                 }
             }
             for (index, value) in slots.zip(&mut values) {
-                // SAFETY: `reserve` handed this index to this thread only,
-                // and a fresh slot is `Empty`.
-                unsafe { tail.slot(index).write(value, tail.ts_offset_us(ts)) };
+                let offset = tail.ts_offset_us(ts);
+                if index == blocked {
+                    // SAFETY: as below.
+                    unsafe { tail.slot(index).write_blocked(value, offset) };
+                    own.placed(SlotAt::new(tail, index));
+                } else {
+                    // SAFETY: `reserve` handed this index to this thread
+                    // only, and a fresh slot is `Empty`.
+                    unsafe { tail.slot(index).write(value, offset) };
+                }
                 id(this.message_id(tail, index));
             }
             match next {
                 Next::None => {}
                 Next::Open => {
-                    let own = own.take();
-                    Self::open_block(this, &mut values, ts, tail_ptr, &guard, own, &mut id);
+                    Self::open_block(this, &mut values, ts, tail_ptr, &guard, &mut own, &mut id);
                 }
                 // Another producer is opening the next block.
                 Next::Wait => spin.snooze(),
@@ -214,16 +225,23 @@ impl<T: Send + Sync + 'static> Shared<T> {
             None
         };
         let block = spare.unwrap_or_else(|| Block::new(Arc::clone(this), key, len, count, chained));
+        let mut blocked = false;
         if count > 0 {
             if let Some(own) = own.take() {
                 block.ids.set(block.len(), 0, own);
+                blocked = own.blocked();
             }
         }
         for (index, value) in values.take(count).enumerate() {
-            // SAFETY: the block is not shared yet, and its first `count`
-            // slots were reserved for its creator by `Block::new`. Their
-            // timestamp is the block's key: offset 0.
-            unsafe { block.slot(index).write(value, 0) };
+            // SAFETY (both): the block is not shared yet, and its first
+            // `count` slots were reserved for its creator by `Block::new`.
+            // Their timestamp is the block's key: offset 0.
+            if index == 0 && blocked {
+                unsafe { block.slot(index).write_blocked(value, 0) };
+                own.placed(SlotAt::new(&block, index));
+            } else {
+                unsafe { block.slot(index).write(value, 0) };
+            }
             id(this.message_id(&block, index));
         }
         // The one `Fresh` entry of this life of the block: its cursor is
@@ -243,6 +261,11 @@ impl<T: Send + Sync + 'static> Shared<T> {
 pub(crate) trait OwnId {
     /// The own id, the first time; `None` after, or if there is none.
     fn take(&mut self) -> Option<Own>;
+
+    /// Where the first message was written, if it was written blocked
+    /// (see [`Own::blocked`]).
+    #[inline(always)]
+    fn placed(&mut self, _at: SlotAt) {}
 }
 
 /// Every id minted: `produce` and its kin.
@@ -290,5 +313,36 @@ impl<T> Shared<T> {
         if !tail.is_null() {
             RetiredTail(tail.cast_const()).release();
         }
+    }
+}
+
+/// A grouped message's id, group and place: written blocked (it is linked
+/// into its group before it may be claimed), its place kept for the link.
+pub(crate) struct Grouped {
+    pub(crate) own: Option<Own>,
+    pub(crate) at: SlotAt,
+}
+
+impl<O: OwnId> OwnId for &mut O {
+    #[inline(always)]
+    fn take(&mut self) -> Option<Own> {
+        (**self).take()
+    }
+
+    #[inline(always)]
+    fn placed(&mut self, at: SlotAt) {
+        (**self).placed(at);
+    }
+}
+
+impl OwnId for Grouped {
+    #[inline(always)]
+    fn take(&mut self) -> Option<Own> {
+        self.own.take()
+    }
+
+    #[inline(always)]
+    fn placed(&mut self, at: SlotAt) {
+        self.at = at;
     }
 }

@@ -1,29 +1,31 @@
 //! What a grouped message does on its way in and out: `produce_in_group`,
-//! a grouped dead letter's redrive, `release_group`, and the publish of a
-//! group's next head. The groups themselves are `groups.rs`'s.
+//! a grouped dead letter's redrive, `release_group`, and the hand-over to
+//! a group's next head when its head is gone. The groups themselves are
+//! `groups.rs`'s.
 
+use crate::block::Block;
+use crate::chain::Grouped;
 use crate::error::ProduceError;
-use crate::groups::Placed;
+use crate::groups::{Next, Placed, SlotAt};
 use crate::id::MessageId;
 use crate::id_table::Own;
 use crate::shared::Shared;
+use crate::state::Unblock;
 use crate::stats::Counter;
-use crate::sync::{Arc, lock};
+use crate::sync::{Arc, lock, pin};
 use std::iter;
 
 impl<T: Send + Sync + 'static> Shared<T> {
-    /// Puts a message that became its group's head into the producers'
-    /// chain (its id and group into its block's id table), and wakes a
-    /// consumer. Not counted: it was admitted when it was produced.
-    pub(crate) fn publish_grouped(this: &Arc<Self>, own: Own, value: T) {
-        Self::push_grouped(this, own, value);
-        this.waiters.notify_after_publish(false);
-    }
-
-    /// [`Self::publish_grouped`] without the wake-up (under the journal's
-    /// lock, the caller wakes consumers after it).
-    pub(crate) fn push_grouped(this: &Arc<Self>, own: Own, value: T) {
-        Shared::push_fresh(this, iter::once(value), this.recent_ns(), Some(own), |_| {});
+    /// Writes a grouped message into the producers' chain, blocked (not
+    /// claimable until its group makes it the head), and returns where.
+    pub(crate) fn push_blocked(this: &Arc<Self>, own: Own, value: T) -> SlotAt {
+        let mut grouped = Grouped {
+            own: Some(own),
+            at: SlotAt::NONE,
+        };
+        Shared::push_fresh(this, iter::once(value), this.recent_ns(), &mut grouped, |_| {});
+        debug_assert!(!grouped.at.is_none());
+        grouped.at
     }
 
     /// Puts `value` into group `key`: its head if the group is idle, else
@@ -44,21 +46,28 @@ impl<T: Send + Sync + 'static> Shared<T> {
             return Err(ProduceError::Closed(value));
         }
         let id = redriven.unwrap_or_else(|| this.mint_grouped());
+        let group = Some(key);
+        let at = Self::push_blocked(this, Own { id, group }, value);
         let now = this.recent_ns();
-        // Published after the group's lock is released: nothing else of the
-        // group can be published before this head is settled (this call's
-        // handle keeps teardown away meanwhile).
         let placed = this
             .groups
-            .enter(key, now, redriven.is_some(), |place| place(id, value));
-        if let Placed::Head(value) = placed {
-            let group = Some(key);
-            Self::publish_grouped(this, Own { id, group }, value);
-        }
+            .enter(key, now, redriven.is_some(), |place| place(at, id));
+        Self::placed(this, key, at, placed);
         if redriven.is_some() {
             this.counters.bump(Counter::Redriven, 1);
         }
         Ok(id)
+    }
+
+    /// After a grouped message at `at` entered group `key`: a head is
+    /// unblocked (after the group's unlock: nothing else of the group can
+    /// be unblocked before this head is gone), a message behind one is
+    /// counted as waiting.
+    pub(crate) fn placed(this: &Arc<Self>, key: u64, at: SlotAt, placed: Placed) {
+        match placed {
+            Placed::Head => Self::unblock(this, key, at),
+            Placed::Waits => this.counters.bump(Counter::GroupedWaited, 1),
+        }
     }
 
     /// Puts `values` into group `key`, in order, accepted whole or not at
@@ -75,26 +84,22 @@ impl<T: Send + Sync + 'static> Shared<T> {
         if !this.admit(values.len() as u64) {
             return Err(ProduceError::Closed(values));
         }
-        let now = this.recent_ns();
-        let mut ids = Vec::with_capacity(values.len());
-        // At most the first value is the head (if the group was idle); it
-        // is published after the unlock, as in `produce_in_group`.
-        let head = this.groups.enter(key, now, false, |place| {
-            let mut head = None;
-            for value in values {
+        let group = Some(key);
+        let written: Vec<(MessageId, SlotAt)> = values
+            .into_iter()
+            .map(|value| {
                 let id = this.mint_grouped();
-                ids.push(id);
-                if let Placed::Head(value) = place(id, value) {
-                    head = Some((id, value));
-                }
-            }
-            head
+                (id, Self::push_blocked(this, Own { id, group }, value))
+            })
+            .collect();
+        let now = this.recent_ns();
+        let placed: Vec<Placed> = this.groups.enter(key, now, false, |place| {
+            written.iter().map(|&(id, at)| place(at, id)).collect()
         });
-        if let Some((id, value)) = head {
-            let group = Some(key);
-            Self::publish_grouped(this, Own { id, group }, value);
+        for (&(_, at), placed) in written.iter().zip(placed) {
+            Self::placed(this, key, at, placed);
         }
-        Ok(ids)
+        Ok(written.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Releases group `key` if a dead letter holds it (see
@@ -110,16 +115,97 @@ impl<T: Send + Sync + 'static> Shared<T> {
         // (see `Shared::dead_letter_payload`): a group is found held only
         // once its letter is on the list.
         let letters = lock(&this.dead_letters);
-        let mut next = None;
-        let held = this
-            .groups
-            .release(key, this.recent_ns(), released, |own, value| {
-                next = Some((own, value));
-            });
+        let (held, next) = this.groups.release(key, this.recent_ns(), released);
         drop(letters);
-        if let Some((own, value)) = next {
-            Self::publish_grouped(this, own, value);
+        if let Next::Unblock(at) = next {
+            this.counters.bump(Counter::GroupedStarted, 1);
+            Self::unblock(this, key, at);
         }
         held
     }
+
+    /// The head `at` of group `key` left the queue (acked, or dead if
+    /// `dead`): the message linked behind it becomes the head. Without a
+    /// lock when one is linked; else the group decides, under its lock
+    /// (idle, held, or a message linked meanwhile).
+    pub(crate) fn head_gone(this: &Arc<Self>, block: &Block<T>, slot: usize, key: u64, dead: bool) {
+        // Pinned: teardown drops what a settle may still reach (the next
+        // message's block, the group) only through the epoch, after every
+        // settle pinned before its `torn_down` is done.
+        let _guard = pin();
+        if this.groups.torn_down() {
+            return;
+        }
+        let at = SlotAt::new(block, slot);
+        let mut next = if dead && this.config.hold_groups {
+            SlotAt::NONE
+        } else {
+            block.ids.next(slot)
+        };
+        if next.is_none() {
+            let id = this.message_id(block, slot);
+            match this.groups.head_gone(key, at, id, dead) {
+                Next::Nothing => return,
+                Next::Unblock(linked) => next = linked,
+            }
+        }
+        let cell = block.ids.cell(slot);
+        // SAFETY: the group lives while its head is not gone, and this is
+        // the head's last holder: only this call can end the group.
+        if let Some(group) = unsafe { cell.as_ref() } {
+            group.started(this.recent_ns());
+        }
+        this.counters.bump(Counter::GroupedStarted, 1);
+        Self::unblock(this, key, next);
+    }
+
+    /// Makes the message at `at`, now the head of group `key`, claimable:
+    /// in place, or (its block's cursor passed it) written again into the
+    /// chain, taking its place in the group, until a write stays in place.
+    pub(crate) fn unblock(this: &Arc<Self>, key: u64, mut at: SlotAt) {
+        loop {
+            // SAFETY: `at` is blocked or skipped, never claimed: its block
+            // holds its prepaid reference (and teardown drops blocks only
+            // through the epoch; see `head_gone`).
+            let (block, slot) = unsafe { at.get::<T>() };
+            match block.slot(slot).state.unblock() {
+                Unblock::InPlace => {
+                    this.waiters.notify_after_publish(false);
+                    return;
+                }
+                Unblock::Gone => return,
+                Unblock::Move => {
+                    // SAFETY: `unblock` moved the slot from `Skipped` to
+                    // `Moved`, which only this caller could do: the payload
+                    // is this caller's to take, once.
+                    let value = unsafe { block.slot(slot).take() };
+                    let own = Own {
+                        id: this.message_id(block, slot),
+                        group: Some(key),
+                    };
+                    let moved = this
+                        .groups
+                        .moved(key, at, || Self::push_blocked(this, own, value));
+                    // SAFETY: `Moved` is at attempt 1: its prepaid
+                    // reference is released here, once (teardown releases
+                    // only those of slots at attempt 0).
+                    unsafe { release_one_prepaid(block) };
+                    match moved {
+                        Some(new) => at = new,
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Releases one prepaid reference of `block` (that of a message moved on).
+///
+/// # Safety
+/// The caller owns that reference: it moved the message out of its slot.
+unsafe fn release_one_prepaid<T>(block: &Block<T>) {
+    // SAFETY: by the contract the count includes a reference the caller
+    // owns, released once here.
+    unsafe { crate::sync::Arc::decrement_strong_count(block as *const Block<T>) };
 }

@@ -17,12 +17,13 @@
 //! messages never touch it. An idle group (no message waiting, none at
 //! its head) is removed: it costs nothing.
 
+use crate::block::Block;
 use crate::id::MessageId;
-use crate::id_table::Own;
-use crate::sync::{AtomicU64, AtomicUsize, MODEL, Mutex, Ordering, lock, thread};
+use crate::state::Tag;
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, MODEL, Mutex, Ordering, lock, thread};
 use crossbeam_utils::CachePadded;
-use std::collections::hash_map::{Entry, OccupiedEntry};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::time::Duration;
 
@@ -96,8 +97,8 @@ impl fmt::Debug for GroupKey {
 }
 
 /// The bit of a message number that marks an id minted for a grouped
-/// message (at `produce_in_group`, before the message has a slot). Block
-/// numbering (`seq << 6 | slot`) stays below it.
+/// message (at `produce_in_group`). Block numbering (`seq << 6 | slot`)
+/// stays below it.
 pub(crate) const GROUP_NUMBER: u64 = 1 << 61;
 
 /// Shards of the group map: enough that two threads rarely want one lock.
@@ -106,41 +107,98 @@ const SHARDS: usize = if MODEL { 2 } else { 64 };
 /// A shard's table is shrunk only above this capacity (see `Groups::shrink`).
 const SHRINK_FROM: usize = 64;
 
+/// Where a message lives: its block and slot in one word (a block is
+/// aligned to more than 64 bytes, and a slot number is below 64). Zero is
+/// no message.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct SlotAt(usize);
+
+impl SlotAt {
+    pub(crate) const NONE: SlotAt = SlotAt(0);
+
+    pub(crate) fn new<T>(block: &Block<T>, slot: usize) -> Self {
+        let ptr = block as *const Block<T> as usize;
+        debug_assert!(ptr & 63 == 0 && slot < 64);
+        SlotAt(ptr | slot)
+    }
+
+    pub(crate) fn from_bits(bits: usize) -> Self {
+        SlotAt(bits)
+    }
+
+    pub(crate) fn bits(self) -> usize {
+        self.0
+    }
+
+    pub(crate) fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The block and slot.
+    ///
+    /// # Safety
+    /// The block is alive for `'a`: the message there holds its prepaid
+    /// reference (it was never claimed), or the caller holds one.
+    pub(crate) unsafe fn get<'a, T>(self) -> (&'a Block<T>, usize) {
+        // SAFETY: by the contract.
+        (unsafe { &*((self.0 & !63) as *const Block<T>) }, self.0 & 63)
+    }
+}
+
 /// A queue's groups.
 pub(crate) struct Groups<T> {
-    shards: Box<[CachePadded<Slot<T>>]>,
+    shards: Box<[CachePadded<Shard>]>,
     /// Numbers for grouped messages' ids (see [`GROUP_NUMBER`]).
     next: AtomicU64,
     /// Whether a dead-lettered head holds its group (`Builder::hold_groups`).
     hold: bool,
+    /// Set by teardown before it clears the groups: a head settled after
+    /// it moves nothing (see `Shared::grouped_gone`).
+    torn_down: AtomicBool,
+    /// Blocks with a message their cursor skipped (`Tag::Skipped`): such a
+    /// block may have left the index, and teardown must find it.
+    skipped: Mutex<Vec<Arc<Block<T>>>>,
 }
 
-type Shard<T> = HashMap<u64, Group<T>, foldhash::fast::RandomState>;
+type Map = HashMap<u64, Box<Group>, foldhash::fast::RandomState>;
 
-/// One shard: its groups under a lock, and how many of its heads are being
-/// published outside it (see `Groups::head_gone` and `Groups::clear`).
-struct Slot<T> {
-    groups: Mutex<Shard<T>>,
+/// One shard: its groups under a lock, and how many moved heads are being
+/// published outside it (see `Groups::clear`).
+struct Shard {
+    groups: Mutex<Map>,
     publishing: AtomicUsize,
 }
 
-/// One group with a message at its head.
-struct Group<T> {
-    /// The message at the head: in the index, held, waiting for
-    /// redelivery, or (`held`) a dead letter.
-    head: MessageId,
-    /// Held by its head's dead letter until a redrive or `release_group`.
-    held: bool,
-    /// When the head became the head (queue clock).
-    since: u64,
-    /// The group's later messages, in order.
-    waiting: VecDeque<(MessageId, T)>,
+/// One group with a message at its head. Boxed: a head's settle reaches
+/// it through its message (`IdTable::cell`) without the lock, for `since`.
+pub(crate) struct Group {
+    /// The group's last message: the next produce links behind it. None
+    /// while a dead letter holds the group with nothing behind it. Under
+    /// the shard's lock.
+    tail: SlotAt,
+    /// The dead letter holding the group, and the message after it. Under
+    /// the shard's lock.
+    held: Option<MessageId>,
+    first: SlotAt,
+    /// When the head became the head (queue clock). Stored by whoever
+    /// makes a head; Relaxed: a statistic.
+    since: AtomicU64,
 }
 
-/// What a group's produce did with the value.
-pub(crate) enum Placed<T> {
-    /// The group was idle: the value is its head, to be published now.
-    Head(T),
+impl Group {
+    /// Sets when the head became the head.
+    pub(crate) fn started(&self, now: u64) {
+        // Relaxed: a statistic, read under the shard's lock by `counts`.
+        self.since.store(now, Ordering::Relaxed);
+    }
+}
+
+/// What entering a group made of the message.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Placed {
+    /// The group was idle (or a redrive made it the head again): it is the
+    /// head, to be unblocked by the caller.
+    Head,
     /// It waits behind the group's head.
     Waits,
 }
@@ -150,9 +208,16 @@ pub(crate) enum Placed<T> {
 pub(crate) struct GroupCounts {
     pub(crate) groups: u64,
     pub(crate) held: u64,
-    pub(crate) waiting: u64,
     /// The oldest head's start (queue clock).
     pub(crate) oldest: Option<u64>,
+}
+
+/// What a dead or acked head left its group to do (see `Groups::head_gone`).
+pub(crate) enum Next {
+    /// The group is idle, or held: nothing to unblock.
+    Nothing,
+    /// Unblock this message, now the head.
+    Unblock(SlotAt),
 }
 
 impl<T> Groups<T> {
@@ -160,7 +225,7 @@ impl<T> Groups<T> {
         Groups {
             shards: (0..SHARDS)
                 .map(|_| {
-                    CachePadded::new(Slot {
+                    CachePadded::new(Shard {
                         groups: Mutex::new(HashMap::default()),
                         publishing: AtomicUsize::new(0),
                     })
@@ -168,19 +233,16 @@ impl<T> Groups<T> {
                 .collect(),
             next: AtomicU64::new(0),
             hold,
+            torn_down: AtomicBool::new(false),
+            skipped: Mutex::new(Vec::new()),
         }
     }
 
     /// The shard of `key`: a fixed multiplicative hash (the shard maps
     /// are seeded per queue; a key only picks its lock here).
-    fn slot(&self, key: u64) -> &Slot<T> {
+    fn slot(&self, key: u64) -> &Shard {
         let h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
         &self.shards[h as usize % SHARDS]
-    }
-
-    /// The groups of `key`'s shard.
-    fn shard(&self, key: u64) -> &Mutex<Shard<T>> {
-        &self.slot(key).groups
     }
 
     /// The next number for a grouped message's id.
@@ -189,93 +251,102 @@ impl<T> Groups<T> {
         GROUP_NUMBER | self.next.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Whether teardown has begun (see [`Self::clear`]).
+    pub(crate) fn torn_down(&self) -> bool {
+        self.torn_down.load(Ordering::SeqCst)
+    }
+
     /// Runs `place` with the group of `key` locked: `place` gets a function
-    /// that puts message `id` (value `value`) into the group and returns
-    /// `Placed::Head` if it is the head now (the caller publishes it before
-    /// it unlocks, so the records of one group follow its order), else
-    /// keeps it waiting at the group's end. A `redrive`n dead letter that
-    /// holds its group is its head again.
+    /// that puts the blocked message at `at` (id `id`) into the group:
+    /// its head if the group is idle (the caller unblocks it), else
+    /// linked behind the group's last message. A `redrive`n dead letter
+    /// that holds its group is its head again.
     pub(crate) fn enter<R>(
         &self,
         key: u64,
         now: u64,
         redrive: bool,
-        place: impl FnOnce(&mut dyn FnMut(MessageId, T) -> Placed<T>) -> R,
+        place: impl FnOnce(&mut dyn FnMut(SlotAt, MessageId) -> Placed) -> R,
     ) -> R {
-        let mut shard = lock(self.shard(key));
-        place(&mut |id, value| match shard.entry(key) {
-            Entry::Occupied(mut e) => {
-                let group = e.get_mut();
-                if redrive && group.held && group.head == id {
-                    group.held = false;
-                    group.since = now;
-                    Placed::Head(value)
-                } else {
-                    if group.waiting.capacity() == 0 {
-                        // Most groups have few messages waiting: room for
-                        // one at first (a deque's first push makes room for
-                        // four), doubling from there.
-                        group.waiting.reserve_exact(1);
+        let mut shard = lock(&self.slot(key).groups);
+        place(&mut |at, id| {
+            // SAFETY: `at` is blocked (never claimed): it holds its prepaid
+            // reference.
+            let (block, slot) = unsafe { at.get::<T>() };
+            match shard.entry(key) {
+                Entry::Occupied(mut e) => {
+                    let group = e.get_mut();
+                    block.ids.set_cell(slot, &**group);
+                    if redrive && group.held == Some(id) {
+                        group.held = None;
+                        block.ids.link(slot, group.first);
+                        group.first = SlotAt::NONE;
+                        if group.tail.is_none() {
+                            group.tail = at;
+                        }
+                        group.started(now);
+                        return Placed::Head;
                     }
-                    group.waiting.push_back((id, value));
+                    if group.tail.is_none() && group.held.is_none() {
+                        group.tail = at;
+                        group.started(now);
+                        return Placed::Head;
+                    }
+                    if group.tail.is_none() {
+                        group.first = at;
+                    } else {
+                        // SAFETY: a group's tail is alive while it is the
+                        // tail: blocked (prepaid), or the head, whose last
+                        // settle takes this lock before it lets go if it
+                        // found no message linked behind it.
+                        let (last, last_slot) = unsafe { group.tail.get::<T>() };
+                        last.ids.link(last_slot, at);
+                    }
+                    group.tail = at;
                     Placed::Waits
                 }
-            }
-            Entry::Vacant(e) => {
-                e.insert(Group {
-                    head: id,
-                    held: false,
-                    since: now,
-                    waiting: VecDeque::new(),
-                });
-                Placed::Head(value)
+                Entry::Vacant(e) => {
+                    let group = e.insert(Box::new(Group {
+                        tail: at,
+                        held: None,
+                        first: SlotAt::NONE,
+                        since: AtomicU64::new(now),
+                    }));
+                    block.ids.set_cell(slot, &**group);
+                    Placed::Head
+                }
             }
         })
     }
 
-    /// The head `id` of group `key` left the queue (acked, or dead if
-    /// `dead`) at `now`: the next message becomes the head and is given to
-    /// `publish`, unless a dead head holds its group. Published after the
-    /// unlock (nothing else of the group can be published before this new
-    /// head is settled, and a short critical section keeps the lock from
-    /// being held by a descheduled thread), counted in the shard's
-    /// `publishing` so that teardown (`Self::clear`) waits for it.
-    pub(crate) fn head_gone(
-        &self,
-        key: u64,
-        id: MessageId,
-        dead: bool,
-        now: u64,
-        publish: impl FnOnce(Own, T),
-    ) {
-        let slot = self.slot(key);
-        let mut shard = lock(&slot.groups);
+    /// The head at `at` (id `id`) of group `key` left the queue (acked, or
+    /// dead if `dead`), and found nothing linked behind it: under the
+    /// lock, the group goes idle, or is held, or gives the message a
+    /// producer linked meanwhile.
+    pub(crate) fn head_gone(&self, key: u64, at: SlotAt, id: MessageId, dead: bool) -> Next {
+        let mut shard = lock(&self.slot(key).groups);
         // No group: the queue was torn down (a delivery outlived it).
         let Entry::Occupied(mut e) = shard.entry(key) else {
-            return;
+            return Next::Nothing;
         };
+        // SAFETY: the caller (the head's last holder) keeps its block.
+        let (block, slot) = unsafe { at.get::<T>() };
+        let next = block.ids.next(slot);
         let group = e.get_mut();
-        if group.head != id || group.held {
-            debug_assert!(false, "only a group's head leaves it");
-            return;
-        }
         if dead && self.hold {
-            group.held = true;
-            return;
-        }
-        match Self::advance(e, now) {
-            Some((own, value)) => {
-                // Relaxed: under the lock, which orders it before
-                // teardown's clear of this shard (see `clear`).
-                slot.publishing.fetch_add(1, Ordering::Relaxed);
-                drop(shard);
-                publish(own, value);
-                // Release: pairs with the Acquire load in `clear`, so the
-                // message is in the index before teardown walks it.
-                slot.publishing.fetch_sub(1, Ordering::Release);
+            group.held = Some(id);
+            group.first = next;
+            if group.tail == at {
+                group.tail = SlotAt::NONE;
             }
-            None => Self::shrink(&mut shard),
+            return Next::Nothing;
         }
+        if group.tail == at {
+            debug_assert!(next.is_none());
+            group.tail = SlotAt::NONE;
+            return Next::Nothing;
+        }
+        Next::Unblock(next)
     }
 
     /// Runs `f` with group `key` locked if the dead letter `id` holds it
@@ -283,8 +354,8 @@ impl<T> Groups<T> {
     /// Whether it does.
     #[cfg(feature = "journal")]
     pub(crate) fn holds(&self, key: u64, id: MessageId, f: impl FnOnce()) -> bool {
-        let shard = lock(self.shard(key));
-        let held = shard.get(&key).is_some_and(|g| g.held && g.head == id);
+        let shard = lock(&self.slot(key).groups);
+        let held = shard.get(&key).is_some_and(|g| g.held == Some(id));
         if held {
             f();
         }
@@ -292,124 +363,121 @@ impl<T> Groups<T> {
     }
 
     /// Releases group `key` at `now` if its dead head holds it, calling
-    /// `released` with the letter's id under the lock and `publish` with
-    /// the next message (now the head) after it. Whether it was held.
+    /// `released` with the letter's id under the lock. The message to
+    /// unblock, now the head, if any; whether it was held.
     pub(crate) fn release(
         &self,
         key: u64,
         now: u64,
         released: impl FnOnce(MessageId),
-        publish: impl FnOnce(Own, T),
-    ) -> bool {
-        let mut shard = lock(self.shard(key));
+    ) -> (bool, Next) {
+        let mut shard = lock(&self.slot(key).groups);
         match shard.entry(key) {
-            Entry::Occupied(e) if e.get().held => {
-                released(e.get().head);
-                match Self::advance(e, now) {
-                    // After the unlock, as in `head_gone`; a handle makes
-                    // this call, so no teardown runs meanwhile.
-                    Some((own, value)) => {
-                        drop(shard);
-                        publish(own, value);
-                    }
-                    None => Self::shrink(&mut shard),
+            Entry::Occupied(mut e) if e.get().held.is_some() => {
+                let group = e.get_mut();
+                released(group.held.take().expect("held"));
+                if group.first.is_none() {
+                    e.remove();
+                    Self::shrink(&mut shard);
+                    return (true, Next::Nothing);
                 }
-                true
+                group.started(now);
+                (true, Next::Unblock(std::mem::replace(&mut group.first, SlotAt::NONE)))
             }
-            _ => false,
+            _ => (false, Next::Nothing),
         }
     }
 
-    /// Teardown: forgets every group, handing each waiting value to `drop`,
-    /// and waits for the heads being published (`head_gone`): a head
-    /// settled after this publishes nothing, one settled before is in the
-    /// index when this returns.
-    pub(crate) fn clear(&self, mut drop: impl FnMut(T)) {
+    /// The head `old` of group `key` was skipped by its block's cursor and
+    /// moved (its payload taken by the caller): under the lock, `place`
+    /// writes it, blocked, into a new slot, which takes the old one's place
+    /// in the group (what follows it, and the tail). Counted in the shard's
+    /// `publishing` while `place` runs, so that teardown waits for it.
+    /// `None` if the queue was torn down (the caller drops the payload).
+    pub(crate) fn moved(&self, key: u64, old: SlotAt, place: impl FnOnce() -> SlotAt) -> Option<SlotAt> {
+        let slot = self.slot(key);
+        let mut shard = lock(&slot.groups);
+        let group = shard.get_mut(&key)?;
+        // SAFETY: the caller keeps the old block (it holds the prepaid
+        // reference of the moved message until this returns).
+        let (old_block, old_slot) = unsafe { old.get::<T>() };
+        let next = old_block.ids.next(old_slot);
+        // Relaxed: under the lock, which orders it before teardown's
+        // clear of this shard (see `clear`).
+        slot.publishing.fetch_add(1, Ordering::Relaxed);
+        let at = place();
+        // SAFETY: `at` was just written, blocked.
+        let (block, new_slot) = unsafe { at.get::<T>() };
+        block.ids.set_cell(new_slot, &**group);
+        block.ids.link(new_slot, next);
+        if group.tail == old {
+            group.tail = at;
+        }
+        // Release: pairs with the Acquire load in `clear`.
+        slot.publishing.fetch_sub(1, Ordering::Release);
+        Some(at)
+    }
+
+    /// A block whose cursor skipped a blocked message: kept for teardown
+    /// (see `skipped`). Blocks all of whose skipped messages moved on are
+    /// let go of from time to time.
+    pub(crate) fn skipped(&self, block: &Arc<Block<T>>) {
+        let mut list = lock(&self.skipped);
+        if list.last().is_some_and(|b| Arc::ptr_eq(b, block)) {
+            return;
+        }
+        if list.len() >= 64 && list.len().is_power_of_two() {
+            list.retain(|b| {
+                (0..b.len()).any(|i| {
+                    matches!(b.slot(i).state.load().tag(), Tag::Skipped | Tag::Blocked)
+                })
+            });
+        }
+        list.push(Arc::clone(block));
+    }
+
+    /// Teardown: no head moves on from here (`torn_down`; a delivery that
+    /// outlives the queue may still settle one), every group is forgotten,
+    /// and the heads being moved are waited for. Returns the blocks with a
+    /// skipped message, and the groups, to be dropped once no settle can
+    /// reach them (through the epoch, see `teardown`).
+    pub(crate) fn clear(&self) -> (Vec<Arc<Block<T>>>, Vec<Map>) {
+        self.torn_down.store(true, Ordering::SeqCst);
+        let mut maps = Vec::new();
         for slot in self.shards.iter() {
-            let groups = std::mem::take(&mut *lock(&slot.groups));
-            // Acquire: pairs with the Release decrement in `head_gone`; an
+            maps.push(std::mem::take(&mut *lock(&slot.groups)));
+            // Acquire: pairs with the Release decrement in `moved`; an
             // increment made under the lock before the clear above is seen.
             while slot.publishing.load(Ordering::Acquire) != 0 {
                 thread::yield_now();
             }
-            for (_, group) in groups {
-                for (_, value) in group.waiting {
-                    drop(value);
-                }
-            }
         }
-    }
-
-    /// The group's next message becomes its head (returned, to be
-    /// published), or the group, now idle, is removed.
-    fn advance(mut e: OccupiedEntry<'_, u64, Group<T>>, now: u64) -> Option<(Own, T)> {
-        let key = *e.key();
-        let group = e.get_mut();
-        match group.waiting.pop_front() {
-            Some((id, value)) => {
-                group.head = id;
-                group.held = false;
-                group.since = now;
-                Some((
-                    Own {
-                        id,
-                        group: Some(key),
-                    },
-                    value,
-                ))
-            }
-            None => {
-                e.remove();
-                None
-            }
-        }
+        (std::mem::take(&mut *lock(&self.skipped)), maps)
     }
 
     /// Gives a shard's table back to the allocator once it is mostly empty
     /// (a quarter full, and past a small size), so that groups that went
     /// idle cost nothing: the table is rebuilt at twice what is left, which
     /// leaves room to grow again before the next rebuild.
-    fn shrink(shard: &mut Shard<T>) {
+    fn shrink(shard: &mut Map) {
         if shard.capacity() > SHRINK_FROM && shard.len() * 4 < shard.capacity() {
             shard.shrink_to(shard.len() * 2);
         }
     }
 
-    /// Puts a restored group back (journal): `head` is its head (already in
-    /// the queue, or a dead letter holding it if `held`), `waiting` the rest
-    /// in order.
-    #[cfg(feature = "journal")]
-    pub(crate) fn restore(
-        &self,
-        key: u64,
-        head: MessageId,
-        held: bool,
-        now: u64,
-        waiting: VecDeque<(MessageId, T)>,
-    ) {
-        lock(self.shard(key)).insert(
-            key,
-            Group {
-                head,
-                held,
-                since: now,
-                waiting,
-            },
-        );
-    }
-
-    /// Counts groups, held groups and waiting messages, and finds the
-    /// oldest head. One shard locked at a time: under traffic, a snapshot
-    /// of each shard, not of all at once.
+    /// Counts groups and held groups, and finds the oldest head. One shard
+    /// locked at a time: under traffic, a snapshot of each shard, not of
+    /// all at once.
     pub(crate) fn counts(&self) -> GroupCounts {
         let mut c = GroupCounts::default();
         for slot in self.shards.iter() {
             let shard = lock(&slot.groups);
             c.groups += shard.len() as u64;
             for group in shard.values() {
-                c.held += u64::from(group.held);
-                c.waiting += group.waiting.len() as u64;
-                c.oldest = Some(c.oldest.map_or(group.since, |o: u64| o.min(group.since)));
+                c.held += u64::from(group.held.is_some());
+                // Relaxed: a statistic.
+                let since = group.since.load(Ordering::Relaxed);
+                c.oldest = Some(c.oldest.map_or(since, |o: u64| o.min(since)));
             }
         }
         c

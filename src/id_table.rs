@@ -9,8 +9,9 @@
 //! produces never allocates one, and reading one of its ids costs a load
 //! and a null check.
 
+use crate::groups::{Group, SlotAt};
 use crate::id::MessageId;
-use crate::sync::{AtomicPtr, AtomicU64, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// What a slot's entry holds (`Entry::kind`).
 const NONE: u64 = 0;
@@ -24,6 +25,12 @@ struct Entry {
     id: [AtomicU64; 2],
     group: AtomicU64,
     kind: AtomicU64,
+    /// A grouped message: the message after it in its group (`SlotAt`
+    /// bits), linked by that message's producer under the group's lock.
+    next: AtomicUsize,
+    /// A grouped message: its group, set under the group's lock before the
+    /// message can be claimed.
+    cell: AtomicPtr<Group>,
 }
 
 /// The ids of some slots of one block (at most 64).
@@ -40,6 +47,8 @@ impl Table {
                     id: [AtomicU64::new(0), AtomicU64::new(0)],
                     group: AtomicU64::new(0),
                     kind: AtomicU64::new(NONE),
+                    next: AtomicUsize::new(0),
+                    cell: AtomicPtr::new(std::ptr::null_mut()),
                 })
                 .collect(),
         }
@@ -68,6 +77,15 @@ impl Table {
 pub(crate) struct Own {
     pub(crate) id: MessageId,
     pub(crate) group: Option<u64>,
+}
+
+impl Own {
+    /// A grouped message is written blocked: its group decides when it
+    /// may be claimed.
+    #[inline(always)]
+    pub(crate) fn blocked(&self) -> bool {
+        self.group.is_some()
+    }
 }
 
 impl From<MessageId> for Own {
@@ -179,6 +197,45 @@ impl IdTable {
         // No other thread writes this slot's entry (the producer reserved
         // the slot); the slot's publish publishes it.
         table.write(slot, own);
+    }
+
+    /// Links `next` behind grouped message `slot` (under its group's lock).
+    pub(crate) fn link(&self, slot: usize, next: SlotAt) {
+        if let Some(table) = self.table() {
+            // Release: pairs with the Acquire in `next`, so a settle that
+            // finds the link sees the linked message's entry written.
+            table.entries[slot].next.store(next.bits(), Ordering::Release);
+        }
+    }
+
+    /// The message linked behind grouped message `slot`, if any yet.
+    pub(crate) fn next(&self, slot: usize) -> SlotAt {
+        match self.table() {
+            // Acquire: pairs with the Release in `link`.
+            Some(table) => SlotAt::from_bits(table.entries[slot].next.load(Ordering::Acquire)),
+            None => SlotAt::NONE,
+        }
+    }
+
+    /// Records grouped message `slot`'s group (under its group's lock).
+    pub(crate) fn set_cell(&self, slot: usize, group: &Group) {
+        if let Some(table) = self.table() {
+            // Relaxed: published with the message's unblock or its link
+            // (Release), which whoever settles it later is ordered after.
+            table.entries[slot]
+                .cell
+                .store(group as *const Group as *mut Group, Ordering::Relaxed);
+        }
+    }
+
+    /// Grouped message `slot`'s group, as a pointer (alive while the
+    /// message is its head and not yet gone).
+    pub(crate) fn cell(&self, slot: usize) -> *const Group {
+        match self.table() {
+            // Relaxed: see `set_cell`.
+            Some(table) => table.entries[slot].cell.load(Ordering::Relaxed),
+            None => std::ptr::null(),
+        }
     }
 
     /// Forgets every id: the block is being reused (`&mut`: nobody else

@@ -11,7 +11,6 @@ use crate::dedup::Dedup;
 use crate::groups::GroupKey;
 use crate::groups::Groups;
 use crate::id::MessageId;
-use crate::id_table::Own;
 use crate::inbox::Inbox;
 use crate::index::Index;
 use crate::manual_clock::{Advanced, ManualClock};
@@ -99,9 +98,9 @@ pub(crate) struct Shared<T> {
     pub(crate) dedup: Dedup,
     /// Ordered groups: each group's head and the messages waiting behind it.
     pub(crate) groups: Groups<T>,
-    /// `Shared::publish_grouped`, captured where its bounds are known, so
-    /// that the unbounded `release_payload` can publish a group's next head.
-    publish_grouped: fn(&Arc<Shared<T>>, Own, T),
+    /// `Shared::head_gone`, captured where its bounds are known, so that
+    /// the unbounded `release_payload` can hand a group to its next head.
+    head_gone: fn(&Arc<Shared<T>>, &Block<T>, usize, u64, bool),
     /// Live `Queue` handles; the last one tears the queue down.
     pub(crate) handles: AtomicUsize,
     /// `None` in the loom world, where the model runs the passes.
@@ -157,7 +156,7 @@ impl<T> Shared<T> {
             nonce,
             dedup: Dedup::new(clock::add(0, config.dedup_window), minter),
             groups: Groups::new(config.hold_groups),
-            publish_grouped: Self::publish_grouped,
+            head_gone: Self::head_gone,
             index: Index::new(),
             tail: AtomicPtr::new(std::ptr::null_mut()),
             next_seq: AtomicU64::new(0),
@@ -421,11 +420,7 @@ impl<T> Shared<T> {
         let Some(key) = block.ids.group(slot) else {
             return;
         };
-        let id = self.message_id(block, slot);
-        let shared = &block.shared;
-        let publish = |own, value| (self.publish_grouped)(shared, own, value);
-        self.groups
-            .head_gone(key, id, dead, self.recent_ns(), publish);
+        (self.head_gone)(&block.shared, block, slot, key, dead);
     }
 
     /// Hands a rolled-back message to the redeliverer, or discards it if the
@@ -500,13 +495,16 @@ impl<T> Shared<T> {
         // After the index: a message published from its group meanwhile is
         // counted in neither, so `in_flight` still errs high.
         let groups = shared.groups.counts();
+        let waiting = c
+            .get(Counter::GroupedWaited)
+            .saturating_sub(c.get(Counter::GroupedStarted));
         let produced = c.get(Counter::Produced);
         Stats {
             produced,
             // First deliveries are every message produced except those never
             // claimed yet (see `Counter::RepeatClaims`). Exact when quiescent;
             // under traffic off by the produces and claims in progress.
-            delivered: produced.saturating_sub(pending.never_claimed) + repeat_claims,
+            delivered: produced.saturating_sub(pending.never_claimed + waiting) + repeat_claims,
             acked,
             rolled_back: c.get(Counter::RolledBack),
             deferred: c.get(Counter::Deferred),
@@ -517,12 +515,12 @@ impl<T> Shared<T> {
             dead_lettered,
             ready,
             delayed,
-            grouped_waiting: groups.waiting,
+            grouped_waiting: waiting,
             groups: groups.groups,
             groups_held: groups.held,
             oldest_group_head: groups.oldest.map(|since| crate::groups::age(since, now)),
             in_flight: produced
-                .saturating_sub(acked + dead_lettered + ready + delayed + groups.waiting),
+                .saturating_sub(acked + dead_lettered + ready + delayed + waiting),
         }
     }
 }

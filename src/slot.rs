@@ -54,6 +54,17 @@ impl<T> Slot<T> {
         self.state.publish(ts_offset_us);
     }
 
+    /// [`Self::write`], for a message that waits behind its group's head:
+    /// published `Blocked`.
+    ///
+    /// # Safety
+    /// As for [`Self::write`].
+    pub(crate) unsafe fn write_blocked(&self, value: T, ts_offset_us: u64) {
+        // SAFETY: as in `write`.
+        self.value.with_mut(|cell| unsafe { (*cell).write(value) });
+        self.state.publish_blocked(ts_offset_us);
+    }
+
     /// Borrows the payload.
     ///
     /// # Safety

@@ -12,10 +12,10 @@
 //!
 //! | bits  | field    | meaning |
 //! |-------|----------|---------|
-//! | 0..3  | tag      | the state, see [`Tag`] |
-//! | 3..15 | attempt  | deliveries so far; the generation a holder must match |
-//! | 15..27| holders  | live `Delivery` values that point at the payload |
-//! | 27..64| tick     | lease deadline while claimed, in ms ticks (wrapping); while pending at attempt 0, the timestamp in us after the block's key; 1 while deferred (rolled back or pending at attempt 1 or more, put back by a defer), else 0 |
+//! | 0..4  | tag      | the state, see [`Tag`] |
+//! | 4..16 | attempt  | deliveries so far; the generation a holder must match |
+//! | 16..28| holders  | live `Delivery` values that point at the payload |
+//! | 28..64| tick     | lease deadline while claimed, in ms ticks (wrapping); while pending at attempt 0, the timestamp in us after the block's key; 1 while deferred (rolled back or pending at attempt 1 or more, put back by a defer), else 0 |
 //!
 //! The timestamp of a fresh message lives in its word, not in a field of its
 //! own: the producer's publish writes both at once, and a slot of a `u64`
@@ -23,7 +23,7 @@
 
 use crate::sync::{AtomicU64, Ordering, SetMut, SpinWait};
 
-const TAG_BITS: u32 = 3;
+const TAG_BITS: u32 = 4;
 const COUNT_BITS: u32 = 12;
 const ATTEMPT_SHIFT: u32 = TAG_BITS;
 const HOLDERS_SHIFT: u32 = ATTEMPT_SHIFT + COUNT_BITS;
@@ -31,7 +31,7 @@ const TICK_SHIFT: u32 = HOLDERS_SHIFT + COUNT_BITS;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
-/// Mask of the 37-bit wrapping millisecond tick stored in the word.
+/// Mask of the 36-bit wrapping millisecond tick stored in the word.
 pub(crate) const TICK_MASK: u64 = (1 << (64 - TICK_SHIFT)) - 1;
 /// Ticks compare by wrapping difference; any lease or delay must stay below
 /// half the range (about 2.2 years), which [`crate::Builder`] enforces.
@@ -71,6 +71,17 @@ pub(crate) enum Tag {
     DeadRejected = 6,
     /// Final: the queue was torn down while the message was pending.
     Discarded = 7,
+    /// Written by a producer into its group behind the group's head: not
+    /// claimable through its block. Left once: by the head's last settle
+    /// (`-> Pending` in place, see [`MessageState::unblock`]), by the
+    /// block's cursor passing it (`-> Skipped`), or by teardown.
+    Blocked = 8,
+    /// A `Blocked` message its block's cursor passed: it can no longer be
+    /// claimed in place. Left once: by the head's last settle, which moves
+    /// the payload into a new slot (`-> Moved`), or by teardown.
+    Skipped = 9,
+    /// Final: the payload of a skipped message went on in a new slot.
+    Moved = 10,
 }
 
 impl Tag {
@@ -83,7 +94,10 @@ impl Tag {
             4 => Tag::Acked,
             5 => Tag::DeadMaxAttempts,
             6 => Tag::DeadRejected,
-            _ => Tag::Discarded,
+            7 => Tag::Discarded,
+            8 => Tag::Blocked,
+            9 => Tag::Skipped,
+            _ => Tag::Moved,
         }
     }
 
@@ -91,7 +105,7 @@ impl Tag {
     pub(crate) fn is_final(self) -> bool {
         matches!(
             self,
-            Tag::Acked | Tag::DeadMaxAttempts | Tag::DeadRejected | Tag::Discarded
+            Tag::Acked | Tag::DeadMaxAttempts | Tag::DeadRejected | Tag::Discarded | Tag::Moved
         )
     }
 }
@@ -246,6 +260,18 @@ pub(crate) enum Reinsert {
     NotRolledBack,
 }
 
+/// Outcome of [`MessageState::unblock`].
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Unblock {
+    /// Pending where it is: its block's cursor will find it.
+    InPlace,
+    /// Skipped by its block's cursor: the caller moves the payload.
+    Move,
+    /// Discarded by teardown.
+    Gone,
+}
+
 /// Outcome of [`MessageState::transition_to_discarded`].
 #[must_use]
 #[derive(Debug, PartialEq, Eq)]
@@ -322,6 +348,51 @@ impl MessageState {
             Word(0).with_tag(Tag::Pending).with_tick(ts_offset_us).0,
             Ordering::SeqCst,
         );
+    }
+
+    /// `Empty -> Blocked(attempt 0)`: the producer wrote the payload of a
+    /// message that waits behind its group's head, stamped as
+    /// [`Self::publish`] stamps. Release: pairs with the Acquire of whoever
+    /// reads or moves the word next (the unblock, a skip, teardown).
+    pub(crate) fn publish_blocked(&self, ts_offset_us: u64) {
+        debug_assert!(ts_offset_us <= MAX_TS_OFFSET_US);
+        self.word.store(
+            Word(0).with_tag(Tag::Blocked).with_tick(ts_offset_us).0,
+            Ordering::Release,
+        );
+    }
+
+    /// The head of this message's group is gone: `Blocked -> Pending` in
+    /// place, keeping its timestamp (claimed by its block's cursor as any
+    /// fresh message), or `Skipped -> Moved` (the caller takes the payload
+    /// to a new slot). SeqCst, as [`Self::publish`]: the caller's SeqCst
+    /// load of the sleeper count is ordered after it.
+    pub(crate) fn unblock(&self) -> Unblock {
+        match self.transition(|w| match w.tag() {
+            Tag::Blocked => Ok(w.with_tag(Tag::Pending)),
+            // Attempt 1: its prepaid reference goes with the move (see
+            // `block::release_prepaid`).
+            Tag::Skipped => Ok(Word(0).with_tag(Tag::Moved).with_attempt(1)),
+            _ => Err(()),
+        }) {
+            Ok((_, new)) if new.tag() == Tag::Pending => Unblock::InPlace,
+            Ok(_) => Unblock::Move,
+            // Discarded: the queue was torn down.
+            Err(()) => Unblock::Gone,
+        }
+    }
+
+    /// `Blocked -> Skipped`: the block's cursor passes this message. False
+    /// if it is not blocked any more (unblocked meanwhile: look again).
+    pub(crate) fn skip(&self) -> bool {
+        self.transition(|w| {
+            if w.tag() == Tag::Blocked {
+                Ok(w.with_tag(Tag::Skipped))
+            } else {
+                Err(())
+            }
+        })
+        .is_ok()
     }
 
     /// The one compare-exchange loop every transition goes through. `step`
@@ -563,10 +634,13 @@ impl MessageState {
         }
     }
 
-    /// Teardown: `Pending | RolledBack -> Discarded`.
+    /// Teardown: `Pending | RolledBack | Blocked | Skipped -> Discarded`.
     pub(crate) fn transition_to_discarded(&self) -> Discard {
         match self.transition(|w| {
-            if matches!(w.tag(), Tag::Pending | Tag::RolledBack) {
+            if matches!(
+                w.tag(),
+                Tag::Pending | Tag::RolledBack | Tag::Blocked | Tag::Skipped
+            ) {
                 Ok(w.with_tag(Tag::Discarded))
             } else {
                 Err(())

@@ -122,8 +122,13 @@ pub(crate) enum Counter {
     FirstClaims,
     /// Redeliveries postponed by the retry budget.
     Throttled,
+    /// Grouped messages that waited behind their group's head, and those
+    /// of them that became heads since: `Stats::grouped_waiting` is the
+    /// difference.
+    GroupedWaited,
+    GroupedStarted,
 }
-const COUNTERS: usize = 11;
+const COUNTERS: usize = 13;
 /// Stripes a thread can own; threads beyond this many share one more.
 /// In the loom world: none, so every thread shares the one stripe and the
 /// models explore the counters' races, not 65 copies of them.

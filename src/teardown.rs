@@ -15,15 +15,14 @@ pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
     if let Some(attached) = &shared.journal {
         attached.shutdown();
     }
-    // No group publishes a message from here on (a delivery that outlives
-    // the queue may still settle a group's head), and the messages waiting
-    // in groups are dropped.
+    // No group moves on from here (a delivery that outlives the queue may
+    // still settle a group's head); the messages waiting in groups are in
+    // their blocks, found below (in the index, or skipped by their block's
+    // cursor and listed by the groups).
     let mut panic = None;
-    shared
-        .groups
-        .clear(|value| contain(&mut panic, || drop(value)));
+    let (skipped, groups) = shared.groups.clear();
     let rolled_back = shared.inbox.stop();
-    let mut blocks = Vec::new();
+    let mut blocks = skipped;
     shared.blocks.take(&mut blocks, true);
     let worker = lock(&shared.redeliverer).take();
     if let Some(worker) = worker {
@@ -62,7 +61,16 @@ pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
         // (see above).
         unsafe { crate::block::release_prepaid(block) };
     }
-    drop(blocks);
+    // A settle of a group's head pinned before the groups were cleared may
+    // still reach a blocked message's block or its group: both go once it
+    // is done.
+    let guard = pin();
+    let late = Late(blocks, groups);
+    // SAFETY: `Late` holds `Arc`s and boxes, fine to drop on any thread
+    // (`Block<T>` is `Send + Sync` for `T: Send + Sync`).
+    unsafe { guard.defer_unchecked(move || drop(late)) };
+    guard.flush();
+    drop(guard);
     shared.index.clear();
     shared.release_tail();
     let letters = lock(&shared.dead_letters).take().unwrap_or_default();
@@ -79,6 +87,9 @@ pub(crate) fn teardown<T: Send + Sync + 'static>(shared: &Shared<T>) {
         panic.resume();
     }
 }
+
+/// What teardown drops through the epoch (see `teardown`).
+struct Late<B, G>(B, G);
 
 /// Runs `f`, keeping the first panic of teardown in `first` instead of
 /// letting it unwind (a payload's destructor is the only code of the user's
