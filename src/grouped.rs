@@ -12,7 +12,7 @@ use crate::id_table::Own;
 use crate::shared::Shared;
 use crate::state::Unblock;
 use crate::stats::Counter;
-use crate::sync::{Arc, lock, pin};
+use crate::sync::{Arc, SpinWait, lock, pin};
 use std::iter;
 
 impl<T: Send + Sync + 'static> Shared<T> {
@@ -124,10 +124,12 @@ impl<T: Send + Sync + 'static> Shared<T> {
         held
     }
 
-    /// The head `at` of group `key` left the queue (acked, or dead if
-    /// `dead`): the message linked behind it becomes the head. Without a
-    /// lock when one is linked; else the group decides, under its lock
-    /// (idle, held, or a message linked meanwhile).
+    /// The head in `slot` of `block`, of group `key`, left the queue
+    /// (acked, or dead if `dead`): the message linked behind it becomes the
+    /// head, without a lock. With nothing linked, the group goes idle,
+    /// unless a producer is linking one meanwhile (its swap of the group's
+    /// tail made the exchange fail): this waits for the link. A dead head
+    /// of a queue that holds its groups holds its group, under the lock.
     pub(crate) fn head_gone(this: &Arc<Self>, block: &Block<T>, slot: usize, key: u64, dead: bool) {
         // Pinned: teardown drops what a settle may still reach (the next
         // message's block, the group) only through the epoch, after every
@@ -137,24 +139,30 @@ impl<T: Send + Sync + 'static> Shared<T> {
             return;
         }
         let at = SlotAt::new(block, slot);
-        let mut next = if dead && this.config.hold_groups {
-            SlotAt::NONE
-        } else {
-            block.ids.next(slot)
-        };
+        if dead && this.config.hold_groups {
+            this.groups.hold(key, at, this.message_id(block, slot));
+            return;
+        }
+        // SAFETY: the group lives while its head is not gone, and this is
+        // the head's last holder: only this call ends the head (a sweep
+        // frees a group only once it is idle, and teardown only through
+        // the epoch).
+        let group = unsafe { &*block.ids.cell(slot) };
+        let mut next = block.ids.next(slot);
         if next.is_none() {
-            let id = this.message_id(block, slot);
-            match this.groups.head_gone(key, at, id, dead) {
-                Next::Nothing => return,
-                Next::Unblock(linked) => next = linked,
+            if group.idle_after(at) {
+                return;
+            }
+            let spin = SpinWait::new();
+            loop {
+                next = block.ids.next(slot);
+                if !next.is_none() {
+                    break;
+                }
+                spin.snooze();
             }
         }
-        let cell = block.ids.cell(slot);
-        // SAFETY: the group lives while its head is not gone, and this is
-        // the head's last holder: only this call can end the group.
-        if let Some(group) = unsafe { cell.as_ref() } {
-            group.started(this.recent_ns());
-        }
+        group.started(this.recent_ns());
         this.counters.bump(Counter::GroupedStarted, 1);
         Self::unblock(this, key, next);
     }

@@ -23,7 +23,6 @@ use crate::state::Tag;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, MODEL, Mutex, Ordering, lock, thread};
 use crossbeam_utils::CachePadded;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
 use std::time::Duration;
 
@@ -101,6 +100,16 @@ impl fmt::Debug for GroupKey {
 /// stays below it.
 pub(crate) const GROUP_NUMBER: u64 = 1 << 61;
 
+/// Numbers a thread takes for grouped messages' ids at a time.
+const NUMBERS: u64 = 1024;
+
+std::thread_local! {
+    /// The numbers this thread took last: the nonce of their queue, the
+    /// next one and the end. (One queue's at a time: a thread producing
+    /// into two queues in turn leaves numbers unused, of 2^61.)
+    static RANGE: std::cell::Cell<(u64, u64, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
+}
+
 /// Shards of the group map: enough that two threads rarely want one lock.
 const SHARDS: usize = if MODEL { 2 } else { 64 };
 
@@ -150,8 +159,6 @@ pub(crate) struct Groups<T> {
     shards: Box<[CachePadded<Shard>]>,
     /// Numbers for grouped messages' ids (see [`GROUP_NUMBER`]).
     next: AtomicU64,
-    /// Whether a dead-lettered head holds its group (`Builder::hold_groups`).
-    hold: bool,
     /// Set by teardown before it clears the groups: a head settled after
     /// it moves nothing (see `Shared::grouped_gone`).
     torn_down: AtomicBool,
@@ -169,13 +176,16 @@ struct Shard {
     publishing: AtomicUsize,
 }
 
-/// One group with a message at its head. Boxed: a head's settle reaches
-/// it through its message (`IdTable::cell`) without the lock, for `since`.
+/// One group with a message at its head (or idle, until swept). Boxed:
+/// a head's settle reaches it through its message (`IdTable::cell`),
+/// without the shard's lock.
 pub(crate) struct Group {
-    /// The group's last message: the next produce links behind it. None
-    /// while a dead letter holds the group with nothing behind it. Under
-    /// the shard's lock.
-    tail: SlotAt,
+    /// The group's last message (`SlotAt` bits): the next produce links
+    /// behind it. Zero while the group is idle, or held by a dead letter
+    /// with nothing behind it. Swapped by producers under the shard's lock;
+    /// compare-exchanged to zero, without the lock, by the settle of a head
+    /// with nothing linked behind it (see `Shared::head_gone`).
+    tail: AtomicUsize,
     /// The dead letter holding the group, and the message after it. Under
     /// the shard's lock.
     held: Option<MessageId>,
@@ -190,6 +200,28 @@ impl Group {
     pub(crate) fn started(&self, now: u64) {
         // Relaxed: a statistic, read under the shard's lock by `counts`.
         self.since.store(now, Ordering::Relaxed);
+    }
+
+    fn tail(&self) -> SlotAt {
+        // Acquire: pairs with the Release of the swap or exchange that
+        // wrote it (a settle's accesses to the group come before its idle).
+        SlotAt::from_bits(self.tail.load(Ordering::Acquire))
+    }
+
+    /// The settle of head `at`, with nothing linked behind it: the group
+    /// goes idle if `at` is still its last message. False if a producer
+    /// swapped the tail meanwhile: it is linking a message behind `at`.
+    pub(crate) fn idle_after(&self, at: SlotAt) -> bool {
+        // AcqRel: Release orders this settle's accesses before a sweep that
+        // frees the idle group; Acquire pairs with a producer's swap.
+        self.tail
+            .compare_exchange(at.bits(), 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Whether the group has a head, or a dead letter holds it.
+    fn active(&self) -> bool {
+        self.held.is_some() || !self.tail().is_none()
     }
 }
 
@@ -221,7 +253,7 @@ pub(crate) enum Next {
 }
 
 impl<T> Groups<T> {
-    pub(crate) fn new(hold: bool) -> Self {
+    pub(crate) fn new() -> Self {
         Groups {
             shards: (0..SHARDS)
                 .map(|_| {
@@ -232,7 +264,6 @@ impl<T> Groups<T> {
                 })
                 .collect(),
             next: AtomicU64::new(0),
-            hold,
             torn_down: AtomicBool::new(false),
             skipped: Mutex::new(Vec::new()),
         }
@@ -245,10 +276,26 @@ impl<T> Groups<T> {
         &self.shards[h as usize % SHARDS]
     }
 
-    /// The next number for a grouped message's id.
-    pub(crate) fn next_number(&self) -> u64 {
-        // Relaxed: only hands out distinct numbers.
-        GROUP_NUMBER | self.next.fetch_add(1, Ordering::Relaxed)
+    /// The next number for a grouped message's id, in the queue whose
+    /// nonce is `nonce`. Each thread takes [`NUMBERS`] at a time, so that
+    /// producers do not share a counter's line per message.
+    pub(crate) fn next_number(&self, nonce: u64) -> u64 {
+        if MODEL {
+            // Relaxed: only hands out distinct numbers.
+            return GROUP_NUMBER | self.next.fetch_add(1, Ordering::Relaxed);
+        }
+        RANGE.with(|range| {
+            let (owner, next, end) = range.get();
+            let (next, end) = if owner == nonce && next < end {
+                (next, end)
+            } else {
+                // Relaxed: only hands out distinct ranges.
+                let start = self.next.fetch_add(NUMBERS, Ordering::Relaxed);
+                (start, start + NUMBERS)
+            };
+            range.set((nonce, next + 1, end));
+            GROUP_NUMBER | next
+        })
     }
 
     /// Whether teardown has begun (see [`Self::clear`]).
@@ -273,80 +320,87 @@ impl<T> Groups<T> {
             // SAFETY: `at` is blocked (never claimed): it holds its prepaid
             // reference.
             let (block, slot) = unsafe { at.get::<T>() };
-            match shard.entry(key) {
-                Entry::Occupied(mut e) => {
-                    let group = e.get_mut();
-                    block.ids.set_cell(slot, &**group);
-                    if redrive && group.held == Some(id) {
-                        group.held = None;
-                        block.ids.link(slot, group.first);
-                        group.first = SlotAt::NONE;
-                        if group.tail.is_none() {
-                            group.tail = at;
-                        }
-                        group.started(now);
-                        return Placed::Head;
-                    }
-                    if group.tail.is_none() && group.held.is_none() {
-                        group.tail = at;
-                        group.started(now);
-                        return Placed::Head;
-                    }
-                    if group.tail.is_none() {
-                        group.first = at;
-                    } else {
-                        // SAFETY: a group's tail is alive while it is the
-                        // tail: blocked (prepaid), or the head, whose last
-                        // settle takes this lock before it lets go if it
-                        // found no message linked behind it.
-                        let (last, last_slot) = unsafe { group.tail.get::<T>() };
-                        last.ids.link(last_slot, at);
-                    }
-                    group.tail = at;
-                    Placed::Waits
+            if !shard.contains_key(&key) {
+                // Idle groups go before the table grows (see `sweep`).
+                if shard.len() >= SHRINK_FROM && shard.len() == shard.capacity() {
+                    Self::sweep_shard(&mut shard);
                 }
-                Entry::Vacant(e) => {
-                    let group = e.insert(Box::new(Group {
-                        tail: at,
+                let group = shard.entry(key).or_insert_with(|| {
+                    Box::new(Group {
+                        tail: AtomicUsize::new(at.bits()),
                         held: None,
                         first: SlotAt::NONE,
                         since: AtomicU64::new(now),
-                    }));
-                    block.ids.set_cell(slot, &**group);
-                    Placed::Head
-                }
+                    })
+                });
+                block.ids.set_cell(slot, group);
+                return Placed::Head;
             }
+            let group = shard.get_mut(&key).expect("present");
+            block.ids.set_cell(slot, group);
+            if group.held.is_some() {
+                // No head: nothing settles, the tail is this lock's alone.
+                let tail = group.tail();
+                if redrive && group.held == Some(id) {
+                    group.held = None;
+                    block.ids.link(slot, group.first);
+                    group.first = SlotAt::NONE;
+                    if tail.is_none() {
+                        group.tail.store(at.bits(), Ordering::Release);
+                    }
+                    group.started(now);
+                    return Placed::Head;
+                }
+                if tail.is_none() {
+                    group.first = at;
+                } else {
+                    // SAFETY: a message behind a held group's letter is
+                    // blocked or skipped (prepaid).
+                    let (last, last_slot) = unsafe { tail.get::<T>() };
+                    last.ids.link(last_slot, at);
+                }
+                group.tail.store(at.bits(), Ordering::Release);
+                return Placed::Waits;
+            }
+            // AcqRel: Acquire pairs with the settle that made the group idle
+            // (or the producer before); Release publishes `at`'s entry to a
+            // settle that fails its exchange and waits for the link.
+            let last = SlotAt::from_bits(group.tail.swap(at.bits(), Ordering::AcqRel));
+            if last.is_none() {
+                group.started(now);
+                return Placed::Head;
+            }
+            // SAFETY: the group's last message is alive while it is the
+            // last: blocked or skipped (prepaid), or a head whose last
+            // settle, finding nothing linked, fails its exchange of the tail
+            // (this swap changed it) and waits for this link before it lets
+            // go of its block.
+            let (last, last_slot) = unsafe { last.get::<T>() };
+            last.ids.link(last_slot, at);
+            Placed::Waits
         })
     }
 
-    /// The head at `at` (id `id`) of group `key` left the queue (acked, or
-    /// dead if `dead`), and found nothing linked behind it: under the
-    /// lock, the group goes idle, or is held, or gives the message a
-    /// producer linked meanwhile.
-    pub(crate) fn head_gone(&self, key: u64, at: SlotAt, id: MessageId, dead: bool) -> Next {
+    /// The dead head at `at` (id `id`) of group `key` holds it
+    /// (`Builder::hold_groups`): the message behind it, if any, waits for
+    /// a redrive or a release.
+    pub(crate) fn hold(&self, key: u64, at: SlotAt, id: MessageId) {
         let mut shard = lock(&self.slot(key).groups);
         // No group: the queue was torn down (a delivery outlived it).
-        let Entry::Occupied(mut e) = shard.entry(key) else {
-            return Next::Nothing;
+        let Some(group) = shard.get_mut(&key) else {
+            return;
         };
         // SAFETY: the caller (the head's last holder) keeps its block.
         let (block, slot) = unsafe { at.get::<T>() };
+        // Producers link under this lock: the link is there iff the tail
+        // moved past `at`.
         let next = block.ids.next(slot);
-        let group = e.get_mut();
-        if dead && self.hold {
-            group.held = Some(id);
-            group.first = next;
-            if group.tail == at {
-                group.tail = SlotAt::NONE;
-            }
-            return Next::Nothing;
+        group.held = Some(id);
+        group.first = next;
+        if next.is_none() {
+            debug_assert_eq!(group.tail(), at);
+            group.tail.store(0, Ordering::Release);
         }
-        if group.tail == at {
-            debug_assert!(next.is_none());
-            group.tail = SlotAt::NONE;
-            return Next::Nothing;
-        }
-        Next::Unblock(next)
     }
 
     /// Runs `f` with group `key` locked if the dead letter `id` holds it
@@ -372,20 +426,19 @@ impl<T> Groups<T> {
         released: impl FnOnce(MessageId),
     ) -> (bool, Next) {
         let mut shard = lock(&self.slot(key).groups);
-        match shard.entry(key) {
-            Entry::Occupied(mut e) if e.get().held.is_some() => {
-                let group = e.get_mut();
-                released(group.held.take().expect("held"));
-                if group.first.is_none() {
-                    e.remove();
-                    Self::shrink(&mut shard);
-                    return (true, Next::Nothing);
-                }
-                group.started(now);
-                (true, Next::Unblock(std::mem::replace(&mut group.first, SlotAt::NONE)))
-            }
-            _ => (false, Next::Nothing),
+        let Some(group) = shard.get_mut(&key) else {
+            return (false, Next::Nothing);
+        };
+        let Some(letter) = group.held.take() else {
+            return (false, Next::Nothing);
+        };
+        released(letter);
+        if group.first.is_none() {
+            // Idle now (nothing behind the letter: the tail is zero).
+            return (true, Next::Nothing);
         }
+        group.started(now);
+        (true, Next::Unblock(std::mem::replace(&mut group.first, SlotAt::NONE)))
     }
 
     /// The head `old` of group `key` was skipped by its block's cursor and
@@ -408,11 +461,16 @@ impl<T> Groups<T> {
         let at = place();
         // SAFETY: `at` was just written, blocked.
         let (block, new_slot) = unsafe { at.get::<T>() };
-        block.ids.set_cell(new_slot, &**group);
+        block.ids.set_cell(new_slot, group);
         block.ids.link(new_slot, next);
-        if group.tail == old {
-            group.tail = at;
-        }
+        // The moved message is not claimable, so no settle exchanges the
+        // tail meanwhile, and producers wait for this lock.
+        let _ = group.tail.compare_exchange(
+            old.bits(),
+            at.bits(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         // Release: pairs with the Acquire load in `clear`.
         slot.publishing.fetch_sub(1, Ordering::Release);
         Some(at)
@@ -455,6 +513,21 @@ impl<T> Groups<T> {
         (std::mem::take(&mut *lock(&self.skipped)), maps)
     }
 
+    /// Forgets the idle groups (no head, not held): their last head's
+    /// settle made them idle without the lock, and is done with them
+    /// (`Group::idle_after`). Run when a shard's table is full, and by the
+    /// redeliverer when the queue goes quiet.
+    pub(crate) fn sweep(&self) {
+        for slot in self.shards.iter() {
+            Self::sweep_shard(&mut lock(&slot.groups));
+        }
+    }
+
+    fn sweep_shard(shard: &mut Map) {
+        shard.retain(|_, g| g.active());
+        Self::shrink(shard);
+    }
+
     /// Gives a shard's table back to the allocator once it is mostly empty
     /// (a quarter full, and past a small size), so that groups that went
     /// idle cost nothing: the table is rebuilt at twice what is left, which
@@ -472,8 +545,8 @@ impl<T> Groups<T> {
         let mut c = GroupCounts::default();
         for slot in self.shards.iter() {
             let shard = lock(&slot.groups);
-            c.groups += shard.len() as u64;
-            for group in shard.values() {
+            for group in shard.values().filter(|g| g.active()) {
+                c.groups += 1;
                 c.held += u64::from(group.held.is_some());
                 // Relaxed: a statistic.
                 let since = group.since.load(Ordering::Relaxed);

@@ -339,6 +339,7 @@ pub(crate) fn run<T: Send + Sync + 'static>(shared: Arc<Shared<T>>) -> Vec<Arc<B
             if now.saturating_sub(quiet_since) >= IDLE_AFTER_NS && shared.clock.stop_upkeep(now) {
                 busy = false;
                 redeliverer.shed(&shared);
+                shared.groups.sweep();
             }
         }
         // While idle nobody reads the recent clock (it is stale), so only

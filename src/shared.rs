@@ -155,7 +155,7 @@ impl<T> Shared<T> {
             clock: Clock::new(config.lease, manual),
             nonce,
             dedup: Dedup::new(clock::add(0, config.dedup_window), minter),
-            groups: Groups::new(config.hold_groups),
+            groups: Groups::new(),
             head_gone: Self::head_gone,
             index: Index::new(),
             tail: AtomicPtr::new(std::ptr::null_mut()),
@@ -274,7 +274,7 @@ impl<T> Shared<T> {
 
     /// A new id for a grouped message, minted before it has a slot.
     pub(crate) fn mint_grouped(&self) -> MessageId {
-        MessageId::new(self.nonce, self.groups.next_number())
+        MessageId::new(self.nonce, self.groups.next_number(self.nonce))
     }
 
     pub(crate) fn message_id(&self, block: &Block<T>, slot: usize) -> MessageId {
