@@ -538,6 +538,50 @@ impl<T> Groups<T> {
         }
     }
 
+    /// Puts a restored group back (journal), before the queue is shared:
+    /// `head` (in the queue already), or the dead letter `held` holding it,
+    /// then `members`, blocked, in order.
+    #[cfg(feature = "journal")]
+    pub(crate) fn restore(
+        &self,
+        key: u64,
+        head: SlotAt,
+        held: Option<MessageId>,
+        members: &[SlotAt],
+        now: u64,
+    ) {
+        let mut shard = lock(&self.slot(key).groups);
+        let last = members.last().copied().unwrap_or(head);
+        let group = shard.entry(key).or_insert_with(|| {
+            Box::new(Group {
+                tail: AtomicUsize::new(last.bits()),
+                held,
+                first: if held.is_some() {
+                    members.first().copied().unwrap_or(SlotAt::NONE)
+                } else {
+                    SlotAt::NONE
+                },
+                since: AtomicU64::new(now),
+            })
+        });
+        let mut before = head;
+        for &at in std::iter::once(&head).chain(members) {
+            if at.is_none() {
+                continue;
+            }
+            // SAFETY: restored messages, in blocks not shared yet (held by
+            // the index).
+            let (block, slot) = unsafe { at.get::<T>() };
+            block.ids.set_cell(slot, group);
+            if before != at && !before.is_none() {
+                // SAFETY: as above.
+                let (last, last_slot) = unsafe { before.get::<T>() };
+                last.ids.link(last_slot, at);
+            }
+            before = at;
+        }
+    }
+
     /// Counts groups and held groups, and finds the oldest head. One shard
     /// locked at a time: under traffic, a snapshot of each shard, not of
     /// all at once.

@@ -6,7 +6,6 @@ use super::upkeep;
 use super::writer::{Journal, with_buffer};
 use crate::dead_letter::DeadLetterReason;
 use crate::error::ProduceError;
-use crate::groups::Placed;
 use crate::id::MessageId;
 use crate::id_table::Own;
 use crate::shared::Shared;
@@ -129,16 +128,20 @@ impl<T: Send + Sync + 'static> Shared<T> {
             }
             let id = redriven.unwrap_or_else(|| this.mint_grouped());
             let now = this.recent_ns();
+            let mut placed = None;
             let produced = this.groups.enter(key, now, redriven.is_some(), |place| {
                 let journal = &attached.journal;
                 journal.produce(records, &[0], format::GROUPED, value, |value, each| {
                     each(id);
-                    if let Placed::Head(value) = place(id, value) {
-                        let group = Some(key);
-                        Self::push_grouped(this, Own { id, group }, value);
-                    }
+                    let group = Some(key);
+                    let at = Self::push_blocked(this, Own { id, group }, value);
+                    placed = Some((at, place(at, id)));
                 })
             });
+            // After the group's unlock, as in `Shared::produce_in_group`.
+            if let Some((at, placed)) = placed {
+                Self::placed(this, key, at, placed);
+            }
             if produced.is_ok() && redriven.is_some() {
                 this.counters.bump(Counter::Redriven, 1);
             }
@@ -165,6 +168,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
             }
             let now = this.recent_ns();
             let mut ids = Vec::with_capacity(n);
+            let mut placed = Vec::with_capacity(n);
             let produced = this.groups.enter(key, now, false, |place| {
                 let journal = &attached.journal;
                 journal.produce(records, &starts, format::GROUPED, values, |values, each| {
@@ -172,13 +176,15 @@ impl<T: Send + Sync + 'static> Shared<T> {
                         let id = this.mint_grouped();
                         each(id);
                         ids.push(id);
-                        if let Placed::Head(value) = place(id, value) {
-                            let group = Some(key);
-                            Self::push_grouped(this, Own { id, group }, value);
-                        }
+                        let group = Some(key);
+                        let at = Self::push_blocked(this, Own { id, group }, value);
+                        placed.push((at, place(at, id)));
                     }
                 })
             });
+            for (at, placed) in placed {
+                Self::placed(this, key, at, placed);
+            }
             this.after_journaled(produced.map(|()| ids), n, false)
         })
     }

@@ -22,6 +22,7 @@ use crate::block::{BLOCK_CAPACITY, Block, Key};
 use crate::codec::Payload;
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::id::MessageId;
+use crate::groups::SlotAt;
 use crate::id_table::{IdTable, Own};
 use crate::queue::Queue;
 use crate::shared::{Config, Shared};
@@ -126,6 +127,20 @@ struct Restore<'a, T> {
     grouped: std::collections::HashMap<u64, Vec<(Own, Entry, T)>>,
     /// Groups held by a drained dead letter, and its id.
     holding: std::collections::HashMap<u64, MessageId>,
+    /// Groups to put back once every message has its slot: key, the dead
+    /// letter holding it or the id of its head, and the messages waiting.
+    groups: Vec<(u64, RestoredHead, Vec<(Own, T)>)>,
+    /// Where each restored group head went.
+    heads: std::collections::HashMap<MessageId, SlotAt>,
+}
+
+/// What leads a restored group.
+#[derive(Clone, Copy)]
+enum RestoredHead {
+    /// A dead letter holding the group.
+    Held(MessageId),
+    /// A live message, restored as any.
+    Live(MessageId),
 }
 
 impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
@@ -139,6 +154,8 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             again: Vec::new(),
             grouped: std::collections::HashMap::new(),
             holding: std::collections::HashMap::new(),
+            groups: Vec::new(),
+            heads: std::collections::HashMap::new(),
         }
     }
 
@@ -190,7 +207,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                     attached.journal.released(letter);
                 }
             }
-            let mut waiting = std::collections::VecDeque::new();
+            let mut waiting = Vec::new();
             for (own, entry, value) in members {
                 let phase = entry.state.phase;
                 let crashed = self.crashed(&entry);
@@ -204,14 +221,18 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                     self.message(own, &entry, value, r);
                 } else {
                     self.shared.counters.add(Counter::Produced, 1);
+                    self.shared.counters.add(Counter::GroupedWaited, 1);
                     r.pending += 1;
-                    waiting.push_back((own.id, value));
+                    waiting.push((own, value));
                 }
             }
             if let Some((head, held)) = head {
-                self.shared
-                    .groups
-                    .restore(key, head, held, self.now_ns, waiting);
+                let head = if held {
+                    RestoredHead::Held(head)
+                } else {
+                    RestoredHead::Live(head)
+                };
+                self.groups.push((key, head, waiting));
             }
         }
     }
@@ -309,7 +330,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
 
     /// A block of messages never delivered, keyed at `ts` (0: before
     /// everything produced after the open), in the index.
-    fn fresh_block(&self, messages: Vec<(Own, T)>, ts: u64) {
+    fn fresh_block(&mut self, messages: Vec<(Own, T)>, ts: u64) {
         let shared = self.shared;
         let (ids, values): (Vec<Own>, Vec<T>) = messages.into_iter().unzip();
         let block = self.restored_block(&ids, ts);
@@ -320,6 +341,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             // is the block's key.
             unsafe { block.slot(index).write(value, 0) };
         }
+        self.note_heads(&block, &ids);
         shared.index.insert(key, Batch::Fresh(Arc::clone(&block)));
         shared.register(block);
     }
@@ -336,14 +358,52 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
         Block::with_ids(Arc::clone(shared), key, len, len, false, IdTable::with(ids))
     }
 
+    /// Notes where the grouped messages among `ids` (in `block`, one per
+    /// slot) went: the live ones are their groups' heads.
+    fn note_heads(&mut self, block: &Block<T>, ids: &[Own]) {
+        for (index, own) in ids.iter().enumerate() {
+            if own.group.is_some() {
+                self.heads.insert(own.id, SlotAt::new(block, index));
+            }
+        }
+    }
+
     /// Puts the messages in: first those delivered before (the ones in
     /// progress at the crash were first in line), then the never-delivered
-    /// ones in produce order.
+    /// ones in produce order; then the groups, their waiting messages
+    /// blocked behind their heads.
     fn finish(mut self) {
         self.flush_fresh();
         self.put_back_again();
         for batch in std::mem::take(&mut self.blocks) {
             self.fresh_block(batch, 0);
+        }
+        for (key, head, waiting) in std::mem::take(&mut self.groups) {
+            let (ids, values): (Vec<Own>, Vec<T>) = waiting.into_iter().unzip();
+            let mut members = Vec::with_capacity(ids.len());
+            for (chunk, values) in ids.chunks(BLOCK_CAPACITY).zip(chunks(values)) {
+                let block = self.restored_block(chunk, 0);
+                for (index, value) in values.into_iter().enumerate() {
+                    // SAFETY: as in `fresh_block`.
+                    unsafe { block.slot(index).write_blocked(value, 0) };
+                    members.push(SlotAt::new(&block, index));
+                }
+                self.shared
+                    .index
+                    .insert(block.key(), Batch::Fresh(Arc::clone(&block)));
+                self.shared.register(block);
+            }
+            let (head, held) = match head {
+                RestoredHead::Held(letter) => (SlotAt::NONE, Some(letter)),
+                RestoredHead::Live(id) => {
+                    let head = self.heads.get(&id).copied();
+                    debug_assert!(head.is_some(), "a restored head has a slot");
+                    (head.unwrap_or(SlotAt::NONE), None)
+                }
+            };
+            self.shared
+                .groups
+                .restore(key, head, held, &members, self.now_ns);
         }
     }
 
@@ -384,6 +444,7 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
                     refs.push(message);
                 }
             }
+            self.note_heads(&block, &ids);
             shared.register(block);
             // Due now: claimable as soon as `open` returns, before anything
             // produced after it (keyed at the origin, like the fresh ones).
@@ -402,4 +463,13 @@ impl<'a, T: Send + Sync + 'static> Restore<'a, T> {
             }
         }
     }
+}
+
+/// `values` in chunks of a block's capacity, in order.
+fn chunks<T>(values: Vec<T>) -> impl Iterator<Item = Vec<T>> {
+    let mut rest = values.into_iter().peekable();
+    std::iter::from_fn(move || {
+        rest.peek()?;
+        Some(rest.by_ref().take(BLOCK_CAPACITY).collect())
+    })
 }
