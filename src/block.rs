@@ -175,7 +175,7 @@ impl<T> Block<T> {
     /// earlier than this block's key), as the offset its state word keeps:
     /// whole microseconds after the key, so rounded down (a due check made
     /// with it is at most 1 us early for a message that was due when it was
-    /// produced), and capped at [`MAX_TS_OFFSET_US`] (about 38 hours after
+    /// produced), and capped at [`MAX_TS_OFFSET_US`] (about 19 hours after
     /// the block was opened; a later message of a slowly filling block gets
     /// an earlier timestamp, never a later one).
     pub(crate) fn ts_offset_us(&self, ts: u64) -> u64 {

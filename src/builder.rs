@@ -66,7 +66,7 @@ impl<T> fmt::Debug for Builder<T> {
 
 impl<T: Send + Sync + 'static> Builder<T> {
     /// How long a delivery stays valid without being settled or extended
-    /// (the visibility timeout). Default 30 s. Range: 1 ms to about a year.
+    /// (the visibility timeout). Default 30 s. Range: 1 ms to about 199 days.
     ///
     /// ```
     /// let q: rebound::Queue<u8> = rebound::Queue::builder().lease(std::time::Duration::from_secs(1)).build();

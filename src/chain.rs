@@ -4,8 +4,8 @@
 use crate::batch::Batch;
 use crate::block::{BLOCK_CAPACITY, Block, Key, Next, Reserve};
 use crate::error::ProduceError;
-use crate::id::MessageId;
 use crate::groups::SlotAt;
+use crate::id::MessageId;
 use crate::id_table::Own;
 use crate::shared::Shared;
 use crate::sync::{Arc, Guard, Ordering, SpinWait, pin};
@@ -233,13 +233,15 @@ impl<T: Send + Sync + 'static> Shared<T> {
             }
         }
         for (index, value) in values.take(count).enumerate() {
-            // SAFETY (both): the block is not shared yet, and its first
-            // `count` slots were reserved for its creator by `Block::new`.
-            // Their timestamp is the block's key: offset 0.
+            // The block is not shared yet, and its first `count` slots were
+            // reserved for its creator by `Block::new`. Their timestamp is
+            // the block's key: offset 0.
             if index == 0 && blocked {
+                // SAFETY: as said above.
                 unsafe { block.slot(index).write_blocked(value, 0) };
                 own.placed(SlotAt::new(&block, index));
             } else {
+                // SAFETY: as said above.
                 unsafe { block.slot(index).write(value, 0) };
             }
             id(this.message_id(&block, index));

@@ -23,7 +23,13 @@ impl<T: Send + Sync + 'static> Shared<T> {
             own: Some(own),
             at: SlotAt::NONE,
         };
-        Shared::push_fresh(this, iter::once(value), this.recent_ns(), &mut grouped, |_| {});
+        Shared::push_fresh(
+            this,
+            iter::once(value),
+            this.recent_ns(),
+            &mut grouped,
+            |_| {},
+        );
         debug_assert!(!grouped.at.is_none());
         grouped.at
     }

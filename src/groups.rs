@@ -2,20 +2,26 @@
 //! the order their `produce_in_group` calls returned, across rollbacks,
 //! defers, expiries and redeliveries.
 //!
-//! Only a group's *head* is ever in the index. The group's later messages
-//! wait here, in a FIFO per group, with their ids minted; when the head's
-//! payload leaves the queue (its last holder lets go of it acked or dead:
-//! `Shared::release_payload`), the next one is published into the
-//! producers' chain and becomes the head. A rolled-back, deferred or
-//! expired head stays the head and comes back through the redeliverer as
-//! any message does, so order holds across retries. Two messages of one
-//! group are never claimable at once: the second is not in the index until
-//! the first is final and no handler holds it.
+//! Only a group's *head* is ever claimable. Every grouped message is in
+//! the producers' chain, written `Blocked`, and linked behind the one
+//! before it in its group (an MCS queue through the messages' id-table
+//! entries): a producer swaps the group's tail for its message, under its
+//! shard's lock, and links itself behind the old tail, or is the head if
+//! the group was idle. When the head's payload leaves the queue (its last
+//! holder lets go of it acked or dead: `Shared::release_payload`), that
+//! holder follows the link without a lock and unblocks the next message,
+//! in place or, if a block's cursor passed it, moved into a new slot; with
+//! nothing linked it empties the tail (the group is idle). A rolled-back,
+//! deferred or expired head stays the head and comes back through the
+//! redeliverer as any message does, so order holds across retries. Two
+//! messages of one group are never claimable at once: the second stays
+//! `Blocked` until the first is final and no handler holds it.
 //!
 //! One mutex per shard of groups (64 shards, each on its own cache line),
-//! taken by a grouped produce and by a head's final settle: ungrouped
-//! messages never touch it. An idle group (no message waiting, none at
-//! its head) is removed: it costs nothing.
+//! taken by a grouped produce, a dead head that holds its group, a
+//! release, a move and a sweep: ungrouped messages never touch it, and
+//! neither does a head's settle otherwise. An idle group is kept until a
+//! sweep (see [`Groups::sweep`]).
 
 use crate::block::Block;
 use crate::id::MessageId;
@@ -150,7 +156,10 @@ impl SlotAt {
     /// reference (it was never claimed), or the caller holds one.
     pub(crate) unsafe fn get<'a, T>(self) -> (&'a Block<T>, usize) {
         // SAFETY: by the contract.
-        (unsafe { &*((self.0 & !63) as *const Block<T>) }, self.0 & 63)
+        (
+            unsafe { &*((self.0 & !63) as *const Block<T>) },
+            self.0 & 63,
+        )
     }
 }
 
@@ -438,7 +447,10 @@ impl<T> Groups<T> {
             return (true, Next::Nothing);
         }
         group.started(now);
-        (true, Next::Unblock(std::mem::replace(&mut group.first, SlotAt::NONE)))
+        (
+            true,
+            Next::Unblock(std::mem::replace(&mut group.first, SlotAt::NONE)),
+        )
     }
 
     /// The head `old` of group `key` was skipped by its block's cursor and
@@ -447,7 +459,12 @@ impl<T> Groups<T> {
     /// in the group (what follows it, and the tail). Counted in the shard's
     /// `publishing` while `place` runs, so that teardown waits for it.
     /// `None` if the queue was torn down (the caller drops the payload).
-    pub(crate) fn moved(&self, key: u64, old: SlotAt, place: impl FnOnce() -> SlotAt) -> Option<SlotAt> {
+    pub(crate) fn moved(
+        &self,
+        key: u64,
+        old: SlotAt,
+        place: impl FnOnce() -> SlotAt,
+    ) -> Option<SlotAt> {
         let slot = self.slot(key);
         let mut shard = lock(&slot.groups);
         let group = shard.get_mut(&key)?;
@@ -465,12 +482,10 @@ impl<T> Groups<T> {
         block.ids.link(new_slot, next);
         // The moved message is not claimable, so no settle exchanges the
         // tail meanwhile, and producers wait for this lock.
-        let _ = group.tail.compare_exchange(
-            old.bits(),
-            at.bits(),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        let _ =
+            group
+                .tail
+                .compare_exchange(old.bits(), at.bits(), Ordering::AcqRel, Ordering::Acquire);
         // Release: pairs with the Acquire load in `clear`.
         slot.publishing.fetch_sub(1, Ordering::Release);
         Some(at)
@@ -486,9 +501,8 @@ impl<T> Groups<T> {
         }
         if list.len() >= 64 && list.len().is_power_of_two() {
             list.retain(|b| {
-                (0..b.len()).any(|i| {
-                    matches!(b.slot(i).state.load().tag(), Tag::Skipped | Tag::Blocked)
-                })
+                (0..b.len())
+                    .any(|i| matches!(b.slot(i).state.load().tag(), Tag::Skipped | Tag::Blocked))
             });
         }
         list.push(Arc::clone(block));

@@ -2,8 +2,9 @@
 //! (`seq << SLOT_BITS | slot`): ids given to `Queue::produce_with_id` or
 //! kept through a redrive, and ids of messages restored from a journal.
 //!
-//! It also holds the group key of each slot whose message belongs to an
-//! ordered group (`group.rs`).
+//! It also holds, for each slot whose message belongs to an ordered group
+//! (`groups.rs`), the group key, the link to the group's next message and
+//! the group itself.
 //!
 //! A block has no table until its first such message: a block of plain
 //! produces never allocates one, and reading one of its ids costs a load
@@ -204,7 +205,9 @@ impl IdTable {
         if let Some(table) = self.table() {
             // Release: pairs with the Acquire in `next`, so a settle that
             // finds the link sees the linked message's entry written.
-            table.entries[slot].next.store(next.bits(), Ordering::Release);
+            table.entries[slot]
+                .next
+                .store(next.bits(), Ordering::Release);
         }
     }
 

@@ -67,6 +67,10 @@ impl Default for Config {
 /// The redeliverer thread, which hands back the blocks it watched.
 pub(crate) type RedelivererThread<T> = thread::JoinHandle<Vec<Arc<Block<T>>>>;
 
+/// `Shared::head_gone`: a group's head in `slot` of a block, of group
+/// `key`, left the queue (acked, or dead if the flag says so).
+type HeadGone<T> = fn(&Arc<Shared<T>>, &Block<T>, usize, u64, bool);
+
 /// Everything the handles, deliveries, blocks and the redeliverer share.
 pub(crate) struct Shared<T> {
     pub(crate) config: Config,
@@ -96,11 +100,11 @@ pub(crate) struct Shared<T> {
     pub(crate) dead_letters: Mutex<Option<Vec<DeadLetter<T>>>>,
     /// The ids given to `produce_with_id` (and redriven) that are taken.
     pub(crate) dedup: Dedup,
-    /// Ordered groups: each group's head and the messages waiting behind it.
+    /// Ordered groups: each group's tail, hold and start time.
     pub(crate) groups: Groups<T>,
     /// `Shared::head_gone`, captured where its bounds are known, so that
     /// the unbounded `release_payload` can hand a group to its next head.
-    head_gone: fn(&Arc<Shared<T>>, &Block<T>, usize, u64, bool),
+    head_gone: HeadGone<T>,
     /// Live `Queue` handles; the last one tears the queue down.
     pub(crate) handles: AtomicUsize,
     /// `None` in the loom world, where the model runs the passes.
@@ -519,8 +523,7 @@ impl<T> Shared<T> {
             groups: groups.groups,
             groups_held: groups.held,
             oldest_group_head: groups.oldest.map(|since| crate::groups::age(since, now)),
-            in_flight: produced
-                .saturating_sub(acked + dead_lettered + ready + delayed + waiting),
+            in_flight: produced.saturating_sub(acked + dead_lettered + ready + delayed + waiting),
         }
     }
 }

@@ -34,10 +34,10 @@ const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 /// Mask of the 36-bit wrapping millisecond tick stored in the word.
 pub(crate) const TICK_MASK: u64 = (1 << (64 - TICK_SHIFT)) - 1;
 /// Ticks compare by wrapping difference; any lease or delay must stay below
-/// half the range (about 2.2 years), which [`crate::Builder`] enforces.
+/// half the range (about 1.1 years), which [`crate::Builder`] enforces.
 pub(crate) const MAX_TICK_SPAN: u64 = 1 << (64 - TICK_SHIFT - 1);
 /// The largest timestamp offset a fresh message's word can hold, in
-/// microseconds after its block's key (about 38 hours).
+/// microseconds after its block's key (about 19 hours).
 pub(crate) const MAX_TS_OFFSET_US: u64 = TICK_MASK;
 /// The largest attempt count the word can hold; `max_attempts` is capped here.
 pub(crate) const MAX_ATTEMPTS: u32 = COUNT_MASK as u32;

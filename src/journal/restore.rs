@@ -21,8 +21,8 @@ use crate::batch::{Batch, MessageRef, RefBatch};
 use crate::block::{BLOCK_CAPACITY, Block, Key};
 use crate::codec::Payload;
 use crate::dead_letter::{DeadLetter, DeadLetterReason};
-use crate::id::MessageId;
 use crate::groups::SlotAt;
+use crate::id::MessageId;
 use crate::id_table::{IdTable, Own};
 use crate::queue::Queue;
 use crate::shared::{Config, Shared};
@@ -129,10 +129,13 @@ struct Restore<'a, T> {
     holding: std::collections::HashMap<u64, MessageId>,
     /// Groups to put back once every message has its slot: key, the dead
     /// letter holding it or the id of its head, and the messages waiting.
-    groups: Vec<(u64, RestoredHead, Vec<(Own, T)>)>,
+    groups: Vec<RestoredGroup<T>>,
     /// Where each restored group head went.
     heads: std::collections::HashMap<MessageId, SlotAt>,
 }
+
+/// A group to put back: its key, what leads it, and its messages waiting.
+type RestoredGroup<T> = (u64, RestoredHead, Vec<(Own, T)>);
 
 /// What leads a restored group.
 #[derive(Clone, Copy)]
