@@ -365,20 +365,34 @@ impl MessageState {
     /// The head of this message's group is gone: `Blocked -> Pending` in
     /// place, keeping its timestamp (claimed by its block's cursor as any
     /// fresh message), or `Skipped -> Moved` (the caller takes the payload
-    /// to a new slot). SeqCst, as [`Self::publish`]: the caller's SeqCst
-    /// load of the sleeper count is ordered after it.
+    /// to a new slot).
+    ///
+    /// SeqCst compare-exchange, as [`Self::publish`] is a SeqCst swap: its
+    /// Release half publishes the word to the claimer's Acquire load, and
+    /// being a SeqCst read-modify-write it orders the caller's SeqCst load
+    /// of the sleeper count after it (`Waiters::notify_after_publish`).
     pub(crate) fn unblock(&self) -> Unblock {
-        match self.transition(|w| match w.tag() {
-            Tag::Blocked => Ok(w.with_tag(Tag::Pending)),
-            // Attempt 1: its prepaid reference goes with the move (see
-            // `block::release_prepaid`).
-            Tag::Skipped => Ok(Word(0).with_tag(Tag::Moved).with_attempt(1)),
-            _ => Err(()),
-        }) {
-            Ok((_, new)) if new.tag() == Tag::Pending => Unblock::InPlace,
-            Ok(_) => Unblock::Move,
-            // Discarded: the queue was torn down.
-            Err(()) => Unblock::Gone,
+        let mut current = self.load();
+        loop {
+            let next = match current.tag() {
+                Tag::Blocked => current.with_tag(Tag::Pending),
+                // Attempt 1: its prepaid reference goes with the move (see
+                // `block::release_prepaid`).
+                Tag::Skipped => Word(0).with_tag(Tag::Moved).with_attempt(1),
+                // Discarded: the queue was torn down.
+                _ => return Unblock::Gone,
+            };
+            match self.word.compare_exchange_weak(
+                current.0,
+                next.0,
+                Ordering::SeqCst,
+                // Acquire: as in `load`.
+                Ordering::Acquire,
+            ) {
+                Ok(_) if next.tag() == Tag::Pending => return Unblock::InPlace,
+                Ok(_) => return Unblock::Move,
+                Err(actual) => current = Word(actual),
+            }
         }
     }
 
@@ -668,6 +682,43 @@ impl MessageState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A grouped message waits `Blocked`; its group's hand-over makes it
+    /// pending in place, or, once a cursor skipped it, moves it (final,
+    /// at attempt 1, its payload the mover's); teardown discards either.
+    #[test]
+    fn a_blocked_message_is_unblocked_in_place_or_moved_once_skipped() {
+        let s = MessageState::new();
+        s.publish_blocked(5);
+        assert_eq!(s.load().tag(), Tag::Blocked);
+        assert!(s.load().tag() != Tag::Pending, "not claimable");
+        assert_eq!(s.unblock(), Unblock::InPlace);
+        let w = s.load();
+        assert_eq!((w.tag(), w.attempt(), w.tick()), (Tag::Pending, 0, 5));
+        assert!(!s.skip(), "a pending message is not skipped");
+        assert_eq!(s.unblock(), Unblock::Gone, "unblocked once");
+
+        let s = MessageState::new();
+        s.publish_blocked(0);
+        assert!(s.skip());
+        assert!(!s.skip(), "skipped once");
+        assert_eq!(s.unblock(), Unblock::Move);
+        let w = s.load();
+        assert_eq!((w.tag(), w.attempt(), w.holders()), (Tag::Moved, 1, 0));
+        assert!(w.tag().is_final() && !s.holds_payload());
+        assert_eq!(s.unblock(), Unblock::Gone, "moved once");
+
+        for skipped in [false, true] {
+            let s = MessageState::new();
+            s.publish_blocked(0);
+            if skipped {
+                assert!(s.skip());
+            }
+            assert!(s.holds_payload());
+            assert!(matches!(s.transition_to_discarded(), Discard::Done { .. }));
+            assert_eq!(s.unblock(), Unblock::Gone, "discarded by teardown");
+        }
+    }
 
     fn pending() -> MessageState {
         let s = MessageState::new();

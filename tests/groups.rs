@@ -733,3 +733,35 @@ mod journaled {
         assert_eq!(got, want);
     }
 }
+
+/// Messages of a group that a claim passed while their head was held are
+/// not lost: when the head is acked they come back, in order, with the ids
+/// their produce returned, while other work goes on meanwhile.
+#[test]
+fn messages_passed_over_while_their_head_is_held_come_back_in_order() {
+    let q: Queue<&str> = Queue::new();
+    let ids: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|&m| q.produce_in_group(1u64, m).unwrap())
+        .collect();
+    let head = q.try_consume().unwrap();
+    assert_eq!(*head, "a");
+    // A later ungrouped message: its claim walks past `b` and `c`.
+    q.produce("x").unwrap();
+    let x = q.try_consume().unwrap();
+    assert_eq!(*x, "x");
+    x.ack().unwrap();
+    assert!(none_ready(&q), "b or c while a is held");
+    head.ack().unwrap();
+    for (i, name) in ["b", "c"].iter().enumerate() {
+        let d = q.try_consume().unwrap();
+        assert_eq!((*d, d.id(), d.attempt()), (*name, ids[i + 1], 1));
+        assert!(none_ready(&q), "two of the group at once");
+        d.ack().unwrap();
+    }
+    let s = q.stats();
+    assert_eq!(
+        (s.groups, s.grouped_waiting, s.acked, s.in_flight),
+        (0, 0, 4, 0)
+    );
+}
