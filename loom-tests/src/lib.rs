@@ -7,7 +7,7 @@
 #![cfg(rebound_loom)]
 
 use rebound::__loom::{Redeliverer, advance};
-use rebound::{Backoff, Delivery, Queue};
+use rebound::{Backoff, Delivery, MessageId, Queue, TryConsumeError};
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
@@ -43,7 +43,12 @@ pub fn grouped_queue(max_attempts: u32, hold: bool) -> Queue<Msg> {
 
 /// Where the group models start: `a` then `b` produced into [`GROUP`] of
 /// `q`, and the head, `a`, claimed (attempt 1), with the flag its drop
-/// sets; `b` waits behind it, out of the index.
+/// sets. `b` is in the producers' chain, written `Blocked` in the slot
+/// after `a` and linked behind it; the claim stopped at `a`, so the
+/// block's cursor is at `b`, which nobody has scanned yet. When `a`'s
+/// payload leaves, its last holder unblocks `b` in place, unless a scan
+/// passed it first (marking it `Skipped`): then it moves `b`'s payload
+/// into a new slot of the chain and unblocks it there.
 pub fn head_claimed_with_next_waiting(q: &Queue<Msg>, drops: &Drops) -> (Delivery<Msg>, DropFlag) {
     let flag = DropFlag::new();
     q.produce_in_group(GROUP, drops.flagged("a", &flag))
@@ -52,6 +57,24 @@ pub fn head_claimed_with_next_waiting(q: &Queue<Msg>, drops: &Drops) -> (Deliver
     let head = q.try_consume().unwrap();
     assert_eq!((head.name(), head.attempt()), ("a", 1));
     (head, flag)
+}
+
+/// [`head_claimed_with_next_waiting`], then a claim that finds nothing:
+/// its scan passed `b`, now `Skipped` (its block's cursor is past it, so
+/// the block has left the index), and `a`'s last holder will move it.
+/// Also returns `b`'s id.
+pub fn head_claimed_with_next_skipped(
+    q: &Queue<Msg>,
+    drops: &Drops,
+) -> (Delivery<Msg>, DropFlag, MessageId) {
+    let flag = DropFlag::new();
+    q.produce_in_group(GROUP, drops.flagged("a", &flag))
+        .unwrap();
+    let b = q.produce_in_group(GROUP, drops.msg("b")).unwrap();
+    let head = q.try_consume().unwrap();
+    assert_eq!((head.name(), head.attempt()), ("a", 1));
+    assert_eq!(q.try_consume().unwrap_err(), TryConsumeError::Empty);
+    (head, flag, b)
 }
 
 /// Where the lease-expiry models start: a [`queue`] of `max_attempts`

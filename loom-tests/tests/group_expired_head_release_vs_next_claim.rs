@@ -1,12 +1,15 @@
 //! Race 26: the head of an ordered group is held on its last allowed
 //! attempt when its lease runs out; its holder lets go (drops the
-//! delivery) while the redeliverer expires the lease, with the group's
-//! next message waiting. Either the expiry dead-letters the head and the
-//! stale holder's drop moves the payload to the dead letters, or the drop
-//! came first and its rollback on the last attempt dead-lettered it: one
-//! letter either way, and the next message is never claimable before the
-//! holder let go (its letter is in the list by then). With `hold_groups`
-//! the dead head holds its group until it is released.
+//! delivery) while the redeliverer expires the lease and a consumer
+//! claims, with the group's next message `b` blocked behind the head,
+//! ahead of its block's cursor. Either the expiry dead-letters the head
+//! and the stale holder's drop moves the payload to the dead letters, or
+//! the drop came first and its rollback on the last attempt dead-lettered
+//! it: one letter either way. The expiry alone hands nothing on; the
+//! holder that lets go of the payload unblocks `b` (in place, or, if the
+//! claim's scan passed it, by moving it into a new slot), so `b` is never
+//! claimable before the holder let go (its letter is in the list by then).
+//! With `hold_groups` the dead head holds its group until it is released.
 #![cfg(rebound_loom)]
 
 use loom::thread;
@@ -17,8 +20,8 @@ use rebound_loom_tests::{
 };
 
 /// The stale holder of `a` drops it while the main thread runs a
-/// redeliverer pass and then tries to claim, `b` waiting; `hold`: the
-/// queue's `hold_groups`.
+/// redeliverer pass and then tries to claim, `b` blocked behind `a`;
+/// `hold`: the queue's `hold_groups`.
 fn expired_head_release_vs_next_claim(hold: bool) {
     model(move || {
         let drops = Drops::new();

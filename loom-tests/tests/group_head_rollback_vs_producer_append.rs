@@ -1,12 +1,19 @@
 //! Race 25: the head of an ordered group is rolled back, put back by the
 //! redeliverer, claimed again and acked while a producer appends the
-//! group's next message. The appended message waits behind the head
-//! whichever comes first: the head comes back first, and the appended
-//! message is claimable only once the head is acked. The ack (or, on the
-//! head's last attempt, the rollback, which dead-letters the head) meets
-//! the append under the group's lock: the appended message waits and the
-//! settle publishes it, or it finds the group gone and is its new head;
-//! delivered once either way.
+//! group's next message `b`: written `Blocked` into the chain (the slot
+//! after the head), then, under the group's lock, the group's tail swapped
+//! to it and `b` linked behind the message the swap returned. Whichever
+//! comes first, the head comes back first, and `b` is claimable only once
+//! the head is acked (a scan meanwhile passes it, marking it `Skipped`).
+//! The ack (or, on the head's last attempt, the rollback, which
+//! dead-letters the head) meets the append on the group's tail, taking no
+//! lock: it finds `b` linked and unblocks it (in place, or by moving a
+//! skipped `b` into a new slot); or it finds nothing linked and
+//! compare-exchanges the tail from the head to zero, and either the group
+//! goes idle (the append then finds it idle and `b`, the new head, is
+//! unblocked by its producer) or the exchange fails because the producer
+//! swapped the tail, and the settle waits for the link. `b` is delivered
+//! once either way.
 #![cfg(rebound_loom)]
 
 use loom::thread;
@@ -71,7 +78,7 @@ fn last_attempt_rollback_releases_the_group_vs_an_append_delivers_it_once() {
         };
         // All of it races the append: `b` is not claimable while the head
         // is held; the rollback of the last attempt dead-letters the head
-        // and releases the group; then `b` if it is in already.
+        // and hands the group on; then `b` if it is in already.
         assert_eq!(
             q.try_consume().unwrap_err(),
             TryConsumeError::Empty,

@@ -1,10 +1,17 @@
 //! Race 24: the head of an ordered group is settled while a consumer
-//! claims, with the group's next message waiting behind it. The next
-//! message is published when the head's payload leaves the queue (dropped
-//! by an ack, or moved to the dead letters), by the holder that lets go of
-//! it: it is never claimable before, it is claimed at most once, and it is
-//! delivered exactly once after the settle. With `hold_groups` a dead head
-//! keeps it back until the group is released, and a release that comes
+//! claims, with the group's next message `b` written `Blocked` in the slot
+//! after the head and linked behind it, ahead of its block's cursor. The
+//! claim's scan passes a `Blocked` slot only by a compare-exchange to
+//! `Skipped`. Once the head's payload has left the queue (dropped by an
+//! ack, or moved to the dead letters), the holder that let go of it reads
+//! the link, without a lock, and unblocks `b` by a compare-exchange too:
+//! `Blocked -> Pending` in place, where the scan claims it, or, if the
+//! scan marked it first, `Skipped -> Moved`: it writes `b`'s payload into
+//! a new slot of the chain (opening the next block) and unblocks it there.
+//! Whichever wins, `b` is never claimable before the head's payload left,
+//! it is claimed at most once, and it is delivered exactly once after the
+//! settle. With `hold_groups` a dead head holds its group (under the
+//! group's lock) until the group is released, and a release that comes
 //! before the dead-letter finds nothing held and changes nothing.
 #![cfg(rebound_loom)]
 
@@ -43,8 +50,9 @@ fn claim_next(
 }
 
 /// The head `a` of [`GROUP`] is settled on one thread while the main thread
-/// tries to claim, `b` waiting. With `hold` (the queue's `hold_groups`)
-/// the main thread first releases the group, racing the settle too.
+/// tries to claim, `b` blocked behind it and not scanned yet. With `hold`
+/// (the queue's `hold_groups`) the main thread first releases the group,
+/// racing the settle too.
 fn head_settle_vs_next_claim(settle: Settle, hold: bool) {
     model(move || {
         let drops = Drops::new();
