@@ -416,8 +416,8 @@ impl<T> Shared<T> {
     /// (acked, or `dead`): if the message is a group's head, the group's
     /// next message becomes its head. Out of line: only blocks with an id
     /// table come here. A message discarded at teardown moves nothing:
-    /// teardown clears the groups before it discards anything, so its
-    /// group is not found.
+    /// teardown sets the groups' `torn_down` before it discards anything
+    /// (see `Shared::head_gone`).
     #[cold]
     #[inline(never)]
     fn grouped_gone(&self, block: &Block<T>, slot: usize, dead: bool) {
