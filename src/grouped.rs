@@ -17,19 +17,14 @@ use std::iter;
 
 impl<T: Send + Sync + 'static> Shared<T> {
     /// Writes a grouped message into the producers' chain, blocked (not
-    /// claimable until its group makes it the head), and returns where.
-    pub(crate) fn push_blocked(this: &Arc<Self>, own: Own, value: T) -> SlotAt {
+    /// claimable until its group makes it the head), stamped `now`, and
+    /// returns where.
+    pub(crate) fn push_blocked(this: &Arc<Self>, own: Own, value: T, now: u64) -> SlotAt {
         let mut grouped = Grouped {
             own: Some(own),
             at: SlotAt::NONE,
         };
-        Shared::push_fresh(
-            this,
-            iter::once(value),
-            this.recent_ns(),
-            &mut grouped,
-            |_| {},
-        );
+        Shared::push_fresh(this, iter::once(value), now, &mut grouped, |_| {});
         debug_assert!(!grouped.at.is_none());
         grouped.at
     }
@@ -53,8 +48,8 @@ impl<T: Send + Sync + 'static> Shared<T> {
         }
         let id = redriven.unwrap_or_else(|| this.mint_grouped());
         let group = Some(key);
-        let at = Self::push_blocked(this, Own { id, group }, value);
         let now = this.recent_ns();
+        let at = Self::push_blocked(this, Own { id, group }, value, now);
         let placed = this
             .groups
             .enter(key, now, redriven.is_some(), |place| place(at, id));
@@ -91,14 +86,14 @@ impl<T: Send + Sync + 'static> Shared<T> {
             return Err(ProduceError::Closed(values));
         }
         let group = Some(key);
+        let now = this.recent_ns();
         let written: Vec<(MessageId, SlotAt)> = values
             .into_iter()
             .map(|value| {
                 let id = this.mint_grouped();
-                (id, Self::push_blocked(this, Own { id, group }, value))
+                (id, Self::push_blocked(this, Own { id, group }, value, now))
             })
             .collect();
-        let now = this.recent_ns();
         let placed: Vec<Placed> = this.groups.enter(key, now, false, |place| {
             written.iter().map(|&(id, at)| place(at, id)).collect()
         });
@@ -197,9 +192,9 @@ impl<T: Send + Sync + 'static> Shared<T> {
                         id: this.message_id(block, slot),
                         group: Some(key),
                     };
-                    let moved = this
-                        .groups
-                        .moved(key, at, || Self::push_blocked(this, own, value));
+                    let moved = this.groups.moved(key, at, || {
+                        Self::push_blocked(this, own, value, this.recent_ns())
+                    });
                     // SAFETY: `Moved` is at attempt 1: its prepaid
                     // reference is released here, once (teardown releases
                     // only those of slots at attempt 0).

@@ -26,7 +26,7 @@
 use crate::block::Block;
 use crate::id::MessageId;
 use crate::state::Tag;
-use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, MODEL, Mutex, Ordering, lock, thread};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, MODEL, Mutex, Ordering, lock};
 use crossbeam_utils::CachePadded;
 use std::collections::HashMap;
 use std::fmt;
@@ -178,11 +178,11 @@ pub(crate) struct Groups<T> {
 
 type Map = HashMap<u64, Box<Group>, foldhash::fast::RandomState>;
 
-/// One shard: its groups under a lock, and how many moved heads are being
-/// published outside it (see `Groups::clear`).
+/// One shard: its groups under a lock. A move writes its message under
+/// it, and teardown's `clear` takes it, so no move is in progress once a
+/// shard is cleared.
 struct Shard {
     groups: Mutex<Map>,
-    publishing: AtomicUsize,
 }
 
 /// One group with a message at its head (or idle, until swept). Boxed:
@@ -268,7 +268,6 @@ impl<T> Groups<T> {
                 .map(|_| {
                     CachePadded::new(Shard {
                         groups: Mutex::new(HashMap::default()),
-                        publishing: AtomicUsize::new(0),
                     })
                 })
                 .collect(),
@@ -456,25 +455,20 @@ impl<T> Groups<T> {
     /// The head `old` of group `key` was skipped by its block's cursor and
     /// moved (its payload taken by the caller): under the lock, `place`
     /// writes it, blocked, into a new slot, which takes the old one's place
-    /// in the group (what follows it, and the tail). Counted in the shard's
-    /// `publishing` while `place` runs, so that teardown waits for it.
-    /// `None` if the queue was torn down (the caller drops the payload).
+    /// in the group (what follows it, and the tail). Under the lock, so that
+    /// teardown's `clear` finds it done. `None` if the queue was torn down (the caller drops the payload).
     pub(crate) fn moved(
         &self,
         key: u64,
         old: SlotAt,
         place: impl FnOnce() -> SlotAt,
     ) -> Option<SlotAt> {
-        let slot = self.slot(key);
-        let mut shard = lock(&slot.groups);
+        let mut shard = lock(&self.slot(key).groups);
         let group = shard.get_mut(&key)?;
         // SAFETY: the caller keeps the old block (it holds the prepaid
         // reference of the moved message until this returns).
         let (old_block, old_slot) = unsafe { old.get::<T>() };
         let next = old_block.ids.next(old_slot);
-        // Relaxed: under the lock, which orders it before teardown's
-        // clear of this shard (see `clear`).
-        slot.publishing.fetch_add(1, Ordering::Relaxed);
         let at = place();
         // SAFETY: `at` was just written, blocked.
         let (block, new_slot) = unsafe { at.get::<T>() };
@@ -486,8 +480,6 @@ impl<T> Groups<T> {
             group
                 .tail
                 .compare_exchange(old.bits(), at.bits(), Ordering::AcqRel, Ordering::Acquire);
-        // Release: pairs with the Acquire load in `clear`.
-        slot.publishing.fetch_sub(1, Ordering::Release);
         Some(at)
     }
 
@@ -509,8 +501,8 @@ impl<T> Groups<T> {
     }
 
     /// Teardown: no head moves on from here (`torn_down`; a delivery that
-    /// outlives the queue may still settle one), every group is forgotten,
-    /// and the heads being moved are waited for. Returns the blocks with a
+    /// outlives the queue may still settle one), and every group is
+    /// forgotten (a move in progress holds its shard's lock). Returns the blocks with a
     /// skipped message, and the groups, to be dropped once no settle can
     /// reach them (through the epoch, see `teardown`).
     pub(crate) fn clear(&self) -> (Vec<Arc<Block<T>>>, Vec<Map>) {
@@ -518,11 +510,6 @@ impl<T> Groups<T> {
         let mut maps = Vec::new();
         for slot in self.shards.iter() {
             maps.push(std::mem::take(&mut *lock(&slot.groups)));
-            // Acquire: pairs with the Release decrement in `moved`; an
-            // increment made under the lock before the clear above is seen.
-            while slot.publishing.load(Ordering::Acquire) != 0 {
-                thread::yield_now();
-            }
         }
         (std::mem::take(&mut *lock(&self.skipped)), maps)
     }

@@ -134,7 +134,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 journal.produce(records, &[0], format::GROUPED, value, |value, each| {
                     each(id);
                     let group = Some(key);
-                    let at = Self::push_blocked(this, Own { id, group }, value);
+                    let at = Self::push_blocked(this, Own { id, group }, value, now);
                     placed = Some((at, place(at, id)));
                 })
             });
@@ -177,7 +177,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
                         each(id);
                         ids.push(id);
                         let group = Some(key);
-                        let at = Self::push_blocked(this, Own { id, group }, value);
+                        let at = Self::push_blocked(this, Own { id, group }, value, now);
                         placed.push((at, place(at, id)));
                     }
                 })
